@@ -1,0 +1,206 @@
+"""Twin profiles: one calibrated JSON per (GPU, model, vLLM version) in ``twin_params/``.
+
+Every number the twin needs about hardware and model lives here as data; the twin has no per-model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from adaptergym.errors import ProfileError
+
+SCHEMA_VERSION = 1
+DEFAULT_PROFILE = "h100-64gb__llama-3.1-8b-instruct__vllm-0.8.5"
+GIB = 1024**3
+
+#: Step-time features, in the order the engine computes them (see ``StepTimeModel.step_ms``).
+STEP_FEATURES = (
+    "base_ms",  # fixed cost of one engine step (kernel launches, sampling setup)
+    "per_decode_seq_ms",  # per sequence generating one token
+    "per_prefill_token_ms",  # per prompt token computed in a prefill chunk
+    "per_context_ktoken_ms",  # per 1,000 tokens of KV read by attention in the step
+    "lora_base_ms",  # fixed cost of a step when LoRA is enabled
+    "lora_per_token_ms",  # per batched token, scaled by max_lora_rank/16 (punica shrink/expand)
+    "lora_per_adapter_ms",  # per distinct adapter in the batch
+    "lora_per_adapter_rank_ms",  # per distinct adapter, scaled by its rank/16
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryModel:
+    """GPU memory accounting that decides KV capacity and whether vLLM starts."""
+
+    gpu_memory_gib: float = field(default=64.0, metadata={"help": "physical GPU memory, GiB"})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM's gpu_memory_utilization"})
+    weights_gib: float = field(default=15.0, metadata={"help": "model weights, GiB"})
+    activation_gib: float = field(default=5.0, metadata={"help": "peak activations + non-torch memory, GiB"})
+    lora_slot_gib_per_rank: float = field(default=0.0055, metadata={"help": "LoRA buffer per slot per rank, GiB"})
+    lora_slot_gib_fixed: float = field(default=0.0, metadata={"help": "LoRA buffer per slot, rank-independent, GiB"})
+    kv_bytes_per_token: int = field(default=131072, metadata={"help": "KV cache bytes per token (all layers)"})
+    max_model_len: int = field(default=131072, metadata={"help": "model context length vLLM must fit once"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "gpu_memory_gib", "weights_gib", "kv_bytes_per_token", "max_model_len")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ProfileError("memory.gpu_memory_utilization: must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineDefaults:
+    """vLLM engine settings of the runs the profile was fitted on, used when a run does not set them."""
+
+    block_size: int = field(default=16, metadata={"help": "KV block size, tokens"})
+    max_num_batched_tokens: int = field(default=2048, metadata={"help": "token budget per step"})
+    max_num_seqs: int = field(default=2048, metadata={"help": "max running sequences"})
+    max_lora_rank: int = field(default=32, metadata={"help": "default max_lora_rank"})
+    max_waiting_requests: int = field(
+        default=25500, metadata={"help": "waiting requests beyond which new arrivals are refused (measured cap)"}
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "block_size", "max_num_batched_tokens", "max_num_seqs", "max_lora_rank",
+                  "max_waiting_requests")
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeModel:
+    """Engine step time (ms) as a linear model over the features in ``STEP_FEATURES``."""
+
+    coefficients: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.coefficients) - set(STEP_FEATURES)
+        if unknown:
+            raise ProfileError(f"step_time.coefficients: unknown term(s) {sorted(unknown)}; "
+                               f"known: {', '.join(STEP_FEATURES)}")
+
+    def vector(self) -> tuple[float, ...]:
+        """Coefficients in ``STEP_FEATURES`` order (missing terms are 0)."""
+        return tuple(float(self.coefficients.get(name, 0.0)) for name in STEP_FEATURES)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadTimeModel:
+    """Adapter load latency (ms) by adapter rank, interpolated linearly between measured ranks."""
+
+    cpu_to_gpu_ms: dict[str, float] = field(default_factory=lambda: {"8": 6.0, "16": 6.5, "32": 7.0})
+    disk_to_cpu_ms: dict[str, float] = field(default_factory=lambda: {"8": 20.0, "16": 25.0, "32": 35.0})
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_to_gpu_ms", "disk_to_cpu_ms"):
+            table = getattr(self, name)
+            if not table:
+                raise ProfileError(f"loading.{name}: needs at least one rank -> ms entry")
+            for rank, ms in table.items():
+                if not str(rank).isdigit() or float(ms) < 0:
+                    raise ProfileError(f"loading.{name}: entry {rank!r}: {ms!r} must map a rank to ms >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerOverhead:
+    """CPU time of one scheduler pass (ms), linear in running and waiting requests, clipped at 0."""
+
+    base_ms: float = 0.2
+    per_running_ms: float = 0.004
+    per_waiting_ms: float = 0.0002
+
+
+@dataclass(frozen=True, slots=True)
+class TwinProfile:
+    """Everything the twin knows about one (GPU, model, vLLM version)."""
+
+    name: str
+    gpu: str = "H100 64GB"
+    model: str = "llama-3.1-8b-instruct"
+    vllm_version: str = "0.8.5"
+    memory: MemoryModel = field(default_factory=MemoryModel)
+    engine: EngineDefaults = field(default_factory=EngineDefaults)
+    step_time: StepTimeModel = field(default_factory=StepTimeModel)
+    loading: LoadTimeModel = field(default_factory=LoadTimeModel)
+    scheduler: SchedulerOverhead = field(default_factory=SchedulerOverhead)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ProfileError(f"profile {self.name!r}: schema_version {self.schema_version} is not supported "
+                               f"(this adaptergym reads {SCHEMA_VERSION}); re-run `adaptergym calibrate`")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "profile") -> TwinProfile:
+        return _build(cls, data, source)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TwinProfile:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise ProfileError(f"profile {str(path)!r}: cannot read ({exc.strerror})") from None
+        except json.JSONDecodeError as exc:
+            raise ProfileError(f"profile {str(path)!r}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct a (nested) profile dataclass from JSON, naming the field on any problem."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ProfileError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
+        sub = type(default()) if default is not None else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            kwargs[name] = _build(sub, value, f"{where}: {name}")
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise ProfileError(f"{type(obj).__name__}.{name}: {value!r} must be a number > 0")
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped in ``twin_params/``."""
+    return sorted(p.name[:-5] for p in resources.files("twin_params").iterdir() if p.name.endswith(".json"))
+
+
+def load_profile(name_or_path: str | Path | None = None) -> TwinProfile:
+    """Load a profile by shipped name, by model name (if unique), or by path to a JSON file."""
+    if isinstance(name_or_path, TwinProfile):
+        return name_or_path
+    key = str(name_or_path or DEFAULT_PROFILE)
+    if Path(key).is_file():
+        return TwinProfile.from_json(key)
+    names = shipped_profiles()
+    stem = key[:-5] if key.endswith(".json") else key
+    matches = [n for n in names if n == stem] or [n for n in names if f"__{stem}__" in n]
+    if len(matches) == 1:
+        return TwinProfile.from_json(str(resources.files("twin_params").joinpath(matches[0] + ".json")))
+    close = difflib.get_close_matches(stem, names, n=3, cutoff=0.3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ProfileError(f"unknown profile {key!r}: not a file and not a shipped profile.{hint} "
+                       f"Shipped: {', '.join(names)}")

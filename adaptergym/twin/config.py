@@ -1,0 +1,62 @@
+"""Server configuration of one vLLM replica (the knobs a placement decides)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from adaptergym.errors import ConfigError
+from adaptergym.profile import TwinProfile
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The vLLM serve flags the twin models. ``None`` means "the profile's default"."""
+
+    max_loras: int = field(default=8, metadata={"help": "GPU adapter slots (--max-loras)"})
+    max_cpu_loras: int | None = field(default=None, metadata={"help": "CPU adapter cache (--max-cpu-loras)"})
+    max_lora_rank: int | None = field(default=None, metadata={"help": "--max-lora-rank; default: profile's"})
+    max_num_seqs: int | None = field(default=None, metadata={"help": "--max-num-seqs"})
+    max_num_batched_tokens: int | None = field(default=None, metadata={"help": "--max-num-batched-tokens"})
+    enable_lora: bool = field(default=True, metadata={"help": "--enable-lora"})
+
+    def resolved(self, profile: TwinProfile) -> ServerConfig:
+        """Fill unset fields from the profile (vLLM's own rule: max_cpu_loras defaults to max_loras)."""
+        eng = profile.engine
+        cfg = replace(
+            self,
+            max_cpu_loras=self.max_cpu_loras if self.max_cpu_loras is not None else self.max_loras,
+            max_lora_rank=self.max_lora_rank or eng.max_lora_rank,
+            max_num_seqs=self.max_num_seqs or eng.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens or eng.max_num_batched_tokens,
+        )
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Reject values vLLM's argument parser itself rejects (start-up memory is the twin's job)."""
+        if self.max_loras < 1:
+            raise ConfigError(f"max_loras: {self.max_loras} must be >= 1")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ConfigError(f"max_cpu_loras: {self.max_cpu_loras} must be >= max_loras ({self.max_loras}), "
+                              "as vLLM requires")
+        if self.max_lora_rank is not None and self.max_lora_rank not in VLLM_MAX_LORA_RANKS:
+            raise ConfigError(f"max_lora_rank: {self.max_lora_rank} is not one vLLM accepts "
+                              f"{VLLM_MAX_LORA_RANKS}")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}: {value} must be >= 1")
+
+
+VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def default_rank(config: ServerConfig, ranks: Sequence[int] | np.ndarray) -> ServerConfig:
+    """Leave an explicit ``max_lora_rank`` alone; otherwise use the smallest vLLM value covering ``ranks``."""
+    if config.max_lora_rank is not None or len(ranks) == 0:
+        return config
+    largest = int(max(ranks))
+    return replace(config, max_lora_rank=next((r for r in VLLM_MAX_LORA_RANKS if r >= largest), largest))
