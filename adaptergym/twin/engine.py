@@ -31,6 +31,11 @@ ITL_BINS = 4000
 _NO_HEAD = 1 << 62
 
 
+def _itl_bin(gaps_s: np.ndarray) -> np.ndarray:
+    ms = np.maximum(gaps_s * 1000.0, ITL_MIN_MS)
+    return np.minimum((np.log(ms / ITL_MIN_MS) / ITL_BIN_WIDTH).astype(np.int64), ITL_BINS - 1)
+
+
 class ReplicaEngine:
     """Simulates one replica over a fixed set of requests (``run_until`` may be called repeatedly)."""
 
@@ -77,14 +82,16 @@ class ReplicaEngine:
         self._n_excluded = 0
         # Running batch, in admission order.
         cap = max(1, min(self.max_seqs, n))
-        self._r_id = np.zeros(cap, np.int64)
-        self._r_ntok = np.zeros(cap, np.int64)  # tokens known: prompt + generated
-        self._r_comp = np.zeros(cap, np.int64)  # tokens whose KV is computed
-        self._r_out = np.zeros(cap, np.int64)
-        self._r_gen = np.zeros(cap, np.int64)
-        self._r_blocks = np.zeros(cap, np.int64)
-        self._r_last = np.zeros(cap)
-        self._r_adapter = np.zeros(cap, np.int64)
+        # One int matrix (a row per field) so finishing requests compacts every field in one operation.
+        self._r = np.zeros((7, cap), np.int64)
+        self._r_id = self._r[0]
+        self._r_ntok = self._r[1]  # tokens known: prompt + generated
+        self._r_comp = self._r[2]  # tokens whose KV is computed
+        self._r_out = self._r[3]
+        self._r_gen = self._r[4]
+        self._r_blocks = self._r[5]
+        self._r_adapter = self._r[6]
+        self._r_last = np.zeros(cap)  # time of the last token, s
         self.n_running = 0
         self._run_count = [0] * n_adapters
         self._active: set[int] = set()
@@ -204,18 +211,6 @@ class ReplicaEngine:
             self._active.discard(adapter)
             self._rank_sum -= self._ranks[adapter]
 
-    def _preempt_last(self) -> None:
-        """Recompute preemption of the newest running request: free its blocks, put it first in line."""
-        k = self.n_running - 1
-        rid = int(self._r_id[k])
-        self.free_blocks += int(self._r_blocks[k])
-        self._gen_saved[rid] = self._r_gen[k]
-        self._last_saved[rid] = self._r_last[k]
-        self.preemptions[rid] += 1
-        self._preempted.appendleft(rid)
-        self._leave_batch(int(self._r_adapter[k]))
-        self.n_running = k
-
     # ------------------------------------------------------------------ scheduling
     def _schedule_running(self) -> tuple[np.ndarray, int, bool]:
         """Token counts for running requests [0, len) this step, remaining budget, and whether any preempted."""
@@ -236,25 +231,41 @@ class ReplicaEngine:
         if total_need <= self.free_blocks:
             self.free_blocks -= total_need
             return new, budget_left, False
-        return self._schedule_running_with_preemption()
+        return self._schedule_running_with_preemption(new, need)
 
-    def _schedule_running_with_preemption(self) -> tuple[np.ndarray, int, bool]:
-        """Slow path, taken only when KV blocks run out: request by request, as vLLM does."""
-        bs, budget, i = self.block_size, self.budget, 0
-        scheduled: list[int] = []
-        while i < self.n_running and budget > 0:
-            comp = int(self._r_comp[i])
-            tokens = min(int(self._r_ntok[i]) - comp, budget)
-            need = -(-(comp + tokens) // bs) - int(self._r_blocks[i])
-            while need > self.free_blocks and self.n_running > i:
-                self._preempt_last()
-            if self.n_running <= i:
-                break
-            self.free_blocks -= need
-            scheduled.append(tokens)
-            budget -= tokens
-            i += 1
-        return np.asarray(scheduled, np.int64), budget, True
+    def _schedule_running_with_preemption(self, new: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, int, bool]:
+        """KV blocks ran out: preempt from the newest end, exactly as vLLM's request-by-request loop would.
+
+        Request ``i`` (in order) is scheduled if its blocks, plus those of the requests scheduled before it,
+        fit in the free blocks plus the blocks of the newest requests preempted so far; vLLM preempts the
+        newest running request until that holds, or preempts request ``i`` itself and stops.
+        """
+        n = self.n_running
+        held_suffix = np.concatenate([np.cumsum(self._r_blocks[:n][::-1])[::-1], [0]])  # blocks of [m, n)
+        required = np.cumsum(need) - self.free_blocks
+        # Largest m with held_suffix[m] >= required[i]  (held_suffix is non-increasing in m).
+        keep = n - np.searchsorted(held_suffix[::-1], required, side="left")
+        failing = np.flatnonzero(keep <= np.arange(new.size))
+        scheduled = int(failing[0]) if failing.size else new.size
+        first_preempted = scheduled if failing.size else int(keep[scheduled - 1])
+        self._preempt_from(first_preempted)
+        self.free_blocks -= int(need[:scheduled].sum())
+        return new[:scheduled], 0, True
+
+    def _preempt_from(self, first: int) -> None:
+        """Recompute-preempt running requests [first, n): free their blocks; they go first in line."""
+        n = self.n_running
+        if first >= n:
+            return
+        ids = self._r_id[first:n]
+        self.free_blocks += int(self._r_blocks[first:n].sum())
+        self._gen_saved[ids] = self._r_gen[first:n]
+        self._last_saved[ids] = self._r_last[first:n]
+        self.preemptions[ids] += 1
+        self._preempted.extendleft(ids[::-1].tolist())
+        for adapter in self._r_adapter[first:n].tolist():
+            self._leave_batch(adapter)
+        self.n_running = first
 
     def _admit_waiting(self, budget: int) -> tuple[list[int], float]:
         """Admit waiting requests FCFS under the budget, KV blocks, max_num_seqs and max_loras."""
@@ -314,31 +325,44 @@ class ReplicaEngine:
         end = self.now + dt
         comp += new
         self._r_blocks[:s] = (comp + self.block_size - 1) // self.block_size
-        produced = np.flatnonzero(comp == self._r_ntok[:s])
-        if produced.size:
-            self._record_tokens(produced, end)
+        produced_mask = comp == self._r_ntok[:s]
+        if produced_mask.all():  # common case (no partial prefill chunk): slices, no gathers
+            self._record_tokens(slice(0, s), end)
+        elif produced_mask.any():
+            self._record_tokens(np.flatnonzero(produced_mask), end)
         self._account(dt, running_before, waiting_before)
         self.now = end
         self.steps += 1
         return True
 
-    def _record_tokens(self, produced: np.ndarray, end: float) -> None:
+    def _record_tokens(self, produced: slice | np.ndarray, end: float) -> None:
+        """Each request in ``produced`` sampled a token at ``end``: ITL, first token, finishes."""
         gen = self._r_gen[produced]
         last = self._r_last[produced]
-        gaps = end - last[gen > 0]
-        if gaps.size:
-            bins = np.log(np.maximum(gaps * 1000.0, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH
-            self.itl_hist += np.bincount(np.minimum(bins.astype(np.int64), ITL_BINS - 1), minlength=ITL_BINS)
-        firsts = produced[gen == 0]
+        # Requests that also produced a token in the previous step all share the gap ``end - now``.
+        same = last == self.now
+        n_same = int(np.count_nonzero(same))
+        if n_same:
+            self.itl_hist[_itl_bin(np.array([end - self.now]))] += n_same
+        stalled = last[(gen > 0) & ~same]
+        if stalled.size:
+            np.add.at(self.itl_hist, _itl_bin(end - stalled), 1)
+        firsts = np.flatnonzero(gen == 0)
         if firsts.size:
-            ids = self._r_id[firsts]
+            ids = self._r_id[produced][firsts]
             unset = np.isnan(self.first_token_s[ids])
             self.first_token_s[ids[unset]] = end
-        gen += 1
-        self._r_gen[produced] = gen
-        self._r_ntok[produced] += 1
-        self._r_last[produced] = end
-        done = produced[gen >= self._r_out[produced]]
+        if isinstance(produced, slice):
+            gen += 1  # a view: updates the running batch in place
+            self._r_ntok[produced] += 1
+            self._r_last[produced] = end
+            done = np.flatnonzero(gen >= self._r_out[produced])
+        else:
+            gen += 1
+            self._r_gen[produced] = gen
+            self._r_ntok[produced] += 1
+            self._r_last[produced] = end
+            done = produced[gen >= self._r_out[produced]]
         if done.size:
             self._finish(done, end)
 
@@ -351,9 +375,8 @@ class ReplicaEngine:
         keep = np.ones(n, bool)
         keep[done] = False
         m = n - done.size
-        for arr in (self._r_id, self._r_ntok, self._r_comp, self._r_out, self._r_gen, self._r_blocks,
-                    self._r_last, self._r_adapter):
-            arr[:m] = arr[:n][keep]
+        self._r[:, :m] = self._r[:, :n][:, keep]
+        self._r_last[:m] = self._r_last[:n][keep]
         self.n_running = m
 
     def _account(self, dt: float, running: int, waiting: int) -> None:
@@ -385,7 +408,8 @@ class ReplicaEngine:
 
     def record(self, duration_s: float) -> RunRecord:
         """Everything the metrics layer needs, as arrays (requests routed elsewhere are left out)."""
-        mine = np.frombuffer(bytes(self.refused), np.uint8) != 2
+        flags = np.frombuffer(self.refused, np.uint8)
+        mine = flags != 2
         req = self.requests
         return RunRecord(
             startup=self.startup,
@@ -397,7 +421,7 @@ class ReplicaEngine:
             first_token_s=self.first_token_s[mine],
             finish_s=self.finish_s[mine],
             preemptions=self.preemptions[mine],
-            refused=np.frombuffer(bytes(self.refused), np.uint8)[mine] == 1,
+            refused=flags[mine] == 1,
             adapter_ids=req.adapter_ids,
             itl_hist=self.itl_hist,
             steps=self.steps,

@@ -1,0 +1,5 @@
+import sys
+
+from adaptergym.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared pieces of every subcommand: the base class, common flags and output formatting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+class Command:
+    """A subcommand. The class docstring is its help text."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this command's flags."""
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        """Run; return the exit code."""
+        raise NotImplementedError
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Flags every subcommand takes."""
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on stdout (NaN/inf become null so any JSON parser reads it)."""
+    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+def print_table(title: str, rows: list[tuple[str, Any]] | list[dict[str, Any]], columns: list[str] | None = None):
+    """A human table on stdout: key/value pairs, or a list of dict rows."""
+    console = Console()
+    table = Table(title=title)
+    if rows and isinstance(rows[0], dict):
+        columns = columns or list(rows[0])
+        for col in columns:
+            table.add_column(col, justify="right" if col != columns[0] else "left")
+        for row in rows:
+            table.add_row(*(format_value(row.get(c)) for c in columns))
+    else:
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in rows:
+            table.add_row(key, format_value(value))
+    console.print(table)
