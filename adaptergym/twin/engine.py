@@ -4,15 +4,16 @@ The engine is a step loop, like vLLM's engine core. Each step schedules running 
 order) under the token budget, preempting the newest running request when a KV block cannot be allocated,
 then admits waiting requests FCFS (preempted ones first) unless a preemption happened in that step. A waiting
 request whose adapter would exceed ``max_loras`` distinct adapters in the batch is skipped, not blocking.
-Running-request state lives in numpy arrays so a step costs a handful of vector operations, not one Python
-iteration per request.
+
+Running-request state lives in numpy arrays, so a step costs a handful of vector operations rather than one
+Python iteration per request; and runs of pure-decode steps with nothing waiting are advanced in one jump
+(step times form an arithmetic series because only the context grows), up to the next arrival, finish or
+KV-block shortage.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections import deque
 
 import numpy as np
 
@@ -22,27 +23,45 @@ from adaptergym.twin.lora_cache import LoraCache
 from adaptergym.twin.record import RunRecord
 from adaptergym.twin.startup import Startup
 from adaptergym.twin.step_time import StepTimer
+from adaptergym.twin.waiting import WaitingQueue
 from adaptergym.workload.requests import RequestBatch
 
-#: ITL histogram: log-spaced bins with 0.5% width from 0.01 ms upward.
+#: ITL histogram: log-spaced bins of 0.5% width from 0.01 ms upward.
 ITL_BIN_WIDTH = math.log(1.005)
 ITL_MIN_MS = 0.01
 ITL_BINS = 4000
-_NO_HEAD = 1 << 62
+ROUTED_AWAY = 2
+REFUSED = 1
 
 
-def _itl_bin(gaps_s: np.ndarray) -> np.ndarray:
-    ms = np.maximum(gaps_s * 1000.0, ITL_MIN_MS)
-    return np.minimum((np.log(ms / ITL_MIN_MS) / ITL_BIN_WIDTH).astype(np.int64), ITL_BINS - 1)
+def itl_bin(gap_ms: float) -> int:
+    """Histogram bin of one inter-token gap."""
+    return min(int(math.log(max(gap_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH), ITL_BINS - 1)
+
+
+def itl_bins(gaps_ms: np.ndarray) -> np.ndarray:
+    """Histogram bins of many gaps."""
+    scaled = np.log(np.maximum(gaps_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH
+    return np.minimum(scaled.astype(np.int64), ITL_BINS - 1)
 
 
 class ReplicaEngine:
-    """Simulates one replica over a fixed set of requests (``run_until`` may be called repeatedly)."""
+    """Simulates one replica. Requests come up front (a ``RequestBatch``) or online through :meth:`submit`.
 
-    def __init__(self, profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup):
+    Args:
+        profile: calibrated profile (step-time model, loading, engine defaults).
+        config: resolved server config (see ``ServerConfig.resolved``).
+        requests: requests sorted by arrival; may be empty for online use.
+        startup: the start-up outcome (must be ``ok``; its KV block count sizes the cache).
+        jumps: advance pure-decode stretches in one jump (identical results; off only to test that).
+    """
+
+    def __init__(self, profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup,
+                 jumps: bool = True):
         self.config = config
         self.startup = startup
-        self.requests = requests
+        self.adapter_ids = requests.adapter_ids
+        self.jumps = jumps
         self.block_size = profile.engine.block_size
         self.max_waiting = profile.engine.max_waiting_requests
         self.budget = int(config.max_num_batched_tokens or profile.engine.max_num_batched_tokens)
@@ -51,151 +70,130 @@ class ReplicaEngine:
         self.total_blocks = startup.kv_blocks
         self.free_blocks = startup.kv_blocks
         self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora)
-        n = len(requests)
-        n_adapters = len(requests.adapter_ids)
-        self._arrival = requests.arrival_s
-        self._adapter = requests.adapter.tolist()
-        self._prompt = requests.input_tokens.tolist()
-        self._ranks = requests.adapter_ranks.tolist()
         self.lora = LoraCache(config.max_loras, int(config.max_cpu_loras or config.max_loras),
                               requests.adapter_ranks, profile.loading)
-        # Per-request results.
+        self._ranks = requests.adapter_ranks.tolist()
+        # Per-request inputs and results (grown by ``submit`` in online use).
+        n = len(requests)
+        self.n_requests = n
+        self.arrival_s = requests.arrival_s.copy()
+        self.adapter = requests.adapter.copy()
+        self.input_tokens = requests.input_tokens.copy()
+        self.output_tokens = requests.output_tokens.copy()
+        self._adapter_of = self.adapter.tolist()
+        self._prompt = self.input_tokens.tolist()
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, np.int64)
-        self.refused = bytearray(n)  # 0: ours, 1: refused (queue full), 2: routed to another replica
-        self._gen_saved = np.zeros(n, np.int64)
-        self._last_saved = np.full(n, np.nan)
-        # Waiting queue: preempted requests (front), then per-adapter FCFS queues of arrived requests.
-        self._preempted: deque[int] = deque()
-        order = np.argsort(requests.adapter, kind="stable")
-        bounds = np.searchsorted(requests.adapter[order], np.arange(n_adapters + 1))
-        self._queue = order.tolist()
-        self._ptr = bounds[:-1].tolist()
-        self._end = bounds[1:].tolist()
-        self._head = [self._queue[p] if p < e else _NO_HEAD for p, e in zip(self._ptr, self._end, strict=True)]
-        self._heap = [(h, a) for a, h in enumerate(self._head) if h != _NO_HEAD]
-        heapq.heapify(self._heap)
+        self.generated = np.zeros(n, np.int64)  # tokens generated so far, kept for preempted/finished requests
+        self.flags = bytearray(n)  # 0: ours, REFUSED: waiting queue was full, ROUTED_AWAY: another replica's
+        self._last_token_s = np.full(n, np.nan)
+        self.waiting = WaitingQueue(len(self.adapter_ids))
         self.n_arrived = 0
-        self._admitted_fresh = 0
         self.n_refused = 0
-        self._n_excluded = 0
-        # Running batch, in admission order.
-        cap = max(1, min(self.max_seqs, n))
-        # One int matrix (a row per field) so finishing requests compacts every field in one operation.
-        self._r = np.zeros((7, cap), np.int64)
-        self._r_id = self._r[0]
-        self._r_ntok = self._r[1]  # tokens known: prompt + generated
-        self._r_comp = self._r[2]  # tokens whose KV is computed
-        self._r_out = self._r[3]
-        self._r_gen = self._r[4]
-        self._r_blocks = self._r[5]
-        self._r_adapter = self._r[6]
-        self._r_last = np.zeros(cap)  # time of the last token, s
+        # Running batch in admission order: one int matrix (a row per field) so compaction is one operation.
+        cap = max(1, self.max_seqs)
+        self._r = np.zeros((7, min(cap, max(n, 64))), np.int64)
+        self._r_last = np.zeros(self._r.shape[1])  # time of each request's last token, s
+        self._bind_rows()
         self.n_running = 0
-        self._run_count = [0] * n_adapters
+        self._run_count = [0] * len(self.adapter_ids)
         self._active: set[int] = set()
         self._rank_sum = 0
-        self._output = requests.output_tokens
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
-        self.busy_s = 0.0
         self.area_running = 0.0
         self.area_waiting = 0.0
         self.area_kv_blocks = 0.0
         self.max_waiting_seen = 0
         self.max_running_seen = 0
 
-    # ------------------------------------------------------------------ queue helpers
+    def _bind_rows(self) -> None:
+        (self._r_id, self._r_ntok, self._r_comp, self._r_out, self._r_gen, self._r_blocks,
+         self._r_adapter) = self._r  # ntok: prompt + generated tokens; comp: tokens whose KV is computed
+
+    # ------------------------------------------------------------------ arrivals and routing
     @property
     def n_waiting(self) -> int:
-        return len(self._preempted) + self.n_arrived - self._admitted_fresh - self.n_refused - self._n_excluded
+        return len(self.waiting)
 
     @property
     def n_outstanding(self) -> int:
         """Requests in the replica (running + waiting): what a least-loaded router compares."""
-        return self.n_running + self.n_waiting
+        return self.n_running + len(self.waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        return 1.0 - self.free_blocks / max(self.total_blocks, 1)
+
+    def submit(self, arrival_s: float, adapter: int, input_tokens: int, output_tokens: int) -> int:
+        """Add one request online (arrivals must not go back in time); returns its id."""
+        if self.n_requests and arrival_s < self.arrival_s[self.n_requests - 1]:
+            raise ValueError("submit: arrivals must be in time order")
+        rid = self.n_requests
+        if rid >= self.arrival_s.size:
+            self._grow(max(64, 2 * self.arrival_s.size))
+        self.arrival_s[rid], self.adapter[rid] = arrival_s, adapter
+        self.input_tokens[rid], self.output_tokens[rid] = input_tokens, output_tokens
+        self._adapter_of.append(adapter)
+        self._prompt.append(input_tokens)
+        self.flags.append(0)
+        self.n_requests = rid + 1
+        return rid
+
+    def _grow(self, size: int) -> None:
+        def grown(arr: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full(size, fill, dtype=arr.dtype)
+            out[: arr.size] = arr
+            return out
+
+        self.arrival_s = grown(self.arrival_s, np.inf)
+        for name, fill in (("adapter", 0), ("input_tokens", 0), ("output_tokens", 0), ("first_token_s", np.nan),
+                           ("finish_s", np.nan), ("preemptions", 0), ("generated", 0), ("_last_token_s", np.nan)):
+            setattr(self, name, grown(getattr(self, name), fill))
+
+    def exclude(self, rid: int) -> None:
+        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
+        self.flags[rid] = ROUTED_AWAY
 
     def _take_arrivals(self) -> None:
         """Move requests that arrived by ``now`` into the waiting queue, refusing those over the cap."""
-        arrived = int(np.searchsorted(self._arrival, self.now, side="right"))
-        if arrived <= self.n_arrived:
+        arrived = int(np.searchsorted(self.arrival_s[: self.n_requests], self.now, side="right"))
+        first = self.n_arrived
+        if arrived <= first:
             return
-        flags = self.refused
-        excluded = flags.count(2, self.n_arrived, arrived)
-        incoming = arrived - self.n_arrived - excluded
-        over = min(incoming, self.n_waiting + incoming - self.max_waiting)
-        if over > 0:
-            if excluded == 0:
-                flags[arrived - over : arrived] = b"\x01" * over
-            else:
-                remaining = over
-                for rid in range(arrived - 1, self.n_arrived - 1, -1):
-                    if remaining == 0:
-                        break
-                    if flags[rid] == 0:
-                        flags[rid] = 1
-                        remaining -= 1
-            self.n_refused += over
-        self._n_excluded += excluded
+        flags = self.flags
+        routed_away = flags.count(ROUTED_AWAY, first, arrived)
+        incoming = arrived - first - routed_away
+        space = max(0, self.max_waiting - len(self.waiting))
+        if routed_away:
+            ours = [rid for rid in range(first, arrived) if flags[rid] == 0]
+        else:
+            ours = range(first, arrived)
+        if incoming > space:
+            for rid in ours[space:]:
+                flags[rid] = REFUSED
+            self.n_refused += incoming - space
+            ours = ours[:space]
+        self.waiting.push(ours, self._adapter_of)
         self.n_arrived = arrived
 
-    def exclude(self, rid: int) -> None:
-        """Mark a request as routed to another replica (it must not have been taken from arrivals yet)."""
-        self.refused[rid] = 2
-
-    def _eligible(self, adapter: int) -> bool:
-        return self._run_count[adapter] > 0 or len(self._active) < self.max_loras
-
-    def _advance(self, adapter: int, step: int = 1) -> None:
-        """Move an adapter's queue head ``step`` places, then past refused or routed-away requests."""
-        p, end, q, refused = self._ptr[adapter] + step, self._end[adapter], self._queue, self.refused
-        while p < end and refused[q[p]]:
-            p += 1
-        self._ptr[adapter] = p
-        head = q[p] if p < end else _NO_HEAD
-        self._head[adapter] = head
-        if head != _NO_HEAD:
-            heapq.heappush(self._heap, (head, adapter))
-
-    def _fresh_head(self) -> tuple[int, int]:
-        """(request id, adapter) of the oldest arrived, eligible, not-yet-admitted request, or (-1, -1)."""
-        head = self._head
-        while True:
-            if len(self._active) < self.max_loras:
-                heap = self._heap
-                while heap and heap[0][0] != head[heap[0][1]]:
-                    heapq.heappop(heap)
-                if not heap:
-                    return -1, -1
-                rid, adapter = heap[0]
-            else:
-                adapter = min(self._active, key=head.__getitem__)
-                rid = head[adapter]
-            if rid >= self.n_arrived:
-                return -1, -1
-            if not self.refused[rid]:
-                return rid, adapter
-            self._advance(adapter, 0)
-
-    # ------------------------------------------------------------------ running-batch helpers
-    def _append_running(self, rid: int, chunk_tokens: int) -> None:
+    # ------------------------------------------------------------------ running batch
+    def _append_running(self, rid: int) -> None:
         k = self.n_running
-        gen = int(self._gen_saved[rid])
-        self._r_id[k] = rid
-        self._r_ntok[k] = self._prompt[rid] + gen
-        self._r_comp[k] = 0
-        self._r_out[k] = self._output[rid]
-        self._r_gen[k] = gen
-        self._r_blocks[k] = 0
-        self._r_last[k] = self._last_saved[rid]
-        self._r_adapter[k] = self._adapter[rid]
+        if k >= self._r.shape[1]:
+            self._r = np.concatenate([self._r, np.zeros_like(self._r)], axis=1)
+            self._r_last = np.concatenate([self._r_last, np.zeros_like(self._r_last)])
+            self._bind_rows()
+        gen = int(self.generated[rid])
+        self._r[:, k] = (rid, self._prompt[rid] + gen, 0, self.output_tokens[rid], gen, 0, self._adapter_of[rid])
+        self._r_last[k] = self._last_token_s[rid]
         self.n_running = k + 1
 
     def _enter_batch(self, adapter: int) -> float:
-        """Count a request of ``adapter`` into the batch; return LoRA load time in ms."""
+        """Count a request of ``adapter`` into the batch; return the LoRA load time in ms."""
         load_ms = 0.0
         if self._run_count[adapter] == 0:
             self._active.add(adapter)
@@ -205,15 +203,34 @@ class ReplicaEngine:
         self._run_count[adapter] += 1
         return load_ms
 
-    def _leave_batch(self, adapter: int) -> None:
-        self._run_count[adapter] -= 1
-        if self._run_count[adapter] == 0:
-            self._active.discard(adapter)
-            self._rank_sum -= self._ranks[adapter]
+    def _leave_batch(self, adapters: list[int]) -> None:
+        for adapter in adapters:
+            self._run_count[adapter] -= 1
+            if self._run_count[adapter] == 0:
+                self._active.discard(adapter)
+                self._rank_sum -= self._ranks[adapter]
+
+    def _remove_running(self, rows: np.ndarray | slice) -> None:
+        """Drop running requests at ``rows`` (freeing their KV blocks), keeping the others' order."""
+        n = self.n_running
+        ids = self._r_id[rows]
+        self.free_blocks += int(self._r_blocks[rows].sum())
+        self.generated[ids] = self._r_gen[rows]
+        self._last_token_s[ids] = self._r_last[rows]
+        self._leave_batch(self._r_adapter[rows].tolist())
+        if isinstance(rows, slice):
+            self.n_running = rows.start
+            return
+        keep = np.ones(n, bool)
+        keep[rows] = False
+        m = n - rows.size
+        self._r[:, :m] = self._r[:, :n][:, keep]
+        self._r_last[:m] = self._r_last[:n][keep]
+        self.n_running = m
 
     # ------------------------------------------------------------------ scheduling
     def _schedule_running(self) -> tuple[np.ndarray, int, bool]:
-        """Token counts for running requests [0, len) this step, remaining budget, and whether any preempted."""
+        """Tokens for running requests [0, len) this step, the budget left, and whether any were preempted."""
         n, bs = self.n_running, self.block_size
         if n == 0:
             return np.zeros(0, np.int64), self.budget, False
@@ -221,91 +238,71 @@ class ReplicaEngine:
         cum = np.cumsum(new)
         if cum[-1] > self.budget:
             s = int(np.searchsorted(cum, self.budget, side="left")) + 1
-            new = new[:s].copy()
+            new = new[:s]
             new[-1] -= int(cum[s - 1]) - self.budget
             budget_left = 0
         else:
             s, budget_left = n, self.budget - int(cum[-1])
-        need = (self._r_comp[:s] + new + bs - 1) // bs - self._r_blocks[:s]
+        need = (self._r_comp[:s] + new + (bs - 1)) // bs - self._r_blocks[:s]
         total_need = int(need.sum())
         if total_need <= self.free_blocks:
             self.free_blocks -= total_need
             return new, budget_left, False
-        return self._schedule_running_with_preemption(new, need)
+        return self._schedule_with_preemption(new, need)
 
-    def _schedule_running_with_preemption(self, new: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    def _schedule_with_preemption(self, new: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, int, bool]:
         """KV blocks ran out: preempt from the newest end, exactly as vLLM's request-by-request loop would.
 
-        Request ``i`` (in order) is scheduled if its blocks, plus those of the requests scheduled before it,
-        fit in the free blocks plus the blocks of the newest requests preempted so far; vLLM preempts the
-        newest running request until that holds, or preempts request ``i`` itself and stops.
+        Request ``i`` (in order) is scheduled if its blocks plus those of the requests scheduled before it fit
+        in the free blocks plus the blocks of the newest requests preempted so far; vLLM preempts the newest
+        running request until that holds, or preempts request ``i`` itself and stops.
         """
         n = self.n_running
         held_suffix = np.concatenate([np.cumsum(self._r_blocks[:n][::-1])[::-1], [0]])  # blocks of [m, n)
         required = np.cumsum(need) - self.free_blocks
-        # Largest m with held_suffix[m] >= required[i]  (held_suffix is non-increasing in m).
-        keep = n - np.searchsorted(held_suffix[::-1], required, side="left")
+        keep = n - np.searchsorted(held_suffix[::-1], required, side="left")  # largest m covering required
         failing = np.flatnonzero(keep <= np.arange(new.size))
         scheduled = int(failing[0]) if failing.size else new.size
         first_preempted = scheduled if failing.size else int(keep[scheduled - 1])
-        self._preempt_from(first_preempted)
+        if first_preempted < n:
+            ids = self._r_id[first_preempted:n].tolist()
+            self.preemptions[ids] += 1
+            self._r_comp[first_preempted:n] = 0  # recompute: the KV is dropped
+            self._remove_running(slice(first_preempted, n))
+            self.waiting.push_preempted(ids)
         self.free_blocks -= int(need[:scheduled].sum())
         return new[:scheduled], 0, True
 
-    def _preempt_from(self, first: int) -> None:
-        """Recompute-preempt running requests [first, n): free their blocks; they go first in line."""
-        n = self.n_running
-        if first >= n:
-            return
-        ids = self._r_id[first:n]
-        self.free_blocks += int(self._r_blocks[first:n].sum())
-        self._gen_saved[ids] = self._r_gen[first:n]
-        self._last_saved[ids] = self._r_last[first:n]
-        self.preemptions[ids] += 1
-        self._preempted.extendleft(ids[::-1].tolist())
-        for adapter in self._r_adapter[first:n].tolist():
-            self._leave_batch(adapter)
-        self.n_running = first
-
     def _admit_waiting(self, budget: int) -> tuple[list[int], float]:
-        """Admit waiting requests FCFS under the budget, KV blocks, max_num_seqs and max_loras."""
+        """Admit waiting requests FCFS under the budget, free KV blocks, max_num_seqs and max_loras."""
         chunks: list[int] = []
         load_ms = 0.0
-        bs = self.block_size
+        bs, waiting, adapter_of = self.block_size, self.waiting, self._adapter_of
         while budget > 0 and self.n_running < self.max_seqs:
-            rid, position, fresh_adapter = -1, -1, -1
-            for i, candidate in enumerate(self._preempted):
-                if self._eligible(self._adapter[candidate]):
-                    rid, position = candidate, i
-                    break
+            rid = waiting.peek(adapter_of, self._run_count, self._active, self.max_loras)
             if rid < 0:
-                rid, fresh_adapter = self._fresh_head()
-                if rid < 0:
-                    break
-            tokens = min(self._prompt[rid] + int(self._gen_saved[rid]), budget)
+                break
+            tokens = min(self._prompt[rid] + int(self.generated[rid]), budget)
             blocks = -(-tokens // bs)
             if blocks > self.free_blocks:
                 break
-            if position >= 0:
-                del self._preempted[position]
-            else:
-                self._admitted_fresh += 1
-                self._advance(fresh_adapter)
+            adapter = adapter_of[rid]
+            waiting.take(rid, adapter)
             self.free_blocks -= blocks
-            self._append_running(rid, tokens)
-            load_ms += self._enter_batch(self._adapter[rid])
+            self._append_running(rid)
+            load_ms += self._enter_batch(adapter)
             chunks.append(tokens)
             budget -= tokens
         return chunks, load_ms
 
-    # ------------------------------------------------------------------ the step
+    # ------------------------------------------------------------------ one step
     def step(self) -> bool:
         """Run one engine step at ``now``; return False if nothing could be scheduled."""
-        waiting_before = self.n_waiting
+        waiting_before = len(self.waiting)
         running_before = self.n_running
         new, budget, preempted = self._schedule_running()
         load_ms = 0.0
-        if not preempted and budget > 0 and new.size == self.n_running:
+        if not preempted and budget > 0 and new.size == self.n_running and waiting_before:
             chunks, load_ms = self._admit_waiting(budget)
             if chunks:
                 new = np.concatenate([new, np.asarray(chunks, np.int64)])
@@ -315,127 +312,194 @@ class ReplicaEngine:
         comp = self._r_comp[:s]
         tokens = int(new.sum())
         decode = int(np.count_nonzero(new == 1))
-        context = int(comp.sum()) + tokens
         step_ms = (
-            self.timer.step_ms(decode, tokens - decode, context, len(self._active), self._rank_sum)
+            self.timer.step_ms(decode, tokens - decode, int(comp.sum()) + tokens, len(self._active), self._rank_sum)
             + self.timer.scheduler_ms(running_before, waiting_before)
             + load_ms
         )
-        dt = step_ms / 1000.0
-        end = self.now + dt
+        end = self.now + step_ms / 1000.0
         comp += new
-        self._r_blocks[:s] = (comp + self.block_size - 1) // self.block_size
-        produced_mask = comp == self._r_ntok[:s]
-        if produced_mask.all():  # common case (no partial prefill chunk): slices, no gathers
-            self._record_tokens(slice(0, s), end)
-        elif produced_mask.any():
-            self._record_tokens(np.flatnonzero(produced_mask), end)
-        self._account(dt, running_before, waiting_before)
+        self._r_blocks[:s] = (comp + (self.block_size - 1)) // self.block_size
+        produced = comp == self._r_ntok[:s]
+        if produced.all():  # no partial prefill chunk: work on slices, no gathers
+            self._record_tokens(slice(0, s), end, step_ms)
+        elif produced.any():
+            self._record_tokens(np.flatnonzero(produced), end, step_ms)
+        self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         self.steps += 1
         return True
 
-    def _record_tokens(self, produced: slice | np.ndarray, end: float) -> None:
-        """Each request in ``produced`` sampled a token at ``end``: ITL, first token, finishes."""
-        gen = self._r_gen[produced]
-        last = self._r_last[produced]
-        # Requests that also produced a token in the previous step all share the gap ``end - now``.
-        same = last == self.now
-        n_same = int(np.count_nonzero(same))
+    def _record_tokens(self, rows: slice | np.ndarray, end: float, step_ms: float) -> None:
+        """Requests at ``rows`` sampled a token at ``end``: ITL gaps, first tokens, finishes."""
+        gen = self._r_gen[rows]
+        last = self._r_last[rows]
+        # Requests that also produced a token in the previous step all share the gap of this step.
+        n_same = int(np.count_nonzero(last == self.now))
         if n_same:
-            self.itl_hist[_itl_bin(np.array([end - self.now]))] += n_same
-        stalled = last[(gen > 0) & ~same]
-        if stalled.size:
-            np.add.at(self.itl_hist, _itl_bin(end - stalled), 1)
+            self.itl_hist[itl_bin(step_ms)] += n_same
         firsts = np.flatnonzero(gen == 0)
+        if n_same + firsts.size < gen.size:
+            stalled = last[(gen > 0) & (last != self.now)]
+            np.add.at(self.itl_hist, itl_bins((end - stalled) * 1000.0), 1)
         if firsts.size:
-            ids = self._r_id[produced][firsts]
-            unset = np.isnan(self.first_token_s[ids])
-            self.first_token_s[ids[unset]] = end
-        if isinstance(produced, slice):
-            gen += 1  # a view: updates the running batch in place
-            self._r_ntok[produced] += 1
-            self._r_last[produced] = end
-            done = np.flatnonzero(gen >= self._r_out[produced])
+            ids = self._r_id[rows][firsts]
+            self.first_token_s[ids[np.isnan(self.first_token_s[ids])]] = end
+        gen += 1
+        if isinstance(rows, slice):  # ``gen`` is a view: the batch is updated in place
+            self._r_ntok[rows] += 1
+            self._r_last[rows] = end
+            done = np.flatnonzero(gen >= self._r_out[rows])
         else:
-            gen += 1
-            self._r_gen[produced] = gen
-            self._r_ntok[produced] += 1
-            self._r_last[produced] = end
-            done = produced[gen >= self._r_out[produced]]
+            self._r_gen[rows] = gen
+            self._r_ntok[rows] += 1
+            self._r_last[rows] = end
+            done = rows[gen >= self._r_out[rows]]
         if done.size:
-            self._finish(done, end)
+            self.finish_s[self._r_id[done]] = end
+            self._remove_running(done)
 
-    def _finish(self, done: np.ndarray, end: float) -> None:
-        n = self.n_running
-        self.finish_s[self._r_id[done]] = end
-        self.free_blocks += int(self._r_blocks[done].sum())
-        for adapter in self._r_adapter[done].tolist():
-            self._leave_batch(adapter)
-        keep = np.ones(n, bool)
-        keep[done] = False
-        m = n - done.size
-        self._r[:, :m] = self._r[:, :n][:, keep]
-        self._r_last[:m] = self._r_last[:n][keep]
-        self.n_running = m
-
-    def _account(self, dt: float, running: int, waiting: int) -> None:
-        self.busy_s += dt
-        self.area_running += running * dt
-        self.area_waiting += waiting * dt
-        self.area_kv_blocks += (self.total_blocks - self.free_blocks) * dt
+    def _account(self, dt_s: float, running: int, waiting: int, used_blocks: float) -> None:
+        self.area_running += running * dt_s
+        self.area_waiting += waiting * dt_s
+        self.area_kv_blocks += used_blocks * dt_s
         self.max_waiting_seen = max(self.max_waiting_seen, waiting)
         self.max_running_seen = max(self.max_running_seen, running)
 
+    # ------------------------------------------------------------------ decode jumps
+    def _decode_jump(self, t_limit: float) -> bool:
+        """Advance k >= 2 identical pure-decode steps at once; False when the state does not allow it.
+
+        Allowed when nothing waits, every running request decodes (one token each) and produced a token in
+        the previous step. k stops at the first finish, at the last step starting before ``t_limit`` (the
+        next arrival or the run's end), and before KV blocks run out, so no event is skipped.
+        """
+        n, bs = self.n_running, self.block_size
+        comp, ntok = self._r_comp[:n], self._r_ntok[:n]
+        if len(self.waiting) or not (ntok - comp == 1).all() or not (self._r_last[:n] == self.now).all():
+            return False
+        gen, out = self._r_gen[:n], self._r_out[:n]
+        k = int((out - gen).min())
+        context0 = int(comp.sum()) + n
+        d0 = (self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum)
+              + self.timer.scheduler_ms(n, 0))
+        delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
+        k = min(k, _steps_before(t_limit - self.now, d0, delta))
+        if k < 2:
+            return False
+        blocks = self._r_blocks[:n]
+        if n * (k // bs + 1) > self.free_blocks:  # cheap bound failed: find the exact KV limit
+            k = _max_steps_within_blocks(comp, blocks, bs, self.free_blocks, k)
+            if k < 2:
+                return False
+        durations_ms = d0 + delta * np.arange(k)
+        total_ms = float(durations_ms.sum())
+        end = self.now + total_ms / 1000.0
+        used_before = self.total_blocks - self.free_blocks
+        comp += k
+        gen += k
+        ntok += k
+        new_blocks = (comp + (bs - 1)) // bs
+        self.free_blocks -= int((new_blocks - blocks).sum())
+        blocks[:] = new_blocks
+        self._r_last[:n] = end
+        bins = itl_bins(durations_ms)
+        np.add.at(self.itl_hist, bins, n)
+        used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
+        self._account(total_ms / 1000.0, n, 0, used_mean)
+        self.now = end
+        self.steps += k
+        done = np.flatnonzero(gen >= out)
+        if done.size:
+            self.finish_s[self._r_id[done]] = end
+            self._remove_running(done)
+        return True
+
     # ------------------------------------------------------------------ driving
     def run_until(self, t_stop: float) -> None:
-        """Run steps that start before ``t_stop`` (the last may end after it)."""
-        n = len(self.requests)
+        """Run the steps that start before ``t_stop`` (the last may end after it)."""
         while self.now < t_stop:
             self._take_arrivals()
-            if self.n_running == 0 and self.n_waiting == 0:
-                if self.n_arrived >= n:
-                    self.now = t_stop if math.isfinite(t_stop) else self.now
+            if self.n_running == 0 and not len(self.waiting):
+                if self.n_arrived >= self.n_requests:
+                    if math.isfinite(t_stop):
+                        self.now = t_stop
                     return
-                self.now = max(self.now, float(self._arrival[self.n_arrived]))
-                if self.now >= t_stop:
-                    return
+                self.now = min(max(self.now, float(self.arrival_s[self.n_arrived])), t_stop)
                 continue
-            if not self.step():
-                if self.n_arrived >= n:
+            next_event = float(self.arrival_s[self.n_arrived]) if self.n_arrived < self.n_requests else math.inf
+            if self.jumps and self.n_running and self._decode_jump(min(next_event, t_stop)):
+                continue
+            if not self.step():  # nothing admissible and nothing running: wait for the next arrival
+                if next_event == math.inf:
                     return
-                self.now = max(self.now, float(self._arrival[min(self.n_arrived, n - 1)]))
+                self.now = min(next_event, t_stop)
+
+    @property
+    def drained(self) -> bool:
+        return self.n_arrived >= self.n_requests and self.n_running == 0 and not len(self.waiting)
 
     def record(self, duration_s: float) -> RunRecord:
-        """Everything the metrics layer needs, as arrays (requests routed elsewhere are left out)."""
-        flags = np.frombuffer(self.refused, np.uint8)
-        mine = flags != 2
-        req = self.requests
+        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out)."""
+        n = self.n_requests
+        flags = np.frombuffer(bytes(self.flags), np.uint8)[:n]
+        mine = flags != ROUTED_AWAY
+        sim_time = max(self.now, 1e-12)
         return RunRecord(
             startup=self.startup,
             duration_s=duration_s,
-            arrival_s=req.arrival_s[mine],
-            adapter=req.adapter[mine],
-            input_tokens=req.input_tokens[mine],
-            output_tokens=req.output_tokens[mine],
-            first_token_s=self.first_token_s[mine],
-            finish_s=self.finish_s[mine],
-            preemptions=self.preemptions[mine],
-            refused=flags[mine] == 1,
-            adapter_ids=req.adapter_ids,
-            itl_hist=self.itl_hist,
+            arrival_s=self.arrival_s[:n][mine],
+            adapter=self.adapter[:n][mine],
+            input_tokens=self.input_tokens[:n][mine],
+            output_tokens=self.output_tokens[:n][mine],
+            first_token_s=self.first_token_s[:n][mine],
+            finish_s=self.finish_s[:n][mine],
+            preemptions=self.preemptions[:n][mine],
+            refused=flags[mine] == REFUSED,
+            adapter_ids=self.adapter_ids,
+            itl_hist=self.itl_hist.copy(),
             steps=self.steps,
-            busy_s=self.busy_s,
-            mean_running=self.area_running / max(self.now, 1e-12),
-            mean_waiting=self.area_waiting / max(self.now, 1e-12),
+            mean_running=self.area_running / sim_time,
+            mean_waiting=self.area_waiting / sim_time,
             max_waiting=self.max_waiting_seen,
             max_running=self.max_running_seen,
-            mean_kv_usage=self.area_kv_blocks / max(self.now, 1e-12) / max(self.total_blocks, 1),
+            mean_kv_usage=self.area_kv_blocks / sim_time / max(self.total_blocks, 1),
             loads_from_disk=self.lora.loads_from_disk,
             loads_from_cpu=self.lora.loads_from_cpu,
             sim_time_s=self.now,
         )
 
-    @property
-    def drained(self) -> bool:
-        return self.n_arrived >= len(self.requests) and self.n_running == 0 and self.n_waiting == 0
+
+def _steps_before(window_s: float, first_ms: float, delta_ms: float) -> int:
+    """How many steps of durations first_ms, first_ms + delta_ms, ... start within ``window_s``."""
+    if not math.isfinite(window_s):
+        return 1 << 40
+    window_ms = window_s * 1000.0
+    if window_ms <= 0:
+        return 0
+    if delta_ms <= 1e-15:
+        k = math.ceil(window_ms / first_ms)
+    else:  # smallest k with k*first + delta*k*(k-1)/2 >= window
+        b = first_ms - delta_ms / 2.0
+        k = math.ceil((-b + math.sqrt(b * b + 2.0 * delta_ms * window_ms)) / delta_ms)
+    start = lambda j: j * first_ms + delta_ms * j * (j - 1) / 2.0  # noqa: E731 - start time of step j, ms
+    while k > 0 and start(k - 1) >= window_ms:
+        k -= 1
+    while start(k) < window_ms:
+        k += 1
+    return k
+
+
+def _max_steps_within_blocks(comp: np.ndarray, blocks: np.ndarray, block_size: int, free: int, k_max: int) -> int:
+    """Largest k <= k_max such that k more tokens per request need at most ``free`` new KV blocks."""
+    def new_blocks(k: int) -> int:
+        return int(((comp + k + (block_size - 1)) // block_size - blocks).sum())
+
+    lo, hi = 0, k_max
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if new_blocks(mid) <= free:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -22,6 +22,11 @@ class StepTimer:
         sched = profile.scheduler
         self._sched = (sched.base_ms, sched.per_running_ms, sched.per_waiting_ms)
 
+    @property
+    def context_ms_per_token(self) -> float:
+        """How much one more token of attended context adds to a step, ms."""
+        return self._per_ctx
+
     def step_ms(
         self, decode_seqs: int, prefill_tokens: int, context_tokens: int, adapters: int, adapter_rank_sum: int
     ) -> float:
