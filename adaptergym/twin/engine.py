@@ -103,6 +103,7 @@ class ReplicaEngine:
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
+        self.last_step = (0, 0, 0)  # (tokens, distinct adapters, sequences) of the latest step, for checks
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
         self.area_running = 0.0
         self.area_waiting = 0.0
@@ -168,10 +169,7 @@ class ReplicaEngine:
         routed_away = flags.count(ROUTED_AWAY, first, arrived)
         incoming = arrived - first - routed_away
         space = max(0, self.max_waiting - len(self.waiting))
-        if routed_away:
-            ours = [rid for rid in range(first, arrived) if flags[rid] == 0]
-        else:
-            ours = range(first, arrived)
+        ours = [rid for rid in range(first, arrived) if flags[rid] == 0] if routed_away else range(first, arrived)
         if incoming > space:
             for rid in ours[space:]:
                 flags[rid] = REFUSED
@@ -318,6 +316,7 @@ class ReplicaEngine:
             + load_ms
         )
         end = self.now + step_ms / 1000.0
+        self.last_step = (tokens, len(self._active), s)
         comp += new
         self._r_blocks[:s] = (comp + (self.block_size - 1)) // self.block_size
         produced = comp == self._r_ntok[:s]
@@ -370,13 +369,16 @@ class ReplicaEngine:
     def _decode_jump(self, t_limit: float) -> bool:
         """Advance k >= 2 identical pure-decode steps at once; False when the state does not allow it.
 
-        Allowed when nothing waits, every running request decodes (one token each) and produced a token in
-        the previous step. k stops at the first finish, at the last step starting before ``t_limit`` (the
-        next arrival or the run's end), and before KV blocks run out, so no event is skipped.
+        Allowed when nothing waits, every running request decodes (one token each, all within the token
+        budget) and produced a token in the previous step. k stops at the first finish, at the last step
+        starting before ``t_limit`` (the next arrival or the run's end), and before KV blocks run out, so no
+        event is skipped.
         """
         n, bs = self.n_running, self.block_size
         comp, ntok = self._r_comp[:n], self._r_ntok[:n]
-        if len(self.waiting) or not (ntok - comp == 1).all() or not (self._r_last[:n] == self.now).all():
+        if len(self.waiting) or n > self.budget or not (ntok - comp == 1).all():
+            return False
+        if not (self._r_last[:n] == self.now).all():
             return False
         gen, out = self._r_gen[:n], self._r_out[:n]
         k = int((out - gen).min())
@@ -393,6 +395,7 @@ class ReplicaEngine:
             if k < 2:
                 return False
         durations_ms = d0 + delta * np.arange(k)
+        self.last_step = (n, len(self._active), n)
         total_ms = float(durations_ms.sum())
         end = self.now + total_ms / 1000.0
         used_before = self.total_blocks - self.free_blocks

@@ -44,7 +44,7 @@ class LengthSpec:
     output_sigma: float = field(default=1.0, metadata={"help": "lognormal: sigma of log output tokens"})
     max_input_tokens: int = field(default=1024, metadata={"help": "lognormal: prompt cap"})
     max_total_tokens: int = field(default=2048, metadata={"help": "lognormal: prompt+output cap"})
-    path: str = field(default="", metadata={"help": "trace: CSV with arrival_s, adapter_id, input_tokens, output_tokens"})
+    path: str = field(default="", metadata={"help": "trace: CSV (arrival_s, adapter_id, input_tokens, output_tokens)"})
 
     def __post_init__(self) -> None:
         if self.kind not in LENGTH_KINDS:
