@@ -155,6 +155,13 @@ class ReplicaEngine:
                            ("finish_s", np.nan), ("preemptions", 0), ("generated", 0), ("_last_token_s", np.nan)):
             setattr(self, name, grown(getattr(self, name), fill))
 
+    def generated_tokens(self) -> np.ndarray:
+        """Tokens generated so far, per request id (live values for running requests); for streaming."""
+        out = self.generated[: self.n_requests].copy()
+        n = self.n_running
+        out[self._r_id[:n]] = self._r_gen[:n]
+        return out
+
     def exclude(self, rid: int) -> None:
         """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
         self.flags[rid] = ROUTED_AWAY
