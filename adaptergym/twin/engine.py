@@ -429,21 +429,23 @@ class ReplicaEngine:
     def run_until(self, t_stop: float) -> None:
         """Run the steps that start before ``t_stop`` (the last may end after it)."""
         while self.now < t_stop:
-            self._take_arrivals()
+            next_arrival = float(self.arrival_s[self.n_arrived]) if self.n_arrived < self.n_requests else math.inf
+            if next_arrival <= self.now:
+                self._take_arrivals()
+                continue
             if self.n_running == 0 and not len(self.waiting):
-                if self.n_arrived >= self.n_requests:
+                if next_arrival == math.inf:
                     if math.isfinite(t_stop):
                         self.now = t_stop
                     return
-                self.now = min(max(self.now, float(self.arrival_s[self.n_arrived])), t_stop)
+                self.now = min(next_arrival, t_stop)
                 continue
-            next_event = float(self.arrival_s[self.n_arrived]) if self.n_arrived < self.n_requests else math.inf
-            if self.jumps and self.n_running and self._decode_jump(min(next_event, t_stop)):
+            if self.jumps and self.n_running and self._decode_jump(min(next_arrival, t_stop)):
                 continue
             if not self.step():  # nothing admissible and nothing running: wait for the next arrival
-                if next_event == math.inf:
+                if next_arrival == math.inf:
                     return
-                self.now = min(next_event, t_stop)
+                self.now = min(next_arrival, t_stop)
 
     @property
     def drained(self) -> bool:
