@@ -1,5 +1,6 @@
 """adaptergym: a calibrated digital twin of vLLM multi-LoRA serving, with Gymnasium environments."""
 
+import adaptergym.envs  # noqa: F401  (registers the Gymnasium environments, with lazy entry points)
 from adaptergym.metrics import Metrics
 from adaptergym.profile import DEFAULT_PROFILE, TwinProfile, load_profile, shipped_profiles
 from adaptergym.simulation import FleetMetrics, draw_requests, simulate, simulate_placement

@@ -1,0 +1,20 @@
+"""Gymnasium environments, registered on import with lazy string entry points (no env module loads until made).
+
+| id | decision | episode |
+|----|----------|---------|
+| ``adaptergym/AdapterCaching-v0`` | one GPU: how many offered adapters to serve, ``max_loras`` | one step |
+| ``adaptergym/AdapterPlacement-v0`` | a GPU pool: each adapter's GPU, each GPU's ``max_loras`` | a step per adapter |
+
+``gymnasium.make("adaptergym/AdapterPlacement-v0", objective="latency", scorer="twin")``; each class docstring
+is the full specification.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+ENV_IDS = ("adaptergym/AdapterCaching-v0", "adaptergym/AdapterPlacement-v0")
+
+if ENV_IDS[0] not in registry:
+    register(id=ENV_IDS[0], entry_point="adaptergym.envs.caching:AdapterCachingEnv")
+    register(id=ENV_IDS[1], entry_point="adaptergym.envs.placement:AdapterPlacementEnv")
+
+__all__ = ["ENV_IDS"]

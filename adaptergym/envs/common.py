@@ -1,0 +1,133 @@
+"""Helpers both environments share: workload choice at reset, slot feasibility, load units, observation scales."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptergym.errors import WorkloadError
+from adaptergym.profile import TwinProfile
+from adaptergym.scenarios import Scenario
+from adaptergym.twin import ReplicaPlan, ServerConfig, check_startup, simulate_fleet
+from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
+from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec, sample_requests
+from adaptergym.workload.lengths import sample_lengths
+
+#: Default ``max_loras`` choices (GPU adapter slots) an action picks from.
+MAX_LORAS_LEVELS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384)
+#: Log scale of counts, ranks and slots in observations: ``log2(x) / LOG_SCALE`` (rank 512 -> 1).
+LOG_SCALE = 9.0
+
+
+def log_feature(x: np.ndarray | float) -> np.ndarray | float:
+    """``log2(1 + x) / 9`` for counts and slots (0 -> 0, 511 -> 1)."""
+    return np.log2(1.0 + np.asarray(x, np.float64)) / LOG_SCALE
+
+
+def rank_feature(rank: np.ndarray | float) -> np.ndarray | float:
+    """``log2(rank) / 9`` for LoRA ranks (8 -> 0.33, 512 -> 1); 0 stays 0."""
+    rank = np.asarray(rank, np.float64)
+    return np.where(rank > 0, np.log2(np.maximum(rank, 1.0)) / LOG_SCALE, 0.0)
+
+
+def rank_cover(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that covers ``rank`` (what a server would be started with)."""
+    return next((r for r in VLLM_MAX_LORA_RANKS if r >= rank), VLLM_MAX_LORA_RANKS[-1])
+
+
+def slot_caps(profile: TwinProfile, levels: tuple[int, ...]) -> dict[int, int]:
+    """For each vLLM ``max_lora_rank``, how many of ``levels`` (a prefix) start on the profile's GPU."""
+    caps = {}
+    for rank in VLLM_MAX_LORA_RANKS:
+        ok = [check_startup(profile, ServerConfig(max_loras=m, max_lora_rank=rank)).ok for m in levels]
+        caps[rank] = next((i for i, good in enumerate(ok) if not good), len(levels))
+    return caps
+
+
+@cache
+def mean_request_tokens(lengths: LengthSpec) -> float:
+    """Mean prompt + output tokens of one request under ``lengths`` (20,000 draws from a fixed seed)."""
+    inp, out = sample_lengths(lengths, 20_000, np.random.default_rng(0))
+    return float((inp + out).mean())
+
+
+_CAPACITY: dict[tuple[str, LengthSpec], float] = {}
+
+
+def reference_capacity(profile: TwinProfile, lengths: LengthSpec) -> float:
+    """Saturated throughput of one GPU, tokens/s: the unit of every "load" in observations.
+
+    Measured once per process and (profile, lengths) by the twin: 8 rank-16 adapters on ``max_loras`` 8,
+    offered 4x what the GPU can serve, tokens of requests completed in the second half of a 240-s run.
+    """
+    key = (json.dumps(profile.to_dict(), sort_keys=True, default=str), lengths)
+    if key not in _CAPACITY:
+        duration = 240.0
+        rate = 40_000.0 / mean_request_tokens(lengths) / 8
+        spec = WorkloadSpec(tuple(AdapterSpec(f"ref-{i}", 16, rate) for i in range(8)), lengths,
+                            duration_s=duration)
+        requests = sample_requests(spec, np.random.default_rng(0))
+        plan = ReplicaPlan(ServerConfig(max_loras=8, max_lora_rank=16), requests.adapter_ids)
+        record = simulate_fleet(profile, requests, [plan])[0]
+        done = np.isfinite(record.finish_s) & (record.finish_s >= duration / 2)
+        tokens = record.input_tokens[done].sum() + record.output_tokens[done].sum()
+        _CAPACITY[key] = max(float(tokens) / (duration / 2), 1.0)
+    return _CAPACITY[key]
+
+
+def as_env_workload(value: Any) -> WorkloadSpec:
+    """``options["workload"]``: a WorkloadSpec, a workload dict (the JSON format) or a path to a workload JSON."""
+    if isinstance(value, WorkloadSpec):
+        workload = value
+    elif isinstance(value, dict):
+        workload = WorkloadSpec.from_dict(value, source='options["workload"]')
+    elif isinstance(value, (str, Path)):
+        workload = WorkloadSpec.from_json(value)
+    else:
+        raise WorkloadError(f'options["workload"]: expected a WorkloadSpec, a dict or a path, '
+                            f"got {type(value).__name__}")
+    if workload.lengths.kind == "trace" or not workload.adapters:
+        raise WorkloadError('options["workload"]: environments need adapters with rates and a length '
+                            "distribution; a trace CSV cannot be pinned (build a WorkloadSpec instead)")
+    if workload.arrival.kind == "burst":
+        raise WorkloadError('options["workload"]: a "burst" arrival has no rates to place by; use poisson or gamma')
+    return workload
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """What ``reset`` decided: the workload, where it came from, and the seed of its request draw."""
+
+    workload: WorkloadSpec
+    workload_seed: int  # scenario seed, or -1 for a workload pinned through options
+    request_seed: int
+
+
+def choose_episode(scenario: Scenario, split: str, rng: np.random.Generator,
+                   options: dict[str, Any] | None) -> Episode:
+    """Pick an episode's workload: ``options["workload"]``, else ``options["scenario_seed"]``, else a seed of
+    ``split`` drawn with ``rng``. Always draws the request seed from ``rng`` (so the stream stays aligned)."""
+    options = options or {}
+    unknown = set(options) - {"workload", "scenario_seed"}
+    if unknown:
+        raise ValueError(f"reset options: unknown key(s) {sorted(unknown)}; known: 'workload', 'scenario_seed'")
+    seeds = scenario.seeds(split)
+    drawn = int(seeds[int(rng.integers(len(seeds)))])
+    request_seed = int(rng.integers(2**31 - 1))
+    if options.get("workload") is not None:
+        return Episode(as_env_workload(options["workload"]), -1, request_seed)
+    seed = int(options["scenario_seed"]) if options.get("scenario_seed") is not None else drawn
+    return Episode(scenario.workload(seed), seed, request_seed)
+
+
+def check_servable(workload: WorkloadSpec, caps: dict[int, int]) -> None:
+    """Reject a workload with an adapter that no server of this profile can hold, even with one slot."""
+    for adapter in workload.adapters:
+        if adapter.rank > VLLM_MAX_LORA_RANKS[-1] or caps[rank_cover(adapter.rank)] == 0:
+            raise WorkloadError(f"adapter {adapter.id!r}: rank {adapter.rank} does not start on this profile's GPU "
+                                "even with max_loras=1; drop it or use a larger GPU profile")
