@@ -139,14 +139,16 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ## Scorers
 
     ``"twin"`` runs the Digital Twin for ``window_s`` simulated seconds, with requests drawn from the episode's
-    seed. Per GPU it compares the tokens of requests finishing after the first 20% of the window with those of
-    requests arriving then (``adaptergym.envs.scoring.steady_state_tokens``): in a window of minutes, requests
-    still running at the end would otherwise count as unserved. Short windows are conservative: a GPU near
-    its capacity, or with far fewer slots than adapters, can take minutes to settle, and is called starved
-    until it does (a larger ``window_s`` settles more, at proportional cost). ``"surrogate"`` asks the learned
-    per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency); whether vLLM starts is still the twin's
-    exact memory check. ``"auto"`` is the surrogate when one is trained for the profile, else the twin.
-    ``info["scorer"]`` always names the one used.
+    seed. After the first 20% of the window it compares, per GPU, the tokens of requests finishing with those
+    of requests arriving (in a window of minutes, requests still running at the end would otherwise count as
+    unserved), and calls the GPU starved when it served less than 90% and a request that arrived before the
+    last 10% of the window has not started (``adaptergym.envs.scoring.steady_state``). Short windows are
+    conservative: a GPU near its capacity, or with far fewer slots than adapters, can take minutes to settle
+    and is called starved until it does; a larger ``window_s`` settles more, at proportional cost.
+
+    ``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency);
+    whether vLLM starts is still the twin's exact memory check. ``"auto"`` is the surrogate when one is
+    trained for the profile, else the twin. ``info["scorer"]`` always names the one used.
 
     ## Version History
 

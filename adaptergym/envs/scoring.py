@@ -71,29 +71,44 @@ def starved(served_tok_s: np.ndarray, offered_tok_s: np.ndarray) -> np.ndarray:
     return (offered_tok_s > 0) & (served_tok_s < (1.0 - STARVATION_THRESHOLD) * offered_tok_s + 1e-9)
 
 
-def steady_state_tokens(record: RunRecord, warmup_s: float) -> tuple[float, float]:
-    """(offered, served) tokens/s of one replica after ``warmup_s``: tokens of the requests that arrive in
-    ``[warmup_s, duration)`` and of the requests that finish in it.
+@dataclass(frozen=True, slots=True)
+class SteadyState:
+    """One replica over a short window, after its warm-up: offered and served tokens/s, and whether a backlog
+    built up (a request that arrived before the last 10% of the window had not started by its end)."""
 
-    In a window of a few minutes, the requests still running at the end are a sizeable share of a
-    well-served GPU's load (a ShareGPT request lasts about 10 s), so the hour-long runs' rule
-    ``finished / arrived`` would call it starved. Comparing completions with arrivals once the GPU has
-    warmed up measures the same thing in steady state: about 1 when the GPU keeps up, capacity / load when
-    it does not.
+    offered_tok_s: float
+    served_tok_s: float
+    backlog: bool
+
+
+def steady_state(record: RunRecord, warmup_s: float) -> SteadyState:
+    """Offered and served load of one replica after ``warmup_s``, for a window of minutes rather than hours.
+
+    Offered counts the tokens of requests arriving in ``[warmup_s, duration)``, served those of requests
+    finishing in it: in a window of minutes, requests still running at the end are a sizeable share of a
+    well-served GPU's load (a ShareGPT request lasts seconds), which the hour-long runs' ``finished /
+    arrived`` would count as unserved; completions against arrivals measure the same thing in steady state.
+    With few requests that ratio is noisy (one request arriving just before the end weighs a lot), hence
+    ``backlog``: in a queue that starts empty, the request arriving at 90% of the window has started by its
+    end exactly when the GPU serves at least 90% of its load, the papers' starvation threshold.
     """
     span = record.duration_s - warmup_s
     tokens = record.input_tokens + record.output_tokens
     arrived = (record.arrival_s >= warmup_s) & (record.arrival_s < record.duration_s)
     finished = np.isfinite(record.finish_s) & (record.finish_s >= warmup_s) & (record.finish_s <= record.duration_s)
-    return float(tokens[arrived].sum()) / span, float(tokens[finished].sum()) / span
+    late = record.arrival_s < (1.0 - STARVATION_THRESHOLD) * record.duration_s
+    waiting = ~(np.isfinite(record.first_token_s) & (record.first_token_s <= record.duration_s))
+    return SteadyState(float(tokens[arrived].sum()) / span, float(tokens[finished].sum()) / span,
+                       bool((late & waiting).any()))
 
 
 class TwinScorer:
     """The Digital Twin over a window of ``window_s`` simulated seconds (requests drawn with the episode's seed).
 
-    Per GPU: offered and served tokens/s by :func:`steady_state_tokens` after ``warmup_fraction`` of the
-    window; starved by the papers' 10% rule on those; a GPU that does not start serves nothing. The fleet's
-    p99 TTFT and metrics are the twin's over the whole window.
+    Per GPU: offered and served tokens/s by :func:`steady_state` after ``warmup_fraction`` of the window;
+    starved when served falls 10% short of offered (the papers' rule) and a backlog built up; a GPU that does
+    not start serves nothing and is starved if offered anything. The fleet's p99 TTFT and metrics are the
+    twin's over the whole window.
     """
 
     name = "twin"
@@ -111,12 +126,13 @@ class TwinScorer:
         ids = requests.adapter_ids
         replicas = [ReplicaPlan(p.config(), tuple(ids[i] for i in p.adapters)) for p in plans]
         records = simulate_fleet(self.profile, requests, replicas)
-        offered, served = np.array([steady_state_tokens(r, self.warmup_s) for r in records]).T.reshape(2, -1)
-        ok = np.array([r.startup.ok for r in records])
-        served = np.where(ok, served, 0.0)
+        states = [steady_state(r, self.warmup_s) for r in records]
+        offered = np.array([s.offered_tok_s for s in states])
+        served = np.array([s.served_tok_s for s in states])
+        backlog = np.array([s.backlog for s in states])
         fleet = summarize(records)
         return FleetScore(self.name, tuple(r.startup.status for r in records), offered, served,
-                          starved(served, offered), fleet.p99_ttft_ms, fleet.to_dict(per_adapter=False))
+                          starved(served, offered) & backlog, fleet.p99_ttft_ms, fleet.to_dict(per_adapter=False))
 
 
 class SurrogateScorer:
