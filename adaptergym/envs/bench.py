@@ -1,0 +1,70 @@
+"""``adaptergym bench envs``: environment speed, in fast mode and twin-scored."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+
+from adaptergym.bench import BENCHMARKS, Row
+from adaptergym.envs.common import mean_request_tokens
+from adaptergym.envs.scoring import load_surrogate_scorer
+from adaptergym.profile import load_profile
+from adaptergym.workload import powerlaw_workload
+
+PLACEMENT, CACHING = "adaptergym/AdapterPlacement-v0", "adaptergym/AdapterCaching-v0"
+
+
+def _episodes(env: gym.Env, episodes: int, options: dict | None, seed: int) -> tuple[int, list[float]]:
+    """Run ``episodes`` with a uniformly random valid action; returns (steps, wall time of each episode)."""
+    rng = np.random.default_rng(seed)
+    split = int(env.action_space.nvec[0])
+    steps, times = 0, []
+    env.reset(seed=seed, options=options)
+    for _ in range(episodes):
+        start = time.perf_counter()
+        _, info = env.reset(options=options)
+        done = False
+        while not done:
+            mask = info["action_mask"]
+            first, second = np.flatnonzero(mask[:split]), np.flatnonzero(mask[split:])
+            action = np.array([first[rng.integers(first.size)], second[rng.integers(second.size)]])
+            _, _, done, _, info = env.step(action)
+            steps += 1
+        times.append(time.perf_counter() - start)
+    return steps, times
+
+
+@BENCHMARKS.register("envs")
+def bench_envs() -> list[Row]:
+    """AdapterPlacement-v0 with 100 adapters (Zipf rates, 60 req/s in all, ShareGPT lengths) on 8 GPUs, and
+    AdapterCaching-v0 on its default scenario, driven by a random valid policy through ``gymnasium.make``
+    (wrappers included, resets and end-of-episode scoring counted); fast mode when a surrogate is trained."""
+    workload = powerlaw_workload(100, 60.0, alpha=1.0, rng=np.random.default_rng(0))
+    pinned = {"workload": workload}
+    fast = "surrogate" if load_surrogate_scorer(load_profile(None), mean_request_tokens) else None
+    rows: list[Row] = []
+    twin_env = gym.make(PLACEMENT, scorer="twin")
+    steps, times = _episodes(twin_env, 5, pinned, seed=0)
+    rows += [
+        {"benchmark": "envs/placement-100x8", "metric": "twin-scored episode wall time (mean)",
+         "value": float(np.mean(times)), "unit": "s", "target": "< 1"},
+        {"benchmark": "envs/placement-100x8", "metric": "twin-scored episode wall time (max of 5)",
+         "value": float(np.max(times)), "unit": "s", "target": "< 1"},
+        {"benchmark": "envs/placement-100x8", "metric": "env steps / wall s (twin)",
+         "value": steps / sum(times), "unit": "steps/s", "target": ""},
+    ]
+    if fast is None:
+        rows.append({"benchmark": "envs/placement-100x8", "metric": "env steps / wall s (fast mode)",
+                     "value": float("nan"), "unit": "steps/s",
+                     "target": ">= 2000; no trained surrogate for the profile, so no fast mode"})
+    else:
+        steps, times = _episodes(gym.make(PLACEMENT, scorer=fast), 50, pinned, seed=0)
+        rows.append({"benchmark": "envs/placement-100x8", "metric": f"env steps / wall s (fast mode, {fast})",
+                     "value": steps / sum(times), "unit": "steps/s", "target": ">= 2000"})
+    for scorer in ("twin", fast) if fast else ("twin",):
+        steps, times = _episodes(gym.make(CACHING, scorer=scorer), 20, None, seed=0)
+        rows.append({"benchmark": "envs/caching", "metric": f"episodes / wall s ({scorer})",
+                     "value": steps / sum(times), "unit": "episodes/s", "target": ""})
+    return rows
