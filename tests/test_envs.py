@@ -16,7 +16,8 @@ from gymnasium.utils.env_checker import check_env
 
 import adaptergym
 from adaptergym.envs import ENV_IDS, scoring
-from adaptergym.envs.common import mean_request_tokens, reference_capacity
+from adaptergym.envs.common import mean_request_tokens, reference_capacity, saturated_throughput
+from adaptergym.envs.scoring import AnalyticScorer, GpuPlan
 from adaptergym.errors import ConfigError, InvalidAction, WorkloadError
 from adaptergym.scenarios import get_scenario
 from adaptergym.twin import ServerConfig, check_startup
@@ -336,7 +337,7 @@ def test_surrogate_scorer_scores_and_says_so(fake_surrogate):
 
 
 def test_without_a_trained_surrogate_auto_is_the_twin_and_surrogate_is_an_error(monkeypatch):
-    monkeypatch.setattr(scoring, "load_surrogate_scorer", lambda profile, mean_tokens: None)
+    monkeypatch.setattr(scoring, "load_surrogate_scorer", lambda profile: None)
     assert gym.make(CACHING).unwrapped.scorer.name == "twin"
     with pytest.raises(ConfigError, match=r"no trained surrogate.*scorer='twin'"):
         gym.make(CACHING, scorer="surrogate")
@@ -344,17 +345,39 @@ def test_without_a_trained_surrogate_auto_is_the_twin_and_surrogate_is_an_error(
         gym.make(CACHING, scorer="fast")
 
 
+def test_analytic_scorer_is_close_to_the_twin_at_saturation_and_exact_on_start_up():
+    profile = adaptergym.load_profile(None)
+    analytic = AnalyticScorer(profile)
+    sharegpt = LengthSpec("sharegpt")
+    for adapters, rank, slots in ((8, 16, 8), (64, 16, 16)):
+        estimate = analytic.capacity_tok_s(GpuPlan(tuple(range(adapters)), slots, rank), np.full(adapters, rank),
+                                           sharegpt)
+        assert 1.0 < estimate / saturated_throughput(profile, sharegpt, adapters, rank, slots) < 1.25
+    # Rank-32 slots cost compute: capacity falls; 128 of them do not start, so it serves nothing.
+    rank16 = analytic.capacity_tok_s(GpuPlan((0,), 8, 16), np.array([16]), sharegpt)
+    assert analytic.capacity_tok_s(GpuPlan((0,), 8, 32), np.array([32]), sharegpt) < 0.8 * rank16
+    assert analytic.capacity_tok_s(GpuPlan((0,), 128, 32), np.array([32]), sharegpt) == 0.0
+    env = gym.make(PLACEMENT, scorer="analytic", num_gpus=4)
+    *_, rewards, info = run(env, constant(0, 4), options={"workload": LIGHT})
+    assert info["scorer"] == "analytic" and rewards[-1] == 0.75 and info["served_ratio"] == 1.0
+    *_, rewards, info = run(env, constant(0, 4), options={"workload": HEAVY})
+    capacity = analytic.capacity_tok_s(GpuPlan((0, 1, 2, 3), 16, 16), np.full(4, 16), FIXED)
+    assert rewards[-1] == -1.0 and info["served_tok_s"] == pytest.approx(capacity)
+    with pytest.raises(ConfigError, match="scorer='analytic' predicts no latency"):
+        gym.make(PLACEMENT, objective="latency", scorer="analytic")
+
+
 # ---------------------------------------------------------------------------------------------- speed
-def test_placement_of_100_adapters_on_8_gpus_is_fast(fake_surrogate):
+def test_placement_of_100_adapters_on_8_gpus_is_fast():
     hundred = powerlaw_workload(100, 60.0, rng=np.random.default_rng(0), lengths=LengthSpec("sharegpt"))
     twin = gym.make(PLACEMENT, scorer="twin")
     twin.reset(seed=0, options={"workload": hundred})
     start = time.perf_counter()
     run(twin, lambda k, _: np.array([k % 8 if k >= 8 else k, 4]), seed=0, options={"workload": hundred})
     assert time.perf_counter() - start < 1.0  # the bound for a twin-scored 100-adapter episode
-    fast = gym.make(PLACEMENT, scorer="surrogate")
+    fast = gym.make(PLACEMENT, scorer="analytic")
     fast.reset(seed=0, options={"workload": hundred})
     start, steps = time.perf_counter(), 0
     for episode in range(10):
         steps += len(run(fast, random_masked(fast, episode), options={"workload": hundred})[2])
-    assert steps / (time.perf_counter() - start) >= 2000  # environment overhead in fast mode, resets included
+    assert steps / (time.perf_counter() - start) >= 2000  # fast mode, resets and scoring included

@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 
 from adaptergym.bench import BENCHMARKS, Row
-from adaptergym.envs.common import mean_request_tokens
-from adaptergym.envs.scoring import load_surrogate_scorer
+from adaptergym.envs.common import rank_cover, saturated_throughput
+from adaptergym.envs.scoring import AnalyticScorer, GpuPlan, load_surrogate_scorer
 from adaptergym.profile import load_profile
-from adaptergym.workload import powerlaw_workload
+from adaptergym.workload import LengthSpec, powerlaw_workload
 
 PLACEMENT, CACHING = "adaptergym/AdapterPlacement-v0", "adaptergym/AdapterCaching-v0"
 
@@ -40,10 +40,11 @@ def _episodes(env: gym.Env, episodes: int, options: dict | None, seed: int) -> t
 def bench_envs() -> list[Row]:
     """AdapterPlacement-v0 with 100 adapters (Zipf rates, 60 req/s in all, ShareGPT lengths) on 8 GPUs, and
     AdapterCaching-v0 on its default scenario, driven by a random valid policy through ``gymnasium.make``
-    (wrappers included, resets and end-of-episode scoring counted); fast mode when a surrogate is trained."""
+    (wrappers included, resets and end-of-episode scoring counted). Fast mode is the surrogate when one is
+    trained for the profile, else the analytic scorer, whose capacity is compared with the twin's."""
     workload = powerlaw_workload(100, 60.0, alpha=1.0, rng=np.random.default_rng(0))
     pinned = {"workload": workload}
-    fast = "surrogate" if load_surrogate_scorer(load_profile(None), mean_request_tokens) else None
+    fast = "surrogate" if load_surrogate_scorer(load_profile(None)) else "analytic"
     rows: list[Row] = []
     twin_env = gym.make(PLACEMENT, scorer="twin")
     steps, times = _episodes(twin_env, 5, pinned, seed=0)
@@ -55,16 +56,27 @@ def bench_envs() -> list[Row]:
         {"benchmark": "envs/placement-100x8", "metric": "env steps / wall s (twin)",
          "value": steps / sum(times), "unit": "steps/s", "target": ""},
     ]
-    if fast is None:
-        rows.append({"benchmark": "envs/placement-100x8", "metric": "env steps / wall s (fast mode)",
-                     "value": float("nan"), "unit": "steps/s",
-                     "target": ">= 2000; no trained surrogate for the profile, so no fast mode"})
-    else:
-        steps, times = _episodes(gym.make(PLACEMENT, scorer=fast), 50, pinned, seed=0)
-        rows.append({"benchmark": "envs/placement-100x8", "metric": f"env steps / wall s (fast mode, {fast})",
-                     "value": steps / sum(times), "unit": "steps/s", "target": ">= 2000"})
-    for scorer in ("twin", fast) if fast else ("twin",):
+    steps, times = _episodes(gym.make(PLACEMENT, scorer=fast), 50, pinned, seed=0)
+    rows.append({"benchmark": "envs/placement-100x8", "metric": f"env steps / wall s (fast mode, {fast})",
+                 "value": steps / sum(times), "unit": "steps/s", "target": ">= 2000"})
+    for scorer in ("twin", fast):
         steps, times = _episodes(gym.make(CACHING, scorer=scorer), 20, None, seed=0)
         rows.append({"benchmark": "envs/caching", "metric": f"episodes / wall s ({scorer})",
                      "value": steps / sum(times), "unit": "episodes/s", "target": ""})
+    rows += _analytic_vs_twin()
+    return rows
+
+
+def _analytic_vs_twin() -> list[Row]:
+    """The analytic scorer's capacity over the twin's saturated throughput, for a few GPU configurations."""
+    profile = load_profile(None)
+    analytic = AnalyticScorer(profile)
+    rows: list[Row] = []
+    for adapters, rank, slots in ((8, 16, 8), (8, 32, 8), (64, 16, 16), (100, 32, 96)):
+        plan = GpuPlan(tuple(range(adapters)), slots, rank_cover(rank))
+        estimate = analytic.capacity_tok_s(plan, np.full(adapters, rank), LengthSpec())
+        twin = saturated_throughput(profile, LengthSpec(), adapters, rank, slots)
+        rows.append({"benchmark": "envs/analytic-scorer", "metric":
+                     f"capacity / twin saturated throughput ({adapters} adapters, rank {rank}, max_loras {slots})",
+                     "value": estimate / twin, "unit": "ratio", "target": ""})
     return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +12,7 @@ from gymnasium.error import ResetNeeded
 
 from adaptergym.envs.common import (
     MAX_LORAS_LEVELS,
+    Episode,
     check_servable,
     choose_episode,
     log_feature,
@@ -116,11 +117,11 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Info
 
-    ``reset``: ``"scorer"`` (``"twin"`` or ``"surrogate"``), ``"workload_seed"`` (-1 when pinned),
-    ``"num_adapters"``, ``"capacity_tok_s"``, ``"action_mask"``. ``step`` adds ``"invalid_action"``,
-    ``"score"`` (reward without penalty), ``"num_served"``, ``"max_loras"``, ``"max_lora_rank"``,
-    ``"startup"``, ``"starved"``, ``"offered_tok_s"``, ``"served_tok_s"``, ``"served_ratio"``,
-    ``"p99_ttft_ms"`` (nan from the surrogate), and with the twin ``"metrics"``, its metrics over the window.
+    ``reset``: ``"scorer"`` (``"twin"``, ``"surrogate"`` or ``"analytic"``), ``"workload_seed"`` (-1 when pinned),
+    ``"num_adapters"``, ``"capacity_tok_s"``, ``"action_mask"``. ``step`` adds ``"invalid_action"``, ``"score"``
+    (reward without penalty), ``"num_served"``, ``"max_loras"``, ``"max_lora_rank"``, ``"startup"``, ``"starved"``,
+    ``"offered_tok_s"``, ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (nan unless the twin scored), and
+    with the twin ``"metrics"``, its metrics over the window.
 
     ## Arguments
 
@@ -129,7 +130,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | ``scenario`` | str | ``"paper-ml-test-v0"`` | scenario the workloads come from |
     | ``split`` | str | ``"train"`` | scenario seeds to draw from: ``"train"`` or ``"test"`` |
     | ``max_adapters`` | int | 384 | most candidates a workload may have (fixes the spaces) |
-    | ``scorer`` | str | ``"auto"`` | ``"twin"``, ``"surrogate"`` or ``"auto"`` (see Scorers) |
+    | ``scorer`` | str | ``"auto"`` | ``"auto"``, ``"twin"``, ``"surrogate"`` or ``"analytic"`` (see Scorers) |
     | ``profile`` | str or TwinProfile | None | twin profile (None: the default H100 / Llama-3.1-8B) |
     | ``window_s`` | float | 300.0 | simulated seconds the twin scores (the first 20% are warm-up) |
     | ``max_loras_levels`` | tuple of int | ``(1, 2, 4, ..., 384)`` | the ``max_loras`` values an action picks from |
@@ -146,16 +147,19 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     conservative: a GPU near its capacity, or with far fewer slots than adapters, can take minutes to settle
     and is called starved until it does; a larger ``window_s`` settles more, at proportional cost.
 
-    ``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency);
-    whether vLLM starts is still the twin's exact memory check. ``"auto"`` is the surrogate when one is
-    trained for the profile, else the twin. ``info["scorer"]`` always names the one used.
+    ``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency); whether vLLM
+    starts is still the twin's exact memory check. ``"analytic"`` (fast mode while no surrogate is trained) is a
+    closed-form capacity from the profile's step-time model, optimistic by 8-20% at saturation and blind to adapter
+    loading and latency (``adaptergym.envs.scoring.AnalyticScorer``); it is only used when asked for by name.
+    ``"auto"`` is the surrogate when one is trained for the profile, else the twin. ``info["scorer"]`` always names
+    the one used.
 
     ## Version History
 
     - v0: initial version.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}  # noqa: RUF012 (Gymnasium's own annotation)
 
     def __init__(
         self,
@@ -186,7 +190,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.levels = np.array(levels)
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.render_mode = render_mode
-        self.scorer = make_scorer(scorer, self.profile, window_s, False, mean_request_tokens)
+        self.scorer = make_scorer(scorer, self.profile, window_s, False)
         self._caps = slot_caps(self.profile, levels)
         m, inf = self.max_adapters, np.inf
         self.action_space = spaces.MultiDiscrete([m, len(levels)])
@@ -196,11 +200,12 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "workload": spaces.Box(np.zeros(WORKLOAD_FEATURES, np.float32),
                                    np.array([1, inf, 1, 1, 1], np.float32), dtype=np.float32),
         })
-        self._episode = None
+        self._episode: Episode | None = None
         self._done = False
         self._result: tuple[int, int, int, FleetScore] | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         episode = choose_episode(self.scenario, self.split, self.np_random, options)
         workload = episode.workload
@@ -234,7 +239,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 "capacity_tok_s": self.capacity_tok_s, "action_mask": self._mask.copy()}
         return self._observation(), info
 
-    def step(self, action: np.ndarray):
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._episode is None or self._done:
             raise ResetNeeded("the episode is over (or never started): call reset() before step()")
         arr = np.asarray(action)

@@ -24,12 +24,12 @@ MAX_LORAS_LEVELS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384)
 LOG_SCALE = 9.0
 
 
-def log_feature(x: np.ndarray | float) -> np.ndarray | float:
+def log_feature(x: np.ndarray | float) -> np.ndarray:
     """``log2(1 + x) / 9`` for counts and slots (0 -> 0, 511 -> 1)."""
     return np.log2(1.0 + np.asarray(x, np.float64)) / LOG_SCALE
 
 
-def rank_feature(rank: np.ndarray | float) -> np.ndarray | float:
+def rank_feature(rank: np.ndarray | float) -> np.ndarray:
     """``log2(rank) / 9`` for LoRA ranks (8 -> 0.33, 512 -> 1); 0 stays 0."""
     rank = np.asarray(rank, np.float64)
     return np.where(rank > 0, np.log2(np.maximum(rank, 1.0)) / LOG_SCALE, 0.0)
@@ -50,10 +50,33 @@ def slot_caps(profile: TwinProfile, levels: tuple[int, ...]) -> dict[int, int]:
 
 
 @cache
-def mean_request_tokens(lengths: LengthSpec) -> float:
-    """Mean prompt + output tokens of one request under ``lengths`` (20,000 draws from a fixed seed)."""
+def mean_lengths(lengths: LengthSpec) -> tuple[float, float]:
+    """Mean prompt and output tokens of one request under ``lengths`` (20,000 draws from a fixed seed)."""
     inp, out = sample_lengths(lengths, 20_000, np.random.default_rng(0))
-    return float((inp + out).mean())
+    return float(inp.mean()), float(out.mean())
+
+
+def mean_request_tokens(lengths: LengthSpec) -> float:
+    """Mean prompt + output tokens of one request under ``lengths``."""
+    return sum(mean_lengths(lengths))
+
+
+def saturated_throughput(profile: TwinProfile, lengths: LengthSpec, adapters: int = 8, rank: int = 16,
+                         max_loras: int = 8, duration_s: float = 240.0) -> float:
+    """Throughput of one GPU offered far more than it can serve, tokens/s, as the twin measures it.
+
+    ``adapters`` adapters of ``rank`` (CPU cache holding all of them) share 40,000 tokens/s of requests; the
+    result counts the prompt and output tokens of requests completed in the second half of ``duration_s``.
+    """
+    rate = 40_000.0 / mean_request_tokens(lengths) / adapters
+    spec = WorkloadSpec(tuple(AdapterSpec(f"sat-{i}", rank, rate) for i in range(adapters)), lengths,
+                        duration_s=duration_s)
+    requests = sample_requests(spec, np.random.default_rng(0))
+    config = ServerConfig(max_loras=max_loras, max_cpu_loras=max(max_loras, adapters), max_lora_rank=rank_cover(rank))
+    record = simulate_fleet(profile, requests, [ReplicaPlan(config, requests.adapter_ids)])[0]
+    done = np.isfinite(record.finish_s) & (record.finish_s >= duration_s / 2)
+    tokens = record.input_tokens[done].sum() + record.output_tokens[done].sum()
+    return float(tokens) / (duration_s / 2)
 
 
 _CAPACITY: dict[tuple[str, LengthSpec], float] = {}
@@ -62,21 +85,12 @@ _CAPACITY: dict[tuple[str, LengthSpec], float] = {}
 def reference_capacity(profile: TwinProfile, lengths: LengthSpec) -> float:
     """Saturated throughput of one GPU, tokens/s: the unit of every "load" in observations.
 
-    Measured once per process and (profile, lengths) by the twin: 8 rank-16 adapters on ``max_loras`` 8,
-    offered 4x what the GPU can serve, tokens of requests completed in the second half of a 240-s run.
+    Measured once per process and (profile, lengths) by :func:`saturated_throughput` with its defaults: 8
+    rank-16 adapters on ``max_loras`` 8, over 240 simulated seconds.
     """
     key = (json.dumps(profile.to_dict(), sort_keys=True, default=str), lengths)
     if key not in _CAPACITY:
-        duration = 240.0
-        rate = 40_000.0 / mean_request_tokens(lengths) / 8
-        spec = WorkloadSpec(tuple(AdapterSpec(f"ref-{i}", 16, rate) for i in range(8)), lengths,
-                            duration_s=duration)
-        requests = sample_requests(spec, np.random.default_rng(0))
-        plan = ReplicaPlan(ServerConfig(max_loras=8, max_lora_rank=16), requests.adapter_ids)
-        record = simulate_fleet(profile, requests, [plan])[0]
-        done = np.isfinite(record.finish_s) & (record.finish_s >= duration / 2)
-        tokens = record.input_tokens[done].sum() + record.output_tokens[done].sum()
-        _CAPACITY[key] = max(float(tokens) / (duration / 2), 1.0)
+        _CAPACITY[key] = max(saturated_throughput(profile, lengths), 1.0)
     return _CAPACITY[key]
 
 

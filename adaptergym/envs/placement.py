@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +12,7 @@ from gymnasium.error import ResetNeeded
 
 from adaptergym.envs.common import (
     MAX_LORAS_LEVELS,
+    Episode,
     check_servable,
     choose_episode,
     log_feature,
@@ -144,12 +145,12 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ## Info
 
     Every step: ``"invalid_action"`` (str), ``"action_mask"`` (the mask for the next step). ``reset`` adds
-    ``"scorer"`` (which scorer will score: ``"twin"`` or ``"surrogate"``), ``"workload_seed"`` (-1 when
-    pinned), ``"num_adapters"``, ``"capacity_tok_s"``. The last step adds ``"scorer"``, ``"objective"``,
+    ``"scorer"`` (which scorer will score: ``"twin"``, ``"surrogate"`` or ``"analytic"``), ``"workload_seed"`` (-1
+    when pinned), ``"num_adapters"``, ``"capacity_tok_s"``. The last step adds ``"scorer"``, ``"objective"``,
     ``"score"`` (the reward without penalties), ``"gpus_used"``, ``"starved_gpus"``, ``"offered_tok_s"``,
-    ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (nan from the surrogate), per-GPU arrays
-    ``"gpu_adapters"``, ``"gpu_max_loras"``, ``"gpu_max_lora_rank"``, ``"gpu_served_ratio"`` (0 for empty
-    GPUs), ``"gpu_starved"``, and with the twin ``"metrics"``, the twin's fleet metrics over the window.
+    ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (nan unless the twin scored), per-GPU arrays
+    ``"gpu_adapters"``, ``"gpu_max_loras"``, ``"gpu_max_lora_rank"``, ``"gpu_served_ratio"`` (0 for empty GPUs),
+    ``"gpu_starved"``, and with the twin ``"metrics"``, the twin's fleet metrics over the window.
 
     ## Arguments
 
@@ -160,7 +161,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | ``num_gpus`` | int | 8 | GPUs in the pool (fixes the spaces) |
     | ``objective`` | str | ``"gpus"`` | ``"gpus"``, ``"latency"`` or ``"weighted"`` (see Rewards) |
     | ``gpu_budget`` | int or None | None | GPUs that may be used (None: ``num_gpus``) |
-    | ``scorer`` | str | ``"auto"`` | ``"twin"``, ``"surrogate"`` or ``"auto"`` (see Scorers) |
+    | ``scorer`` | str | ``"auto"`` | ``"auto"``, ``"twin"``, ``"surrogate"`` or ``"analytic"`` (see Scorers) |
     | ``profile`` | str or TwinProfile | None | twin profile (None: the default H100 / Llama-3.1-8B) |
     | ``window_s`` | float | 120.0 | simulated seconds the twin scores (the first 20% are warm-up) |
     | ``max_loras_levels`` | tuple of int | ``(1, 2, 4, ..., 384)`` | the ``max_loras`` values an action picks from |
@@ -180,17 +181,19 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     conservative: a GPU near its capacity, or with far fewer slots than adapters, can take minutes to settle
     and is called starved until it does; a larger ``window_s`` settles more, at proportional cost.
 
-    ``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency);
-    whether vLLM starts is still the twin's exact memory check. ``"auto"`` is the surrogate when one is
-    trained for the profile and the objective needs no latency, else the twin. ``info["scorer"]`` always
-    names the one used.
+    ``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency); whether vLLM
+    starts is still the twin's exact memory check. ``"analytic"`` (fast mode while no surrogate is trained) is a
+    closed-form capacity from the profile's step-time model, optimistic by 8-20% at saturation and blind to adapter
+    loading and latency (``adaptergym.envs.scoring.AnalyticScorer``); it is only used when asked for by name.
+    ``"auto"`` is the surrogate when one is trained for the profile and the objective needs no latency, else the
+    twin. ``info["scorer"]`` always names the one used.
 
     ## Version History
 
     - v0: initial version.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's own annotation)
 
     def __init__(
         self,
@@ -219,8 +222,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         levels = tuple(int(x) for x in max_loras_levels)
         if not levels or levels[0] < 1 or any(b <= a for a, b in pairwise(levels)):
             raise ConfigError(f"max_loras_levels: {max_loras_levels} must be increasing integers >= 1")
-        if lookahead < 0 or not 0 <= weight <= 1 or latency_scale_ms <= 0 or invalid_action_penalty < 0:
-            raise ConfigError("lookahead >= 0, 0 <= weight <= 1, latency_scale_ms > 0 and "
+        if lookahead < 1 or not 0 <= weight <= 1 or latency_scale_ms <= 0 or invalid_action_penalty < 0:
+            raise ConfigError("lookahead >= 1, 0 <= weight <= 1, latency_scale_ms > 0 and "
                               "invalid_action_penalty >= 0 are required")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode: {render_mode!r} is not one of {self.metadata['render_modes']}")
@@ -237,7 +240,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.weight = float(weight)
         self.invalid_action_penalty = float(invalid_action_penalty)
         self.render_mode = render_mode
-        self.scorer = make_scorer(scorer, self.profile, window_s, objective != "gpus", mean_request_tokens)
+        self.scorer = make_scorer(scorer, self.profile, window_s, objective != "gpus")
         caps = slot_caps(self.profile, levels)
         self._caps = caps
         # Lookups by rank value (0 = empty GPU): levels that start, and the feature of the largest one.
@@ -260,11 +263,12 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                                 dtype=np.float32),
         })
         self._gpu_index = np.arange(g)
-        self._episode = None
+        self._episode: Episode | None = None
         self._score: FleetScore | None = None
 
     # ------------------------------------------------------------------ episode
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         episode = choose_episode(self.scenario, self.split, self.np_random, options)
         workload = episode.workload
@@ -299,7 +303,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 "capacity_tok_s": self.capacity_tok_s, "action_mask": self._mask.copy()}
         return self._obs(), info
 
-    def step(self, action: np.ndarray):
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._episode is None or self._i >= self._n:
             raise ResetNeeded("the episode is over (or never started): call reset() before step()")
         gpu, level = self._check(action)
@@ -315,7 +319,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             level, penalty = int(own_cap - 1), penalty + self.invalid_action_penalty
         self._place(gpu, level)
         info: dict[str, Any] = {"invalid_action": "; ".join(notes)}
-        reward = -penalty
+        reward = 0.0 - penalty
         if self._i == self._n:
             score, details = self._finish()
             reward += score
@@ -382,6 +386,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         used = np.flatnonzero(self._gpu_count > 0)
         plans = [GpuPlan(tuple(int(self._order[k]) for k in self._gpu_members[gpu]), int(self._gpu_slots[gpu]),
                          int(self._gpu_rank[gpu])) for gpu in used]
+        assert self._episode is not None
         score = self.scorer.score(self._episode.workload, plans, self._episode.request_seed)
         self._score = score
         n_used, n_starved = len(used), int(score.starved.sum())
@@ -420,15 +425,15 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if self.render_mode is None or self._episode is None:
             return None
         used = np.flatnonzero(self._gpu_count > 0)
-        scored = self._score is not None
-        ratio = self._score.served_ratio if scored else np.full(len(used), np.nan)
+        score = self._score
+        ratio = score.served_ratio if score is not None else np.full(len(used), np.nan)
         if self.render_mode == "ansi":
             rows = [[int(g), int(self._gpu_count[g]), int(self._gpu_slots[g]), int(self._gpu_rank[g]),
-                     float(self._gpu_load[g]), float(ratio[k]), ("yes" if self._score.starved[k] else "no")
-                     if scored else "-"] for k, g in enumerate(used)]
-            footer = (f"scored by {self._score.scorer}: {len(used)} GPUs, {int(self._score.starved.sum())} starved, "
-                      f"p99 TTFT {self._score.p99_ttft_ms:.0f} ms" if scored
-                      else f"next: adapter {self._i + 1} of {self._n}")
+                     float(self._gpu_load[g]), float(ratio[k]),
+                     "-" if score is None else ("yes" if score.starved[k] else "no")] for k, g in enumerate(used)]
+            footer = (f"next: adapter {self._i + 1} of {self._n}" if score is None else
+                      f"scored by {score.scorer}: {len(used)} GPUs, {int(score.starved.sum())} starved, "
+                      f"p99 TTFT {score.p99_ttft_ms:.0f} ms")
             title = (f"{self._episode.workload.name or 'workload'}: {self._i}/{self._n} adapters placed, "
                      f"load {self._total_load:.2f} GPUs")
             return text_table(title, ["gpu", "adapters", "max_loras", "rank", "load", "served", "starved"], rows,
@@ -436,5 +441,5 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         loads = self._gpu_load[used]
         return bar_chart(f"{self._i}/{self._n} adapters placed on {len(used)} GPUs",
                          [f"GPU {g}\n{self._gpu_count[g]} ad / {self._gpu_slots[g]} sl" for g in used], loads,
-                         loads * np.minimum(ratio, 1.0) if scored else None,
-                         self._score.starved if scored else None)
+                         None if score is None else loads * np.minimum(ratio, 1.0),
+                         None if score is None else score.starved)

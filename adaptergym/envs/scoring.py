@@ -1,8 +1,9 @@
 """Scorers: what an environment asks at the end of an episode, "how does this placement serve its load?".
 
 ``twin`` runs the Digital Twin over a short window; ``surrogate`` asks the learned per-GPU model of
-``adaptergym.surrogate`` (fast mode). Both return a :class:`FleetScore` with the same fields, so an environment's
-reward does not depend on which one scored it (``info["scorer"]`` says which did).
+``adaptergym.surrogate`` (fast mode); ``analytic`` is a closed-form capacity estimate from the profile (fast,
+and cruder). All return a :class:`FleetScore` with the same fields, so an environment's reward does not depend
+on which one scored it (``info["scorer"]`` says which did).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from adaptergym.envs.common import mean_lengths, mean_request_tokens
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD, summarize
 from adaptergym.profile import TwinProfile
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ReplicaPlan, RunRecord, ServerConfig, check_startup, simulate_fleet
+from adaptergym.twin.step_time import StepTimer
 from adaptergym.workload import WorkloadSpec
 
-SCORERS = ("auto", "twin", "surrogate")
+SCORERS = ("auto", "twin", "surrogate", "analytic")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +149,10 @@ class SurrogateScorer:
     name = "surrogate"
     predicts_latency = False
 
-    def __init__(self, profile: TwinProfile, model: Any, features: Any, mean_tokens: Any) -> None:
-        self.profile = profile
+    def __init__(self, profile: TwinProfile, model: Any, features: Any) -> None:
         self.model = model
         self.features = features
-        self.mean_tokens = mean_tokens
-        self._startup: dict[tuple[int, int], str] = {}
+        self._startup = StartupCache(profile)
 
     def score(self, workload: WorkloadSpec, plans: Sequence[GpuPlan], seed: int) -> FleetScore:
         rates = np.array([a.rate for a in workload.adapters])
@@ -159,47 +160,110 @@ class SurrogateScorer:
         rows = np.stack([self.features(rates[list(p.adapters)], ranks[list(p.adapters)], p.max_loras,
                                        workload.lengths) for p in plans])
         predicted = self.model.predict(rows)
-        startup = tuple(self._status(p) for p in plans)
+        startup = tuple(self._startup.status(p) for p in plans)
         ok = np.array([s == "ok" for s in startup])
-        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * self.mean_tokens(workload.lengths)
+        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * mean_request_tokens(workload.lengths)
         served = np.where(ok, np.minimum(np.asarray(predicted["throughput"], float), offered), 0.0)
         is_starved = (np.asarray(predicted["starved_prob"]) >= 0.5) | (~ok & (offered > 0))
         return FleetScore(self.name, startup, offered, served, is_starved)
 
-    def _status(self, plan: GpuPlan) -> str:
+
+class StartupCache:
+    """vLLM's start-up outcome per (max_loras, max_lora_rank), computed once each."""
+
+    def __init__(self, profile: TwinProfile) -> None:
+        self.profile = profile
+        self._status: dict[tuple[int, int], str] = {}
+        self._kv_tokens: dict[tuple[int, int], int] = {}
+
+    def status(self, plan: GpuPlan) -> str:
         key = (plan.max_loras, plan.max_lora_rank)
-        if key not in self._startup:
-            self._startup[key] = check_startup(self.profile, plan.config()).status
-        return self._startup[key]
+        if key not in self._status:
+            startup = check_startup(self.profile, plan.config().resolved(self.profile))
+            self._status[key], self._kv_tokens[key] = startup.status, startup.kv_cache_tokens
+        return self._status[key]
+
+    def kv_tokens(self, plan: GpuPlan) -> int:
+        self.status(plan)
+        return self._kv_tokens[(plan.max_loras, plan.max_lora_rank)]
 
 
-def load_surrogate_scorer(profile: TwinProfile, mean_tokens: Any) -> SurrogateScorer | None:
+class AnalyticScorer:
+    """A closed-form capacity per GPU from the profile, for fast mode when no surrogate is trained.
+
+    The GPU runs a full batch in steady state: ``n`` sequences, limited by ``max_num_seqs``, by its KV cache
+    (each sequence holding its prompt and half its output on average) and by the token budget (each step
+    decodes ``n`` tokens and prefills ``n * input / output``). One step takes the profile's step-time model
+    for that batch (the ``min(max_loras, adapters)`` highest-rank adapters in it) plus scheduler overhead, and
+    completes ``n / output`` requests. Served is ``min(offered, capacity)``, starved by the papers' 10% rule;
+    start-up is the twin's exact memory check. It ignores adapter loading, queueing and burstiness, so it is
+    optimistic: at saturation it is 8-20% above the twin's throughput on the default profile
+    (``adaptergym bench envs`` prints the comparison). No latency.
+    """
+
+    name = "analytic"
+    predicts_latency = False
+
+    def __init__(self, profile: TwinProfile) -> None:
+        self.profile = profile
+        self._startup = StartupCache(profile)
+        self._timers: dict[int, StepTimer] = {}
+
+    def capacity_tok_s(self, plan: GpuPlan, ranks: np.ndarray, lengths: Any) -> float:
+        """Saturated throughput (prompt + output tokens/s) of one GPU serving adapters of ``ranks``."""
+        if self._startup.status(plan) != "ok":
+            return 0.0
+        config = plan.config().resolved(self.profile)
+        prompt, output = mean_lengths(lengths)
+        n = min(float(config.max_num_seqs or 1), self._startup.kv_tokens(plan) / (prompt + output / 2),
+                (config.max_num_batched_tokens or 1) * output / (prompt + output))
+        timer = self._timers.setdefault(plan.max_lora_rank, StepTimer(self.profile, plan.max_lora_rank, True))
+        distinct = min(plan.max_loras, ranks.size)
+        step_ms = timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), distinct,
+                                np.sort(ranks)[ranks.size - distinct:].sum()) + timer.scheduler_ms(n, 0)
+        return n * (prompt + output) / output / (step_ms / 1000.0)
+
+    def score(self, workload: WorkloadSpec, plans: Sequence[GpuPlan], seed: int) -> FleetScore:
+        rates = np.array([a.rate for a in workload.adapters])
+        ranks = np.array([a.rank for a in workload.adapters])
+        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * mean_request_tokens(workload.lengths)
+        capacity = np.array([self.capacity_tok_s(p, ranks[list(p.adapters)], workload.lengths) for p in plans])
+        served = np.minimum(offered, capacity)
+        return FleetScore(self.name, tuple(self._startup.status(p) for p in plans), offered, served,
+                          starved(served, offered))
+
+
+def load_surrogate_scorer(profile: TwinProfile) -> SurrogateScorer | None:
     """The surrogate scorer for ``profile``, or None when ``adaptergym.surrogate`` or its model is absent."""
     try:
         module = importlib.import_module("adaptergym.surrogate")
     except ModuleNotFoundError:
         return None
     model = module.load_surrogate(profile.name)
-    return None if model is None else SurrogateScorer(profile, model, module.gpu_features, mean_tokens)
+    return None if model is None else SurrogateScorer(profile, model, module.gpu_features)
 
 
-def make_scorer(name: str, profile: TwinProfile, window_s: float, needs_latency: bool, mean_tokens: Any) -> Scorer:
-    """The scorer an environment asked for; ``auto`` is the surrogate when it can do the job, else the twin.
+def make_scorer(name: str, profile: TwinProfile, window_s: float, needs_latency: bool) -> Scorer:
+    """The scorer an environment asked for; ``auto`` is the surrogate when it can do the job, else the twin
+    (never the analytic estimate, which is only used when asked for by name).
 
     Raises:
-        ConfigError: unknown name; ``surrogate`` without a trained model for the profile, or for an
-            objective that needs latency (the surrogate predicts throughput and starvation only).
+        ConfigError: unknown name; ``surrogate`` without a trained model for the profile; ``surrogate`` or
+            ``analytic`` for an objective that needs latency (they predict throughput and starvation only).
     """
     if name not in SCORERS:
         raise ConfigError(f"scorer: {name!r} is not one of {', '.join(SCORERS)}")
     if name == "twin" or (name == "auto" and needs_latency):
         return TwinScorer(profile, window_s)
     if needs_latency:
-        raise ConfigError("scorer='surrogate' predicts no latency, which this objective needs; use scorer='twin'")
-    surrogate = load_surrogate_scorer(profile, mean_tokens)
+        raise ConfigError(f"scorer={name!r} predicts no latency, which this objective needs; use scorer='twin'")
+    if name == "analytic":
+        return AnalyticScorer(profile)
+    surrogate = load_surrogate_scorer(profile)
     if surrogate is not None:
         return surrogate
     if name == "auto":
         return TwinScorer(profile, window_s)
     raise ConfigError(f"scorer='surrogate': no trained surrogate for profile {profile.name!r} "
-                      "(adaptergym.surrogate.load_surrogate found none); train one or use scorer='twin'")
+                      "(adaptergym.surrogate.load_surrogate found none); train one, or use scorer='twin' "
+                      "(or 'analytic', a cruder closed form)")
