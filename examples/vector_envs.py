@@ -13,9 +13,10 @@ from adaptergym.envs.common import MAX_LORAS_LEVELS
 
 def heuristic(obs: dict[str, np.ndarray], masks: np.ndarray) -> np.ndarray:
     """Per env: the largest k whose cumulative load stays under 0.9 GPUs, and the most slots that are valid."""
-    present, cumulative = obs["adapters"][:, :, 0] > 0, obs["adapters"][:, :, 3]
+    table = obs["adapters"].reshape(len(masks), -1, 4)  # (envs, candidates, features)
+    present, cumulative = table[:, :, 0] > 0, table[:, :, 3]
     count = np.maximum((present & (cumulative <= 0.9)).sum(axis=1), 1)
-    valid_levels = masks[:, obs["adapters"].shape[1]:].sum(axis=1)
+    valid_levels = masks[:, table.shape[1]:].sum(axis=1)
     level = np.minimum(np.searchsorted(MAX_LORAS_LEVELS, count), valid_levels - 1)
     return np.stack([count - 1, level], axis=1)
 

@@ -74,7 +74,9 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     GPU of the profile (measured once by the twin): a load of 1 fills the GPU. Slots are
     ``log2(1 + x) / 9``, ranks ``log2(rank) / 9`` (rank 8: 0.33, 16: 0.44, 32: 0.56, 512: 1).
 
-    ``"adapters"``, shape ``(max_adapters, 4)``, one row per candidate in order (zero rows past the last):
+    ``"adapters"``, shape ``(max_adapters * 4,)``: a table of one row per candidate in order (zero rows past
+    the last), flattened row by row (candidate ``i``, column ``c`` is entry ``4 * i + c``;
+    ``obs["adapters"].reshape(max_adapters, 4)`` gives the table back):
 
     | Col | Observation | Min | Max |
     |-----|-------------|-----|-----|
@@ -195,8 +197,8 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         m, inf = self.max_adapters, np.inf
         self.action_space = spaces.MultiDiscrete([m, len(levels)])
         self.observation_space = spaces.Dict({
-            "adapters": spaces.Box(np.zeros((m, ADAPTER_FEATURES), np.float32),
-                                   np.tile(np.array([1, inf, 1, inf], np.float32), (m, 1)), dtype=np.float32),
+            "adapters": spaces.Box(np.zeros(m * ADAPTER_FEATURES, np.float32),
+                                   np.tile(np.array([1, inf, 1, inf], np.float32), m), dtype=np.float32),
             "workload": spaces.Box(np.zeros(WORKLOAD_FEATURES, np.float32),
                                    np.array([1, inf, 1, 1, 1], np.float32), dtype=np.float32),
         })
@@ -232,7 +234,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         cap_values = np.concatenate([[0], self.levels])
         summary = np.array([n / self.max_adapters, loads.sum(), log_feature(n), log_feature(cap_values[low_cap]),
                             log_feature(cap_values[high_cap])], np.float32)
-        self._obs = {"adapters": table, "workload": summary}
+        self._obs = {"adapters": table.ravel(), "workload": summary}
         self._done = False
         self._result = None
         info = {"scorer": self.scorer.name, "workload_seed": episode.workload_seed, "num_adapters": n,

@@ -81,7 +81,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     GPU of the profile (measured once by the twin), so a load of 1 fills a GPU. Counts and slots are
     ``log2(1 + x) / 9``, ranks ``log2(rank) / 9`` (rank 8: 0.33, 16: 0.44, 32: 0.56, 512: 1).
 
-    ``"gpus"``, shape ``(num_gpus, 8)``, one row per GPU:
+    ``"gpus"``, shape ``(num_gpus * 8,)``: a table of one row per GPU, flattened row by row (GPU ``g``, column
+    ``c`` is entry ``8 * g + c``; ``obs["gpus"].reshape(num_gpus, 8)`` gives the table back):
 
     | Col | Observation | Min | Max |
     |-----|-------------|-----|-----|
@@ -103,8 +104,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | 2 | its share of the workload's request rate | 0 | 1 |
     | 3 | largest ``max_loras`` that starts at its rank, ``log2(1 + slots) / 9`` | 0 | 1 |
 
-    ``"upcoming"``, shape ``(lookahead, 2)``: load and ``log2(rank) / 9`` of the next ``lookahead`` adapters
-    (zero rows past the end).
+    ``"upcoming"``, shape ``(lookahead * 2,)``: load and ``log2(rank) / 9`` of each of the next ``lookahead``
+    adapters, flattened the same way (zeros past the end).
 
     ``"fleet"``, shape ``(5,)``:
 
@@ -254,11 +255,11 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         inf = np.inf
         self.action_space = spaces.MultiDiscrete([g, len(levels)])
         self.observation_space = spaces.Dict({
-            "gpus": spaces.Box(np.zeros((g, GPU_FEATURES), np.float32),
-                               np.tile(np.array([1, 1, inf, 1, 1, 1, 1, 1], np.float32), (g, 1)), dtype=np.float32),
+            "gpus": spaces.Box(np.zeros(g * GPU_FEATURES, np.float32),
+                               np.tile(np.array([1, 1, inf, 1, 1, 1, 1, 1], np.float32), g), dtype=np.float32),
             "adapter": spaces.Box(np.zeros(4, np.float32), np.array([inf, 1, 1, 1], np.float32), dtype=np.float32),
-            "upcoming": spaces.Box(np.zeros((self.lookahead, 2), np.float32),
-                                   np.tile(np.array([inf, 1], np.float32), (self.lookahead, 1)), dtype=np.float32),
+            "upcoming": spaces.Box(np.zeros(self.lookahead * 2, np.float32),
+                                   np.tile(np.array([inf, 1], np.float32), self.lookahead), dtype=np.float32),
             "fleet": spaces.Box(np.zeros(FLEET_FEATURES, np.float32), np.array([inf, inf, 1, 1, 1], np.float32),
                                 dtype=np.float32),
         })
@@ -379,8 +380,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         i = self._i
         fleet = np.array([self._total_load, self._unplaced_load[i], (self._n - i) / self._n,
                           self._open / self.num_gpus, self.gpu_budget / self.num_gpus], np.float32)
-        return {"gpus": gpus, "adapter": self._adapter_obs[i].copy(),
-                "upcoming": self._upcoming[i + 1: i + 1 + self.lookahead].copy(), "fleet": fleet}
+        return {"gpus": gpus.ravel(), "adapter": self._adapter_obs[i].copy(),
+                "upcoming": self._upcoming[i + 1: i + 1 + self.lookahead].flatten(), "fleet": fleet}
 
     def _finish(self) -> tuple[float, dict[str, Any]]:
         used = np.flatnonzero(self._gpu_count > 0)
