@@ -172,6 +172,8 @@ def test_gpu_budget_masks_gpus_beyond_it():
     assert masks[1][:4].tolist() == [True, True, False, False]
     with pytest.raises(ConfigError, match="gpu_budget"):
         gym.make(PLACEMENT, gpu_budget=5, num_gpus=4)
+    with pytest.raises(ValueError, match="split"):
+        gym.make(PLACEMENT, split="validation")
 
 
 # ---------------------------------------------------------------------------------------------- invalid actions

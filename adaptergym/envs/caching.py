@@ -161,7 +161,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     - v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}  # noqa: RUF012 (Gymnasium's own annotation)
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}  # noqa: RUF012
 
     def __init__(
         self,
@@ -185,8 +185,8 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode: {render_mode!r} is not one of {self.metadata['render_modes']}")
         self.scenario = get_scenario(scenario)
-        self.scenario.seeds(split)
         self.split = split
+        self._seeds = self.scenario.seeds(split)
         self.max_adapters = int(max_adapters)
         self.profile = load_profile(profile)
         self.levels = np.array(levels)
@@ -203,13 +203,14 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                                    np.array([1, inf, 1, 1, 1], np.float32), dtype=np.float32),
         })
         self._episode: Episode | None = None
+        self.capacity_tok_s = float("nan")  # one GPU's saturated throughput for the episode's lengths
         self._done = False
         self._result: tuple[int, int, int, FleetScore] | None = None
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        episode = choose_episode(self.scenario, self.split, self.np_random, options)
+        episode = choose_episode(self.scenario, self._seeds, self.np_random, options)
         workload = episode.workload
         if len(workload.adapters) > self.max_adapters:
             raise WorkloadError(f"workload {workload.name!r} has {len(workload.adapters)} adapters > max_adapters "

@@ -122,15 +122,14 @@ class Episode:
     request_seed: int
 
 
-def choose_episode(scenario: Scenario, split: str, rng: np.random.Generator,
+def choose_episode(scenario: Scenario, seeds: range, rng: np.random.Generator,
                    options: dict[str, Any] | None) -> Episode:
-    """Pick an episode's workload: ``options["workload"]``, else ``options["scenario_seed"]``, else a seed of
-    ``split`` drawn with ``rng``. Always draws the request seed from ``rng`` (so the stream stays aligned)."""
+    """Pick an episode's workload: ``options["workload"]``, else ``options["scenario_seed"]``, else one of
+    ``seeds`` drawn with ``rng``. Always draws from ``rng`` the same way, so its stream stays aligned."""
     options = options or {}
     unknown = set(options) - {"workload", "scenario_seed"}
     if unknown:
         raise ValueError(f"reset options: unknown key(s) {sorted(unknown)}; known: 'workload', 'scenario_seed'")
-    seeds = scenario.seeds(split)
     drawn = int(seeds[int(rng.integers(len(seeds)))])
     request_seed = int(rng.integers(2**31 - 1))
     if options.get("workload") is not None:

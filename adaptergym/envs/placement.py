@@ -194,7 +194,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     - v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's own annotation)
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
 
     def __init__(
         self,
@@ -229,8 +229,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode: {render_mode!r} is not one of {self.metadata['render_modes']}")
         self.scenario = get_scenario(scenario)
-        self.scenario.seeds(split)
         self.split = split
+        self._seeds = self.scenario.seeds(split)
         self.num_gpus = int(num_gpus)
         self.gpu_budget = budget
         self.objective = objective
@@ -265,13 +265,14 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         })
         self._gpu_index = np.arange(g)
         self._episode: Episode | None = None
+        self.capacity_tok_s = float("nan")  # one GPU's saturated throughput for the episode's lengths
         self._score: FleetScore | None = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        episode = choose_episode(self.scenario, self.split, self.np_random, options)
+        episode = choose_episode(self.scenario, self._seeds, self.np_random, options)
         workload = episode.workload
         check_servable(workload, self._caps)
         self._episode = episode
