@@ -39,8 +39,8 @@ LIGHT = workload([0.5, 0.4, 0.3, 0.2])  # about 0.3 GPUs of load
 HEAVY = workload([20.0, 20.0, 20.0, 20.0])  # several GPUs of load
 
 
-def run(env, actions_for, seed=None, options=None):
-    """One episode; ``actions_for(step, mask)`` chooses. Returns (observations, masks, rewards, last info)."""
+def run(env, actions_for, seed=0, options=None):
+    """One seeded episode; ``actions_for(step, mask)`` chooses. Returns (observations, masks, rewards, last info)."""
     obs, info = env.reset(seed=seed, options=options)
     observations, masks, rewards = [obs], [info["action_mask"]], []
     done, k = False, 0
@@ -136,11 +136,16 @@ def test_options_scenario_seed_picks_that_workload_and_bad_options_are_named():
         env.reset(options={"workloads": LIGHT})
     with pytest.raises(WorkloadError, match="max_adapters"):
         gym.make(CACHING, scorer="twin", max_adapters=2).reset(options={"workload": LIGHT})
+    burst = {**LIGHT.to_dict(), "arrival": {"kind": "burst"}, "num_requests": 10}
+    with pytest.raises(WorkloadError, match="burst"):
+        env.reset(options={"workload": burst})
+    with pytest.raises(WorkloadError, match="rank 1024 does not start"):
+        env.reset(options={"workload": workload([1.0], ranks=[1024])})
 
 
 # ---------------------------------------------------------------------------------------------- placement rewards
 def test_gpus_objective_rewards_free_gpus_and_punishes_starvation():
-    env = gym.make(PLACEMENT, scorer="twin", num_gpus=4, window_s=60)
+    env = gym.make(PLACEMENT, scorer="twin", num_gpus=4, window_s=120)
     *_, rewards, info = run(env, constant(0, 4), options={"workload": LIGHT})  # all on GPU 0, 16 slots
     assert rewards[:-1] == [0.0, 0.0, 0.0] and rewards[-1] == 0.75  # 3 of 4 GPUs left free
     assert info["gpus_used"] == 1 and info["starved_gpus"] == 0 and info["scorer"] == "twin"
@@ -156,7 +161,7 @@ def test_gpus_objective_rewards_free_gpus_and_punishes_starvation():
 def test_latency_and_weighted_objectives_follow_the_documented_formula():
     for objective, weight in (("latency", 0.5), ("weighted", 0.3)):
         env = gym.make(PLACEMENT, scorer="twin", num_gpus=4, objective=objective, weight=weight,
-                       latency_scale_ms=500.0, window_s=60)
+                       latency_scale_ms=500.0, window_s=120)
         *_, rewards, info = run(env, constant(0, 4), options={"workload": LIGHT})
         latency = 500.0 / (500.0 + info["p99_ttft_ms"])
         expected = latency if objective == "latency" else 0.3 * 0.75 + 0.7 * latency
