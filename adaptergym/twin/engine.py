@@ -166,6 +166,19 @@ class ReplicaEngine:
         """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
         self.flags[rid] = ROUTED_AWAY
 
+    def add_adapter(self, adapter_id: str, rank: int) -> int:
+        """Register one more adapter online (vLLM's ``/v1/load_lora_adapter``); returns its index."""
+        self.adapter_ids = (*self.adapter_ids, adapter_id)
+        self._ranks.append(int(rank))
+        self._run_count.append(0)
+        self.waiting.add_adapters(1)
+        self.lora.add_adapter(rank)
+        return len(self.adapter_ids) - 1
+
+    def running_adapters(self) -> list[int]:
+        """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""
+        return sorted(self._active)
+
     def _take_arrivals(self) -> None:
         """Move requests that arrived by ``now`` into the waiting queue, refusing those over the cap."""
         arrived = int(np.searchsorted(self.arrival_s[: self.n_requests], self.now, side="right"))

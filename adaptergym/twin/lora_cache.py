@@ -27,6 +27,7 @@ class LoraCache:
         self.max_cpu_loras = max_cpu_loras
         self._gpu: OrderedDict[int, None] = OrderedDict()
         self._cpu: OrderedDict[int, None] = OrderedDict()
+        self._loading = loading
         self._cpu_to_gpu_ms = load_ms_by_rank(loading.cpu_to_gpu_ms, ranks).tolist()
         self._disk_to_cpu_ms = load_ms_by_rank(loading.disk_to_cpu_ms, ranks).tolist()
         self.loads_from_disk = 0
@@ -57,6 +58,17 @@ class LoraCache:
             self._evict(self._gpu, in_batch)
         self._gpu[adapter] = None
         return cost
+
+    def add_adapter(self, rank: int) -> None:
+        """Know the load costs of one more adapter (index = the next one), for adapters added online."""
+        rank_arr = np.array([rank])
+        self._cpu_to_gpu_ms.append(float(load_ms_by_rank(self._loading.cpu_to_gpu_ms, rank_arr)[0]))
+        self._disk_to_cpu_ms.append(float(load_ms_by_rank(self._loading.disk_to_cpu_ms, rank_arr)[0]))
+
+    def discard(self, adapter: int) -> None:
+        """Forget ``adapter`` in GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
+        self._gpu.pop(adapter, None)
+        self._cpu.pop(adapter, None)
 
     @staticmethod
     def _evict(cache: OrderedDict[int, None], in_batch: list[int], also: OrderedDict | None = None) -> None:
