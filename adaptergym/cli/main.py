@@ -14,6 +14,7 @@ from adaptergym.errors import AdapterGymError
 COMMANDS = {
     "simulate": "adaptergym.cli.simulate:Simulate",
     "bench": "adaptergym.cli.bench:Bench",
+    "serve": "adaptergym.cli.serve:Serve",
 }
 
 
