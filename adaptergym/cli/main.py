@@ -15,6 +15,7 @@ COMMANDS = {
     "simulate": "adaptergym.cli.simulate:Simulate",
     "bench": "adaptergym.cli.bench:Bench",
     "serve": "adaptergym.cli.serve:Serve",
+    "collect": "adaptergym.cli.collect:Collect",
 }
 
 

@@ -150,15 +150,18 @@ def create_app(server: TwinServer) -> web.Application:
                                                    "Cache-Control": "no-cache"})
             await response.prepare(request)
             sent = 0
-            while True:
-                if watch.generated > sent:
-                    await response.write(reply.tokens(sent, watch.generated))
-                    sent = watch.generated
-                if watch.finished:
-                    break
-                await _changed(watch)
-            await response.write(reply.stream_end(sent))
-            await response.write_eof()
+            try:
+                while True:
+                    if watch.generated > sent:
+                        await response.write(reply.tokens(sent, watch.generated))
+                        sent = watch.generated
+                    if watch.finished:
+                        break
+                    await _changed(watch)
+                await response.write(reply.stream_end(sent))
+                await response.write_eof()
+            except ConnectionResetError:  # the client left mid-stream; nothing to tell it
+                pass
             return response
         finally:
             driver.forget(watch)
