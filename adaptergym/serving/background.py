@@ -11,12 +11,19 @@ from aiohttp import web
 
 from adaptergym.serving.app import TwinServer, create_app
 
+SHUTDOWN_GRACE_S = 2.0
+
 
 @contextmanager
-def serve_in_background(server: TwinServer, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``server`` while the ``with`` block runs; yields its base URL (``port=0`` picks a free port)."""
+def serve_in_background(server: TwinServer | web.Application, host: str = "127.0.0.1",
+                        port: int = 0) -> Iterator[str]:
+    """Serve a twin server (or any aiohttp app) while the ``with`` block runs; yields its base URL.
+
+    ``port=0`` picks a free port. On exit, requests still in flight get ``SHUTDOWN_GRACE_S`` to finish.
+    """
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(server), access_log=None)
+    app = create_app(server) if isinstance(server, TwinServer) else server
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
 
     async def start() -> str:
         await runner.setup()
