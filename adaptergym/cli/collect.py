@@ -30,7 +30,8 @@ class Collect(Command):
         parser.add_argument("--speed", type=float, default=None,
                             help="run seconds per wall second (default: the twin server's --speed, else 1)")
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds without a reply byte -> timeout")
-        parser.add_argument("--model", default=None, help="model name for the rows (and what --launch serves)")
+        parser.add_argument("--model", default=None, help="what --launch serves; the rows' model is its last path "
+                            "component, lower-cased (default: the endpoint's base model)")
         parser.add_argument("--group", default="collect", help="dataset_group of the rows")
         for flag in ("--max-loras", "--max-cpu-loras", "--max-lora-rank", "--max-num-seqs",
                      "--max-num-batched-tokens"):

@@ -116,14 +116,15 @@ def collect_run(plan: RunPlan, target: Target, out: str | Path) -> dict[str, Any
             server, status = _launch(target, flags, dict(zip(requests.adapter_ids, ranks, strict=True)), run_id)
             if status != "ok":
                 log.warning("vLLM did not start (%s); see %s", status, server.log_path)
-                row = run_row(base | server_columns(_description(target.model, flags, gpu, "")) | {"status": status})
+                description = _description(model_label(target.model), flags, gpu, "")
+                row = run_row(base | server_columns(description) | {"status": status})
                 append_run(out, row)
                 return row
         info = asyncio.run(_describe(endpoint))
         if not info:
             log.warning("%s does not answer /version or /v1/models; sending the workload anyway", endpoint)
         speed = target.speed or float(info.get("speed") or 1.0)
-        model = target.model or info.get("base_model") or ""
+        model = model_label(target.model or info.get("base_model") or "")
         version = str(info.get("version", ""))
         if "twin_profile" in info:
             version, gpu = f"{version} (adaptergym twin {info['twin_profile']})", str(info.get("gpu", ""))
@@ -140,6 +141,12 @@ def collect_run(plan: RunPlan, target: Target, out: str | Path) -> dict[str, Any
     finally:
         if server is not None:
             server.stop()
+
+
+def model_label(model: str) -> str:
+    """The runs CSV's model name: last path component, lower-cased, as in real_runs.csv
+    (``meta-llama/Llama-3.1-8B-Instruct`` -> ``llama-3.1-8b-instruct``)."""
+    return Path(model.rstrip("/")).name.lower() if model else ""
 
 
 def _launch_flags(flags: dict[str, int | None], ranks: list[int], n_adapters: int) -> dict[str, int | None]:
