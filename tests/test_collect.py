@@ -64,6 +64,7 @@ def test_collect_against_serve_reproduces_the_twin(tmp_path):
     assert row["mean_ttft_ms"] == pytest.approx(twin.mean_ttft_ms, rel=0.5)
     assert row["successful_requests"] + row["unfinished_requests"] == twin.arrived_requests
     assert row["model"] == profile.model and "twin" in row["vllm_version"] and row["npy_samples"] > 10
+    assert (row["srv_max_loras"], row["srv_max_lora_rank"], row["srv_max_num_seqs"]) == (2, 16, 2048)  # as served
     runs = pd.read_csv(out)
     assert list(runs.columns) == list(RUN_COLUMNS) and len(runs) == 1
     per_request = pd.read_csv(requests_path(out))

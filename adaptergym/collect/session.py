@@ -126,8 +126,10 @@ def collect_run(plan: RunPlan, target: Target, out: str | Path) -> dict[str, Any
         speed = target.speed or float(info.get("speed") or 1.0)
         model = model_label(target.model or info.get("base_model") or "")
         version = str(info.get("version", ""))
-        if "twin_profile" in info:
+        if "twin_profile" in info:  # a twin server says what it runs: its flags fill those not given
             version, gpu = f"{version} (adaptergym twin {info['twin_profile']})", str(info.get("gpu", ""))
+            served = info.get("config") if isinstance(info.get("config"), dict) else {}
+            flags = {k: v if v is not None else served.get(k) for k, v in flags.items()}
         description = _description(model, flags, gpu, version)
         request_log = RequestLog(requests_path(out), run_id)
         try:

@@ -195,8 +195,11 @@ def create_app(server: TwinServer) -> web.Application:
         return web.Response()
 
     async def version(_request: web.Request) -> web.Response:
+        c = server.config
+        flags = {"max_loras": c.max_loras, "max_cpu_loras": c.max_cpu_loras, "max_lora_rank": c.max_lora_rank,
+                 "max_num_seqs": c.max_num_seqs, "max_num_batched_tokens": c.max_num_batched_tokens}
         return web.json_response({"version": server.profile.vllm_version, "twin_profile": server.profile.name,
-                                  "gpu": server.profile.gpu, "speed": driver.clock.speed})
+                                  "gpu": server.profile.gpu, "speed": driver.clock.speed, "config": flags})
 
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/completions", completions)
