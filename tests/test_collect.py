@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -72,6 +76,25 @@ def test_collect_against_serve_reproduces_the_twin(tmp_path):
     # The row describes the workload exactly, so calibrate/validate can replay it.
     assert json.loads(runs["bench_adapter_rates"][0]) == [1.5, 1.0, 1.0, 0.5]
     assert runs["dummy_lora_ranks_cycle"][0] == "8 16 8 16" and runs["bench_synthetic_output_length"][0] == 32
+
+
+def test_ctrl_c_keeps_every_measured_request_and_marks_the_run(tmp_path):
+    workload = write_json(tmp_path / "w.json", WORKLOAD)
+    profile = load_profile(None)
+    config = ServerConfig(max_loras=4, max_lora_rank=16).resolved(profile)
+    adapters = [AdapterSource(a["id"], a["rank"]) for a in WORKLOAD["adapters"]]
+    out = tmp_path / "runs.csv"
+    with serve_in_background(build_server(profile, config, adapters, speed=10.0)) as url:
+        proc = subprocess.Popen([sys.executable, "-m", "adaptergym", "collect", "-q", "--workload", workload,
+                                 "--endpoint", url, "--out", str(out)], stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)  # about 2 s of the 6-s run, after start-up
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    run = pd.read_csv(out)
+    per_request = pd.read_csv(requests_path(out))
+    assert run["status"][0] == "interrupted" and 0 < run["successful_requests"][0] < 231
+    assert (per_request["status"] == "ok").sum() == run["successful_requests"][0]
 
 
 # A fake server misbehaving in one way per adapter name.

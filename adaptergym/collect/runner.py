@@ -37,7 +37,7 @@ class RunOutcome:
 
 async def run_requests(endpoint: str, requests: RequestBatch, *, speed: float = 1.0, timeout_s: float = 600.0,
                        seed: int = 0, on_result: Callable[[RequestResult], None] | None = None,
-                       scrape_interval_s: float = SCRAPE_INTERVAL_S) -> RunOutcome:
+                       scrape_interval_s: float = SCRAPE_INTERVAL_S, into: RunOutcome | None = None) -> RunOutcome:
     """Send ``requests`` to ``endpoint`` (base URL such as ``http://127.0.0.1:8000``) and time them.
 
     Args:
@@ -48,13 +48,15 @@ async def run_requests(endpoint: str, requests: RequestBatch, *, speed: float = 
         seed: seeds the prompts' random token ids.
         on_result: called with each result once it is final.
         scrape_interval_s: run time between two ``/metrics`` scrapes.
+        into: an outcome to fill, so that a caller still has what was measured if the run is interrupted.
     """
     base = endpoint.rstrip("/")
     rng = np.random.default_rng(seed)
     results = [RequestResult(i, requests.adapter_ids[int(requests.adapter[i])], float(requests.arrival_s[i]),
                              int(requests.input_tokens[i]), int(requests.output_tokens[i]))
                for i in range(len(requests))]
-    series = MetricsSeries()
+    outcome = into if into is not None else RunOutcome([], 0.0)
+    series = outcome.metrics
     pending: set[asyncio.Task] = set()
 
     def finished(result: RequestResult) -> Callable[[asyncio.Task], None]:
@@ -87,11 +89,11 @@ async def run_requests(endpoint: str, requests: RequestBatch, *, speed: float = 
                 await asyncio.gather(*pending)
             else:
                 await asyncio.sleep(max(0.0, t0 + requests.duration_s / speed - time.monotonic()))
-            duration = (time.monotonic() - t0) * speed
         finally:
+            outcome.duration_s = (time.monotonic() - t0) * speed
             scraper.cancel()
             for task in list(pending):
                 task.cancel()
             await asyncio.gather(scraper, *pending, return_exceptions=True)
-    sent = [r for r in results if r.status != "pending"]
-    return RunOutcome(sent, duration, series)
+            outcome.results = [r for r in results if r.status != "pending"]
+    return outcome

@@ -25,7 +25,7 @@ import aiohttp
 
 from adaptergym.collect.adapters import load_model_config, write_adapters
 from adaptergym.collect.launcher import LaunchSpec, VllmServer, require_vllm_and_gpu, vllm_command
-from adaptergym.collect.runner import run_requests
+from adaptergym.collect.runner import RunOutcome, run_requests
 from adaptergym.collect.summary import ServerDescription, result_columns, run_row, server_columns, workload_columns
 from adaptergym.collect.writer import RequestLog, append_run, requests_path
 from adaptergym.errors import ConfigError
@@ -132,9 +132,14 @@ def collect_run(plan: RunPlan, target: Target, out: str | Path) -> dict[str, Any
             flags = {k: v if v is not None else served.get(k) for k, v in flags.items()}
         description = _description(model, flags, gpu, version)
         request_log = RequestLog(requests_path(out), run_id)
+        outcome = RunOutcome([], 0.0)
         try:
-            outcome = asyncio.run(run_requests(endpoint, requests, speed=speed, timeout_s=target.timeout_s,
-                                               seed=plan.seed, on_result=request_log.write))
+            asyncio.run(run_requests(endpoint, requests, speed=speed, timeout_s=target.timeout_s, seed=plan.seed,
+                                     on_result=request_log.write, into=outcome))
+        except KeyboardInterrupt:  # keep what was measured, marked so that nobody fits on it
+            append_run(out, run_row(base | server_columns(description) | result_columns(outcome)
+                                    | {"speed": speed, "status": "interrupted"}))
+            raise
         finally:
             request_log.close()
         row = run_row(base | server_columns(description) | result_columns(outcome) | {"speed": speed})

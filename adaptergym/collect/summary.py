@@ -112,7 +112,7 @@ def result_columns(outcome: RunOutcome) -> dict[str, Any]:
     """Measured columns of a run that started (``status`` ``ok``)."""
     done = [r for r in outcome.results if r.status == OK]
     errors = Counter(r.error for r in outcome.results if r.status == ERROR)
-    duration = outcome.duration_s
+    duration = max(outcome.duration_s, 1e-9)  # a run interrupted at once measured nothing
     inputs = sum(r.input_tokens for r in done)
     outputs = sum(r.generated_tokens for r in done)
     row: dict[str, Any] = {
