@@ -29,6 +29,10 @@ STEP_FEATURES = (
     "lora_per_token_ms",  # per batched token, scaled by max_lora_rank/16 (punica shrink/expand)
     "lora_per_adapter_ms",  # per distinct adapter in the batch
     "lora_per_adapter_rank_ms",  # per distinct adapter, scaled by its rank/16
+    "lora_per_slot_ms",  # per GPU adapter slot reserved (max_loras), even when idle: slot-wise kernel work
+    "lora_per_slot_ktoken_ms",  # per slot per 1,000 batched tokens: LoRA kernels that walk every slot per token
+    "lora_per_adapter_ktoken_ms",  # per distinct adapter per 1,000 batched tokens
+    "eager_ms",  # extra cost of a step too large for CUDA graphs (tokens > engine.cuda_graph_max_tokens)
 )
 
 
@@ -62,10 +66,13 @@ class EngineDefaults:
     max_waiting_requests: int = field(
         default=25500, metadata={"help": "waiting requests beyond which new arrivals are refused (measured cap)"}
     )
+    cuda_graph_max_tokens: int = field(
+        default=512, metadata={"help": "largest step (tokens) vLLM runs as a captured CUDA graph; larger is eager"}
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_batched_tokens", "max_num_seqs", "max_lora_rank",
-                  "max_waiting_requests")
+                  "max_waiting_requests", "cuda_graph_max_tokens")
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,7 @@ class AnalyticScorer:
     def __init__(self, profile: TwinProfile) -> None:
         self.profile = profile
         self._startup = StartupCache(profile)
-        self._timers: dict[int, StepTimer] = {}
+        self._timers: dict[tuple[int, int], StepTimer] = {}
 
     def capacity_tok_s(self, plan: GpuPlan, ranks: np.ndarray, lengths: Any) -> float:
         """Saturated throughput (prompt + output tokens/s) of one GPU serving adapters of ``ranks``."""
@@ -217,7 +217,8 @@ class AnalyticScorer:
         prompt, output = mean_lengths(lengths)
         n = min(float(config.max_num_seqs or 1), self._startup.kv_tokens(plan) / (prompt + output / 2),
                 (config.max_num_batched_tokens or 1) * output / (prompt + output))
-        timer = self._timers.setdefault(plan.max_lora_rank, StepTimer(self.profile, plan.max_lora_rank, True))
+        key = (plan.max_lora_rank, plan.max_loras)
+        timer = self._timers.setdefault(key, StepTimer(self.profile, plan.max_lora_rank, True, plan.max_loras))
         distinct = min(plan.max_loras, ranks.size)
         step_ms = timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), distinct,
                                 np.sort(ranks)[ranks.size - distinct:].sum()) + timer.scheduler_ms(n, 0)

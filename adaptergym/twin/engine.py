@@ -22,7 +22,7 @@ from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.lora_cache import LoraCache
 from adaptergym.twin.record import RunRecord
 from adaptergym.twin.startup import Startup
-from adaptergym.twin.step_time import StepTimer
+from adaptergym.twin.step_time import RAW_COUNTS, StepTimer
 from adaptergym.twin.waiting import WaitingQueue
 from adaptergym.workload.requests import RequestBatch
 
@@ -69,7 +69,7 @@ class ReplicaEngine:
         self.max_loras = config.max_loras if config.enable_lora else 1 << 30
         self.total_blocks = startup.kv_blocks
         self.free_blocks = startup.kv_blocks
-        self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora)
+        self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
         self.lora = LoraCache(config.max_loras, int(config.max_cpu_loras or config.max_loras),
                               requests.adapter_ranks, profile.loading)
         self._ranks = requests.adapter_ranks.tolist()
@@ -105,6 +105,7 @@ class ReplicaEngine:
         self.steps = 0
         self.last_step = (0, 0, 0)  # (tokens, distinct adapters, sequences) of the latest step, for checks
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
+        self.itl_counts = np.zeros(len(RAW_COUNTS))  # step counts weighted by the ITL gaps each step closes
         self.area_running = 0.0
         self.area_waiting = 0.0
         self.area_kv_blocks = 0.0
@@ -330,27 +331,34 @@ class ReplicaEngine:
         comp = self._r_comp[:s]
         tokens = int(new.sum())
         decode = int(np.count_nonzero(new == 1))
-        step_ms = (
-            self.timer.step_ms(decode, tokens - decode, int(comp.sum()) + tokens, len(self._active), self._rank_sum)
-            + self.timer.scheduler_ms(running_before, waiting_before)
-            + load_ms
-        )
+        context = int(comp.sum()) + tokens
+        overhead_ms = self.timer.scheduler_ms(running_before, waiting_before) + load_ms
+        step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active), self._rank_sum) + overhead_ms
         end = self.now + step_ms / 1000.0
         self.last_step = (tokens, len(self._active), s)
         comp += new
         self._r_blocks[:s] = (comp + (self.block_size - 1)) // self.block_size
         produced = comp == self._r_ntok[:s]
+        gaps = 0
         if produced.all():  # no partial prefill chunk: work on slices, no gathers
-            self._record_tokens(slice(0, s), end, step_ms)
+            gaps = self._record_tokens(slice(0, s), end, step_ms)
         elif produced.any():
-            self._record_tokens(np.flatnonzero(produced), end, step_ms)
+            gaps = self._record_tokens(np.flatnonzero(produced), end, step_ms)
+        if gaps:
+            eager = tokens > self.timer.graph_max_tokens
+            adapters = len(self._active)
+            self.itl_counts += gaps * np.array((1, decode, tokens - decode, context, adapters, self._rank_sum,
+                                                adapters * tokens, eager, overhead_ms))
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         self.steps += 1
         return True
 
-    def _record_tokens(self, rows: slice | np.ndarray, end: float, step_ms: float) -> None:
-        """Requests at ``rows`` sampled a token at ``end``: ITL gaps, first tokens, finishes."""
+    def _record_tokens(self, rows: slice | np.ndarray, end: float, step_ms: float) -> int:
+        """Requests at ``rows`` sampled a token at ``end``: ITL gaps, first tokens, finishes.
+
+        Returns how many of them also sampled one at the step's start (their gap is exactly this step).
+        """
         gen = self._r_gen[rows]
         last = self._r_last[rows]
         # Requests that also produced a token in the previous step all share the gap of this step.
@@ -377,6 +385,7 @@ class ReplicaEngine:
         if done.size:
             self.finish_s[self._r_id[done]] = end
             self._remove_running(done)
+        return n_same
 
     def _account(self, dt_s: float, running: int, waiting: int, used_blocks: float) -> None:
         self.area_running += running * dt_s
@@ -403,8 +412,8 @@ class ReplicaEngine:
         gen, out = self._r_gen[:n], self._r_out[:n]
         k = int((out - gen).min())
         context0 = int(comp.sum()) + n
-        d0 = (self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum)
-              + self.timer.scheduler_ms(n, 0))
+        overhead_ms = self.timer.scheduler_ms(n, 0)
+        d0 = self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum) + overhead_ms
         delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
         k = min(k, _steps_before(t_limit - self.now, d0, delta))
         if k < 2:
@@ -428,6 +437,9 @@ class ReplicaEngine:
         self._r_last[:n] = end
         bins = itl_bins(durations_ms)
         np.add.at(self.itl_hist, bins, n)
+        adapters = len(self._active)
+        self.itl_counts += n * k * np.array((1, n, 0, context0 + n * (k - 1) / 2, adapters, self._rank_sum,
+                                             adapters * n, n > self.timer.graph_max_tokens, overhead_ms))
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
         self._account(total_ms / 1000.0, n, 0, used_mean)
         self.now = end
@@ -483,6 +495,7 @@ class ReplicaEngine:
             refused=flags[mine] == REFUSED,
             adapter_ids=self.adapter_ids,
             itl_hist=self.itl_hist.copy(),
+            itl_counts=self.itl_counts.copy(),
             steps=self.steps,
             mean_running=self.area_running / sim_time,
             mean_waiting=self.area_waiting / sim_time,

@@ -25,6 +25,7 @@ class RunRecord:
     refused: np.ndarray
     adapter_ids: tuple[str, ...]
     itl_hist: np.ndarray
+    itl_counts: np.ndarray | None = None  # step counts (``RAW_COUNTS``) weighted by the ITL gaps they close
     steps: int = 0
     busy_s: float = 0.0
     mean_running: float = 0.0

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from adaptergym.profile import STEP_FEATURES, TwinProfile
 
 _RANK_UNIT = 16.0
+
+#: What the engine counts per step (summed, weighted by the inter-token gaps each step closes); the step
+#: model's features are linear in these for a fixed server config, so sums of raw counts give sums of features.
+RAW_COUNTS = ("steps", "decode_seqs", "prefill_tokens", "context_tokens", "adapters", "adapter_rank_sum",
+              "adapter_tokens", "eager", "overhead_ms")
 
 
 class StepTimer:
     """Evaluates the profile's step model; built once per run so each step is a few multiplications."""
 
-    def __init__(self, profile: TwinProfile, max_lora_rank: int, lora_enabled: bool) -> None:
+    def __init__(self, profile: TwinProfile, max_lora_rank: int, lora_enabled: bool, max_loras: int = 0) -> None:
         c = dict(zip(STEP_FEATURES, profile.step_time.vector(), strict=True))
         lora = 1.0 if lora_enabled else 0.0
-        self._base = c["base_ms"] + lora * c["lora_base_ms"]
-        self._per_decode = c["per_decode_seq_ms"] + lora * c["lora_per_token_ms"] * max_lora_rank / _RANK_UNIT
-        self._per_prefill = c["per_prefill_token_ms"] + lora * c["lora_per_token_ms"] * max_lora_rank / _RANK_UNIT
+        self.max_lora_rank, self.max_loras, self.lora_enabled = max_lora_rank, max_loras, lora_enabled
+        self._base = c["base_ms"] + lora * (c["lora_base_ms"] + c["lora_per_slot_ms"] * max_loras)
+        per_token = lora * (c["lora_per_token_ms"] * max_lora_rank / _RANK_UNIT
+                            + c["lora_per_slot_ktoken_ms"] * max_loras / 1000.0)
+        self._per_decode = c["per_decode_seq_ms"] + per_token
+        self._per_prefill = c["per_prefill_token_ms"] + per_token
         self._per_ctx = c["per_context_ktoken_ms"] / 1000.0
         self._per_adapter = lora * c["lora_per_adapter_ms"]
+        self._per_adapter_token = lora * c["lora_per_adapter_ktoken_ms"] / 1000.0
         self._per_rank = lora * c["lora_per_adapter_rank_ms"] / _RANK_UNIT
+        self._eager = c["eager_ms"]
+        self.graph_max_tokens = profile.engine.cuda_graph_max_tokens
         sched = profile.scheduler
         self._sched = (sched.base_ms, sched.per_running_ms, sched.per_waiting_ms)
 
@@ -28,37 +41,47 @@ class StepTimer:
         return self._per_ctx
 
     def step_ms(
-        self, decode_seqs: int, prefill_tokens: int, context_tokens: int, adapters: int, adapter_rank_sum: int
+        self, decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float,
+        adapter_rank_sum: float,
     ) -> float:
         """GPU time of one forward pass, ms."""
+        eager = self._eager if decode_seqs + prefill_tokens > self.graph_max_tokens else 0.0
         return (
             self._base
+            + eager
             + self._per_decode * decode_seqs
             + self._per_prefill * prefill_tokens
             + self._per_ctx * context_tokens
-            + self._per_adapter * adapters
+            + (self._per_adapter + self._per_adapter_token * (decode_seqs + prefill_tokens)) * adapters
             + self._per_rank * adapter_rank_sum
         )
 
-    def scheduler_ms(self, running: int, waiting: int) -> float:
+    def scheduler_ms(self, running: float, waiting: float) -> float:
         """CPU time of one scheduler pass, ms."""
         base, per_running, per_waiting = self._sched
         return max(0.0, base + per_running * running + per_waiting * waiting)
 
-    @staticmethod
-    def features(
-        decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float, adapter_rank_sum: float,
-        max_lora_rank: int, lora_enabled: bool,
-    ) -> dict[str, float]:
-        """The step model's feature vector (what calibration regresses on)."""
-        lora = 1.0 if lora_enabled else 0.0
-        return {
-            "base_ms": 1.0,
-            "per_decode_seq_ms": decode_seqs,
-            "per_prefill_token_ms": prefill_tokens,
-            "per_context_ktoken_ms": context_tokens / 1000.0,
-            "lora_base_ms": lora,
-            "lora_per_token_ms": lora * (decode_seqs + prefill_tokens) * max_lora_rank / _RANK_UNIT,
+    def design(self, raw: np.ndarray) -> np.ndarray:
+        """The step model's features (``STEP_FEATURES`` order) of summed raw counts (``RAW_COUNTS`` order).
+
+        Summed over steps (or weighted by tokens), so ``design(raw) @ coefficients`` is the summed step time
+        without scheduler overhead and loading: what calibration regresses measured latency on.
+        """
+        steps, decode, prefill, context, adapters, rank_sum, adapter_tokens, eager, _ = np.moveaxis(
+            np.asarray(raw, float), -1, 0)
+        lora = 1.0 if self.lora_enabled else 0.0
+        columns = {
+            "base_ms": steps,
+            "per_decode_seq_ms": decode,
+            "per_prefill_token_ms": prefill,
+            "per_context_ktoken_ms": context / 1000.0,
+            "lora_base_ms": lora * steps,
+            "lora_per_token_ms": lora * (decode + prefill) * self.max_lora_rank / _RANK_UNIT,
             "lora_per_adapter_ms": lora * adapters,
-            "lora_per_adapter_rank_ms": lora * adapter_rank_sum / _RANK_UNIT,
+            "lora_per_adapter_rank_ms": lora * rank_sum / _RANK_UNIT,
+            "lora_per_slot_ms": lora * self.max_loras * steps,
+            "lora_per_slot_ktoken_ms": lora * self.max_loras * (decode + prefill) / 1000.0,
+            "lora_per_adapter_ktoken_ms": lora * adapter_tokens / 1000.0,
+            "eager_ms": eager,
         }
+        return np.stack([columns[name] for name in STEP_FEATURES], axis=-1)

@@ -1,0 +1,134 @@
+"""Fitting a twin profile to real vLLM measurements (``adaptergym calibrate``).
+
+Each profile term comes from the measurements that isolate it (see the submodules), then the step-time model
+gets a final fit against end-to-end runs. Runs whose ``dataset_group`` matches ``holdout`` are never used, so
+``adaptergym validate`` on them measures error on workloads the fit has not seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adaptergym.calibration.end_to_end import Prior, fit_end_to_end
+from adaptergym.calibration.memory import fit_memory
+from adaptergym.calibration.micro import decode_rows, fit_decode, fit_prefill, fit_scheduler, loading_table
+from adaptergym.errors import DataError, ProfileError
+from adaptergym.profile import (
+    DEFAULT_PROFILE,
+    LoadTimeModel,
+    SchedulerOverhead,
+    StepTimeModel,
+    TwinProfile,
+    load_profile,
+)
+from adaptergym.real_runs import read_runs, replays
+
+#: Held out by default: the published twin's validation series, so our error is comparable with its error.
+DEFAULT_HOLDOUT = r"^digital_twin_modelling/"
+#: How firmly micro-benchmark terms hold in the end-to-end fit (see ``Prior``).
+MEASURED, GUESSED = 1.0, 0.05
+
+__all__ = ["DEFAULT_HOLDOUT", "calibrate", "profile_name"]
+
+
+def profile_name(base: TwinProfile, model: str) -> str:
+    gpu = re.sub(r"[^a-z0-9]+", "-", base.gpu.lower()).strip("-")
+    return f"{gpu}__{model}__vllm-{base.vllm_version}"
+
+
+def calibrate(
+    runs: str | Path,
+    model: str,
+    *,
+    base: str | TwinProfile | None = None,
+    data_dir: str | Path | None = None,
+    holdout: str = DEFAULT_HOLDOUT,
+    rounds: int = 3,
+    duration_s: float = 900.0,
+    workers: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[TwinProfile, dict[str, Any]]:
+    """Fit a profile for ``model`` from a real-runs CSV and the micro-benchmarks beside it.
+
+    Args:
+        runs: real-runs CSV (the columns of ``shared/data/real_runs.csv``).
+        model: the ``model`` column value to fit.
+        base: profile whose values stand for terms the data cannot fit (default: the model's shipped
+            profile, else the default profile).
+        data_dir: folder with ``kv_capacity.csv``, ``raw_estimator_runs/``, ``raw_scheduler_overhead/`` and
+            ``anchor_twin_constants.json`` (default: the folder of ``runs``); each is optional.
+        holdout: regex on ``dataset_group``; matching rows are not used.
+        rounds: end-to-end refit rounds; duration_s: simulated seconds per training run.
+    """
+    base_profile = _base(base, model)
+    folder = Path(data_dir) if data_dir else Path(runs).resolve().parent
+    frame = read_runs(runs)
+    items, problems = replays(frame)
+    items = [i for i in items if i.model == model]
+    try:
+        pattern = re.compile(holdout)
+    except re.error as exc:
+        raise DataError(f"--holdout {holdout!r}: not a regular expression ({exc})") from None
+    train = [i for i in items if not pattern.search(i.group)]
+    if not [i for i in train if i.status == "ok"]:
+        raise DataError(f"--model {model!r}: no usable ok runs outside --holdout {holdout!r} in {runs} "
+                        f"(models present: {sorted(set(frame['model'].dropna()))})")
+    report: dict[str, Any] = {"runs_csv": str(runs), "model": model, "holdout": holdout,
+                              "train_rows": len(train), "train_groups": sorted({i.group for i in train}),
+                              "skipped_rows": len(problems), "terms": {}}
+    profile = base_profile
+
+    kv_path = folder / "kv_capacity.csv"
+    if kv_path.is_file():
+        memory, fit = fit_memory(pd.read_csv(kv_path), model, profile.memory)
+        profile = dataclasses.replace(profile, memory=memory)
+        report["terms"]["memory"] = {"source": kv_path.name, **fit}
+
+    scheduler, fit = fit_scheduler(folder / "raw_scheduler_overhead")
+    if scheduler:
+        profile = dataclasses.replace(profile, scheduler=SchedulerOverhead(**scheduler))
+        report["terms"]["scheduler"] = {"source": "raw_scheduler_overhead", **fit}
+
+    loading, fit = loading_table(folder / "anchor_twin_constants.json", model)
+    if loading:
+        profile = dataclasses.replace(profile, loading=LoadTimeModel(loading, profile.loading.disk_to_cpu_ms))
+        report["terms"]["loading"] = fit
+
+    priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
+    micro = folder / "raw_estimator_runs"
+    rows = decode_rows(micro, model, profile.engine.cuda_graph_max_tokens) if micro.is_dir() else pd.DataFrame()
+    if len(rows) >= 4:
+        sched = profile.scheduler
+        rows = rows.assign(step_ms=rows["step_ms"] - sched.base_ms - sched.per_running_ms * rows["batch"])
+        terms, fit = fit_decode(rows)
+        priors.update({name: Prior(value, MEASURED) for name, value in terms.items()})
+        report["terms"]["decode"] = {"source": "predictor_default_latency/output", **fit, "coefficients": terms}
+        per_token, fit = fit_prefill(micro, model, profile.engine.max_num_batched_tokens)
+        if per_token is not None:
+            priors["per_prefill_token_ms"] = Prior(per_token, MEASURED)
+        report["terms"]["prefill"] = {"source": "predictor_default_latency/input", **fit}
+    start = {name: prior.value for name, prior in priors.items()}
+    profile = dataclasses.replace(profile, step_time=StepTimeModel(start))
+    profile, fit = fit_end_to_end(profile, train, priors, rounds=rounds, duration_s=duration_s, workers=workers,
+                                  progress=progress)
+    report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", **fit}
+    profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
+                                  provenance={"fitted_by": "adaptergym calibrate", **report})
+    return profile, report
+
+
+def _base(base: str | TwinProfile | None, model: str) -> TwinProfile:
+    if isinstance(base, TwinProfile):
+        return base
+    if base is not None:
+        return load_profile(base)
+    try:
+        return load_profile(model)
+    except ProfileError:
+        return dataclasses.replace(load_profile(DEFAULT_PROFILE), model=model)

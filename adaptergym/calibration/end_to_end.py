@@ -1,0 +1,114 @@
+"""The final fit: step-time coefficients that make the twin's replays match measured mean ITL.
+
+Every step the twin simulates is a linear function of its counts (decode sequences, prefill tokens, context,
+distinct adapters, slots, ...), and the engine sums those counts weighted by the inter-token gaps each step
+closes. So a replay's mean ITL moves with the coefficients ``c`` as ``itl(c) ~ itl(c0) + x.(c - c0)``, with
+``x`` the replay's mean feature vector per gap. Each round replays the training runs with the current
+coefficients, solves a bounded least-squares problem in relative error (with priors from the micro-benchmarks,
+so terms the runs cannot separate stay where the micro-benchmarks put them), and repeats: the replays'
+dynamics (batch sizes, queueing) follow the new step times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import lsq_linear
+
+from adaptergym.profile import STEP_FEATURES, StepTimeModel, TwinProfile
+from adaptergym.real_runs import Replay
+from adaptergym.twin.step_time import StepTimer
+from adaptergym.validation import Prediction, mape, predict_all
+from adaptergym.workload import WorkloadSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """Where a coefficient should stay unless the runs say otherwise, and how firmly (1 = as firmly as the
+    whole training set together pins a 100% relative deviation)."""
+
+    value: float
+    strength: float
+
+
+def capped(items: Sequence[Replay], duration_s: float) -> list[Replay]:
+    """The same runs, each simulated for at most ``duration_s`` (steady-state ITL needs no full hour)."""
+    out = []
+    for item in items:
+        w = item.workload
+        if w is not None and w.arrival.kind != "burst" and w.duration_s > duration_s:
+            w = WorkloadSpec(w.adapters, w.lengths, w.arrival, duration_s, w.num_requests, w.name)
+        out.append(dataclasses.replace(item, workload=w))
+    return out
+
+
+def _mean_features(profile: TwinProfile, item: Replay, counts: Sequence[float]) -> np.ndarray:
+    config = item.config.resolved(profile)
+    timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
+    raw = np.asarray(counts, float)
+    return timer.design(raw) / raw[0]
+
+
+def fit_end_to_end(
+    profile: TwinProfile,
+    items: Sequence[Replay],
+    priors: dict[str, Prior],
+    *,
+    rounds: int = 3,
+    duration_s: float = 900.0,
+    workers: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[TwinProfile, dict[str, Any]]:
+    """Refit the step-time coefficients on ``items`` (runs measured ok); returns the profile and a fit report."""
+    items = capped([i for i in items if i.status == "ok" and "mean_itl_ms" in i.measured], duration_s)
+    history: list[dict[str, float]] = []
+    for round_no in range(1, rounds + 1):
+        predictions = _replay(profile, items, workers, progress, f"end-to-end fit, round {round_no}/{rounds}")
+        usable = [(i, p) for i, p in zip(items, predictions, strict=True)
+                  if p.predicted_status == "ok" and len(p.counts) and p.counts[0] > 0
+                  and np.isfinite(p.predicted.get("mean_itl_ms", np.nan))]
+        y = np.array([i.measured["mean_itl_ms"] for i, _ in usable])
+        now = np.array([p.predicted["mean_itl_ms"] for _, p in usable])
+        history.append({"round": round_no, "train_itl_mape": mape(y, now), "rows": len(usable)})
+        features = np.stack([_mean_features(profile, i, p.counts) for i, p in usable])
+        current = np.array(profile.step_time.vector())
+        # relative residual: (now + x.(c - c0) - y) / y
+        a = features / y[:, None]
+        b = (y - now + features @ current) / y
+        scale = np.sqrt(len(y))
+        prior_rows, prior_targets = [], []
+        for j, name in enumerate(STEP_FEATURES):
+            prior = priors.get(name)
+            if prior is not None and prior.strength > 0:
+                magnitude = max(abs(prior.value), 1e-3)
+                row = np.zeros(len(STEP_FEATURES))
+                row[j] = scale * prior.strength / magnitude
+                prior_rows.append(row)
+                prior_targets.append(scale * prior.strength * prior.value / magnitude)
+        solution = lsq_linear(np.vstack([a, *prior_rows]), np.concatenate([b, prior_targets]), bounds=(0, np.inf))
+        coefficients = dict(zip(STEP_FEATURES, (float(c) for c in solution.x), strict=True))
+        profile = dataclasses.replace(profile, step_time=StepTimeModel(coefficients))
+    predictions = _replay(profile, items, workers, progress, "end-to-end fit, check")
+    y = np.array([i.measured["mean_itl_ms"] for i in items])
+    itl = np.array([p.predicted.get("mean_itl_ms", np.nan) for p in predictions])
+    thr = np.array([p.predicted.get("total_throughput", np.nan) for p in predictions])
+    y_thr = np.array([i.measured.get("total_throughput", np.nan) for i in items])
+    history.append({"round": rounds + 1, "train_itl_mape": mape(y, itl), "rows": len(items)})
+    return profile, {"rows": len(items), "simulated_s_per_run": duration_s, "rounds": history,
+                     "train_itl_mape": mape(y, itl), "train_throughput_mape": mape(y_thr, thr)}
+
+
+def _replay(profile: TwinProfile, items: Sequence[Replay], workers: int | None,
+            progress: Callable[[str, int, int], None] | None, label: str) -> list[Prediction]:
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(label, done, len(items))
+
+    return predict_all(items, {i.model: profile for i in items}, workers=workers, progress=tick)

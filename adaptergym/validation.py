@@ -1,0 +1,223 @@
+"""Fidelity: replay real vLLM runs through the twin and report its error (``adaptergym validate``).
+
+Each replayable row of a real-runs CSV is simulated with the profile of its model (one process per core);
+errors are MAPE and the standard SMAPE ``100*mean(2|y-ŷ|/(|y|+|ŷ|))`` per model and metric, plus the share of
+rows whose start-up outcome (ok, oom, no_kv_memory, kv_insufficient_for_max_model_len) the twin gets right.
+Where the published twin's predictions of the same runs exist (``anchor_twin_vs_real.csv``), its errors on
+exactly those rows are reported beside ours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptergym.errors import ProfileError
+from adaptergym.profile import TwinProfile, load_profile
+from adaptergym.real_runs import METRICS, Replay, RowProblem, read_runs, replays
+from adaptergym.twin import check_startup
+
+#: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
+ANCHOR_COLUMNS = {"total_throughput": "dt_total_throughput", "mean_itl_ms": "dt_itl", "mean_ttft_ms": "dt_ttft"}
+REPORT_METRICS = {"total_throughput": "total_throughput", "mean_itl_ms": "mean_itl", "mean_tpot_ms": "mean_tpot",
+                  "mean_ttft_ms": "mean_ttft"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The twin's replay of one row."""
+
+    line: int
+    run_id: str
+    group: str
+    model: str
+    measured_status: str
+    predicted_status: str
+    measured: dict[str, float]
+    predicted: dict[str, float]
+    counts: tuple[float, ...] = ()  # ITL-weighted step counts (RAW_COUNTS), for calibration
+
+
+@dataclass
+class Report:
+    """Errors per model and metric, start-up accuracy, and what could not be replayed."""
+
+    predictions: list[Prediction]
+    problems: list[RowProblem]
+    anchor: pd.DataFrame | None = None
+    models: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.models = error_table(self.predictions)
+
+    @property
+    def startup_accuracy(self) -> float:
+        hits = [p.predicted_status == p.measured_status for p in self.predictions]
+        return float(np.mean(hits)) if hits else math.nan
+
+    def startup_misses(self) -> list[Prediction]:
+        return [p for p in self.predictions if p.predicted_status != p.measured_status]
+
+    def anchor_table(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Our errors and the published twin's, on the rows both predicted."""
+        if self.anchor is None:
+            return {}
+        ours = {p.run_id: p for p in self.predictions if p.measured_status == "ok" and p.predicted_status == "ok"}
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for model, rows in self.anchor.groupby("model"):
+            rows = rows[rows["real_exp_dir"].isin(list(ours))]
+            table: dict[str, dict[str, float]] = {}
+            for metric, column in ANCHOR_COLUMNS.items():
+                y = rows[f"real_{_real_column(metric)}"].to_numpy(float)
+                theirs = rows[column].to_numpy(float)
+                mine = np.array([ours[r].predicted.get(metric, math.nan) for r in rows["real_exp_dir"]])
+                table[REPORT_METRICS[metric]] = {"n": int(np.isfinite(y).sum()),
+                                                 "ours_mape": mape(y, mine), "ours_smape": smape(y, mine),
+                                                 "published_mape": mape(y, theirs),
+                                                 "published_smape": smape(y, theirs)}
+            out[str(model)] = table
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": self.models, "startup_accuracy": self.startup_accuracy,
+                "startup_rows": len(self.predictions),
+                "startup_misses": [{"line": p.line, "measured": p.measured_status, "predicted": p.predicted_status}
+                                   for p in self.startup_misses()],
+                "published_twin": self.anchor_table(),
+                "skipped": [{"line": p.line, "reason": p.reason} for p in self.problems]}
+
+
+def _real_column(metric: str) -> str:
+    return {"total_throughput": "total_throughput_tok_s"}.get(metric, metric)
+
+
+def mape(y: np.ndarray, yhat: np.ndarray) -> float:
+    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    ok = np.isfinite(y) & np.isfinite(yhat) & (y != 0)
+    return float(100 * np.mean(np.abs(yhat[ok] - y[ok]) / np.abs(y[ok]))) if ok.any() else math.nan
+
+
+def smape(y: np.ndarray, yhat: np.ndarray) -> float:
+    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    ok = np.isfinite(y) & np.isfinite(yhat) & ((np.abs(y) + np.abs(yhat)) > 0)
+    return float(100 * np.mean(2 * np.abs(yhat[ok] - y[ok]) / (np.abs(y[ok]) + np.abs(yhat[ok])))) \
+        if ok.any() else math.nan
+
+
+def error_table(predictions: Iterable[Prediction]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{model: {metric: {mape, smape, n}}}`` over rows measured ok and predicted ok."""
+    by_model: dict[str, list[Prediction]] = {}
+    for p in predictions:
+        if p.measured_status == "ok" and p.predicted_status == "ok":
+            by_model.setdefault(p.model, []).append(p)
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for model, preds in sorted(by_model.items()):
+        table[model] = {}
+        for metric, label in REPORT_METRICS.items():
+            y = np.array([p.measured.get(metric, math.nan) for p in preds])
+            yhat = np.array([p.predicted.get(metric, math.nan) for p in preds])
+            n = int((np.isfinite(y) & np.isfinite(yhat)).sum())
+            table[model][label] = {"mape": mape(y, yhat), "smape": smape(y, yhat), "n": n}
+    return table
+
+
+def replay(item: Replay, profile: TwinProfile, seed: int = 0) -> Prediction:
+    """Simulate one real run (start-up only when it was refused, or its workload is unknown)."""
+    from adaptergym.metrics import summarize
+    from adaptergym.simulation import draw_requests
+    from adaptergym.twin import run_replica
+
+    config = item.config.resolved(profile)
+    startup = check_startup(profile, config)
+    predicted: dict[str, float] = {}
+    counts: tuple[float, ...] = ()
+    if startup.ok and item.measured_status_ok and item.workload is not None:
+        record = run_replica(profile, config, draw_requests(item.workload, seed))
+        metrics = summarize(record)
+        predicted = {m: float(getattr(metrics, m)) for m in METRICS.values()}
+        counts = tuple(record.itl_counts.tolist()) if record.itl_counts is not None else ()
+    return Prediction(item.line, item.run_id, item.group, item.model, item.status, startup.status,
+                      item.measured, predicted, counts)
+
+
+def _replay_chunk(args: tuple[list[Replay], dict[str, TwinProfile], int]) -> list[Prediction]:
+    items, profiles, seed = args
+    return [replay(i, profiles[i.model], seed) for i in items]
+
+
+def resolve_profiles(models: Iterable[str], profile: str | TwinProfile | None) -> tuple[dict[str, TwinProfile],
+                                                                                        dict[str, str]]:
+    """The profile of each model (``auto``/None: the shipped profile of that model), and models without one."""
+    found: dict[str, TwinProfile] = {}
+    missing: dict[str, str] = {}
+    for model in sorted(set(models)):
+        try:
+            found[model] = load_profile(model if profile in (None, "auto") else profile)
+        except ProfileError as exc:
+            missing[model] = str(exc)
+    return found, missing
+
+
+def predict_all(items: Sequence[Replay], profiles: dict[str, TwinProfile], *, seed: int = 0,
+                workers: int | None = None, progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Replay every item, in parallel over ``workers`` processes (default: all cores); order is kept."""
+    workers = workers or os.cpu_count() or 1
+    # Expensive rows first, spread round-robin over small chunks, so cores finish together.
+    order = sorted(range(len(items)), key=lambda i: -_cost(items[i]))
+    chunk_size = max(1, min(16, len(items) // (workers * 8) or 1))
+    chunks = [order[k:k + chunk_size] for k in range(0, len(order), chunk_size)]
+    results: dict[int, Prediction] = {}
+    if workers == 1:
+        for chunk in chunks:
+            for i, p in zip(chunk, _replay_chunk(([items[i] for i in chunk], profiles, seed)), strict=True):
+                results[i] = p
+            if progress:
+                progress(len(chunk))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            jobs = pool.map(_replay_chunk, [([items[i] for i in c], profiles, seed) for c in chunks])
+            for chunk, preds in zip(chunks, jobs, strict=True):
+                for i, p in zip(chunk, preds, strict=True):
+                    results[i] = p
+                if progress:
+                    progress(len(chunk))
+    return [results[i] for i in range(len(items))]
+
+
+def _cost(item: Replay) -> float:
+    if item.workload is None or item.status != "ok":
+        return 0.0
+    w = item.workload
+    return float(w.num_requests or w.total_rate * w.duration_s)
+
+
+def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, seed: int = 0,
+             workers: int | None = None, anchor: str | Path | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Report:
+    """Replay a real-runs CSV and measure the twin's error (see the module docstring)."""
+    frame = read_runs(runs)
+    items, problems = replays(frame)
+    profiles, missing = resolve_profiles((i.model for i in items), profile)
+    problems += [RowProblem(i.line, f"model {i.model!r}: no profile ({missing[i.model]})")
+                 for i in items if i.model in missing]
+    items = [i for i in items if i.model in profiles]
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, len(items))
+
+    predictions = predict_all(items, profiles, seed=seed, workers=workers, progress=tick)
+    anchor_path = Path(anchor) if anchor else Path(runs).with_name("anchor_twin_vs_real.csv")
+    anchor_frame = pd.read_csv(anchor_path) if anchor_path.is_file() else None
+    return Report(predictions, sorted(problems, key=lambda p: p.line), anchor_frame)
