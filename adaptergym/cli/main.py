@@ -14,8 +14,12 @@ from adaptergym.errors import AdapterGymError
 COMMANDS = {
     "simulate": "adaptergym.cli.simulate:Simulate",
     "bench": "adaptergym.cli.bench:Bench",
+    "calibrate": "adaptergym.cli.calibrate:Calibrate",
+    "validate": "adaptergym.cli.validate:Validate",
     "serve": "adaptergym.cli.serve:Serve",
     "collect": "adaptergym.cli.collect:Collect",
+    "sweep": "adaptergym.cli.sweep:Sweep",
+    "surrogate": "adaptergym.cli.surrogate:SurrogateCommand",
 }
 
 
