@@ -45,6 +45,11 @@ def regenerate_command(profile_name: str) -> str:
     return f"adaptergym sweep --profile {profile_name} --ship"
 
 
+def clear_cache() -> None:
+    """Forget the models trained so far (the next :func:`load_surrogate` trains again)."""
+    _CACHE.clear()
+
+
 def load_surrogate(profile_name: str | TwinProfile) -> Surrogate | None:
     """The trained surrogate of a shipped profile, or None when no dataset ships for it.
 
