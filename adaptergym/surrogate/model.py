@@ -6,11 +6,13 @@ Two pairs of scikit-learn models read the same per-GPU features (:mod:`.features
   (:meth:`Surrogate.rules`), as in the published pipeline;
 * ``accurate`` (default): ``HistGradientBoostingRegressor`` / ``HistGradientBoostingClassifier``.
 
-The regressors predict the *served ratio* (served / offered tokens, 1 for a GPU that keeps up), so a lightly
-loaded GPU is predicted to serve what it is offered however little that is; throughput is the ratio times the
-offered load. The classifiers predict the twin's starvation verdict. Start-up is not learned: it is the twin's
-exact memory check for the row's ``max_loras`` and ``max_lora_rank`` (a GPU that does not start serves
-nothing and is starved when offered anything). Only rows that started train the models.
+The regressors predict the log of the *served ratio* (served / offered tokens, capped at 1): a lightly loaded
+GPU is predicted to serve what it is offered however little that is, and an overloaded one is off by a factor
+rather than by an absolute share (with a plain ratio, an error of 0.04 is small for a GPU serving 90% of its
+load and doubles the throughput of one serving 4%). Throughput is the ratio times the offered load. The
+classifiers predict the twin's starvation verdict. Start-up is not learned: it is the twin's exact memory
+check for the row's ``max_loras`` and ``max_lora_rank`` (a GPU that does not start serves nothing and is
+starved when offered anything). Only rows that started train the models.
 
 Prediction runs single-threaded (OpenMP limited to one thread): on a small shared machine, gradient boosting's
 thread pool costs far more than it saves on a few hundred rows.
@@ -42,6 +44,8 @@ MODELS = ("accurate", "tree")
 TREE_DEPTH = 6
 #: A GPU is called starved when its predicted starvation probability reaches this.
 STARVED_PROBABILITY = 0.5
+#: Served ratios below this are learned as this (log target).
+RATIO_FLOOR = 1e-4
 #: Levels whose predicted throughput is within this fraction of the best count as ties (the safest wins).
 TIE_TOLERANCE = 0.01
 
@@ -68,7 +72,7 @@ def dataset_features(frame: pd.DataFrame) -> np.ndarray:
 
 @dataclass
 class _Pair:
-    """A served-ratio regressor and a starvation classifier of one family."""
+    """A log-served-ratio regressor and a starvation classifier of one family."""
 
     ratio: RegressorMixin
     starved: ClassifierMixin
@@ -115,14 +119,14 @@ class Surrogate:
         if started.empty:
             raise DataError("surrogate data: no row has startup 'ok'; sweep more points")
         x = dataset_features(started)
-        ratio = started["served_ratio"].to_numpy(np.float64)
+        ratio = np.log(np.clip(started["served_ratio"].to_numpy(np.float64), RATIO_FLOOR, 1.0))
         starved = started["starved"].astype(bool).to_numpy()
         models = {
             "tree": _Pair(DecisionTreeRegressor(max_depth=TREE_DEPTH, min_samples_leaf=5, random_state=random_state),
                           DecisionTreeClassifier(max_depth=TREE_DEPTH, min_samples_leaf=5,
                                                  random_state=random_state)),
-            "accurate": _Pair(HistGradientBoostingRegressor(max_iter=300, random_state=random_state),
-                              HistGradientBoostingClassifier(max_iter=300, random_state=random_state)),
+            "accurate": _Pair(HistGradientBoostingRegressor(max_iter=100, random_state=random_state),
+                              HistGradientBoostingClassifier(max_iter=100, random_state=random_state)),
         }
         with _threads().limit(limits=1, user_api="openmp"):
             for pair in models.values():
@@ -156,7 +160,7 @@ class Surrogate:
             raise ConfigError(f"rows: {rows.shape[1]} columns, expected {len(FEATURES)} (gpu_features order)")
         pair = self.models[model]
         with _threads().limit(limits=1, user_api="openmp"):
-            ratio = np.clip(pair.ratio.predict(rows), 0.0, None)
+            ratio = np.minimum(np.exp(pair.ratio.predict(rows)), 1.0)
             prob = pair.starved.predict_proba(rows)[:, -1]
         ok = self._starts(rows)
         offered = rows[:, COLUMN["offered_tok_s"]]
@@ -200,7 +204,7 @@ class Surrogate:
     def rules(self) -> str:
         """The shallow trees as text rules (``sklearn.tree.export_text``)."""
         pair = self.models["tree"]
-        parts = [f"served ratio (served / offered tokens), depth {TREE_DEPTH}:",
+        parts = [f"log served ratio (log(served / offered tokens)), depth {TREE_DEPTH}:",
                  export_text(pair.ratio, feature_names=list(FEATURES), decimals=3)]
         if isinstance(pair.starved, DecisionTreeClassifier):
             parts += [f"starved (the twin's verdict), depth {TREE_DEPTH}:",
