@@ -1,0 +1,55 @@
+"""Reference policies agents are compared with in ``agents.evaluate``, with the predict signature of
+sb3-contrib's ``MaskablePPO`` (``predict(obs, state, episode_start, deterministic, action_masks)``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from adaptergym.envs import ENV_IDS
+from adaptergym.errors import ConfigError
+
+#: vLLM's default ``--max-loras``.
+VLLM_DEFAULT_MAX_LORAS = 1
+
+
+class RandomPolicy:
+    """Uniform among the valid choices of each action component (the environment's ``action_masks()``).
+
+    Args:
+        nvec: the MultiDiscrete action space's sizes, as the mask concatenates them.
+        seed: seed of its own generator (evaluations over the same seeds in the same order repeat exactly).
+    """
+
+    def __init__(self, nvec: np.ndarray, seed: int = 0) -> None:
+        self.splits = np.cumsum(nvec)[:-1]
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True,
+                action_masks: np.ndarray | None = None) -> tuple[np.ndarray, None]:
+        if action_masks is None:
+            raise ValueError("RandomPolicy needs the environment's action_masks()")
+        return np.array([self.rng.choice(np.flatnonzero(m)) for m in np.split(action_masks, self.splits)]), None
+
+
+class VllmDefaultPolicy:
+    """AdapterCaching-v0 as vLLM runs out of the box: serve every offered adapter, ``max_loras`` = vLLM's
+    default (1)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        base = env.unwrapped
+        if env.spec is None or env.spec.id != ENV_IDS[0]:
+            raise ConfigError(f"policy 'vllm-default' is defined for {ENV_IDS[0]} only")
+        levels = [int(x) for x in base.levels]  # type: ignore[attr-defined]
+        if VLLM_DEFAULT_MAX_LORAS not in levels:
+            raise ConfigError(f"max_loras_levels: {levels} lack vLLM's default max_loras {VLLM_DEFAULT_MAX_LORAS}")
+        self.max_adapters = int(base.max_adapters)  # type: ignore[attr-defined]
+        self.level = levels.index(VLLM_DEFAULT_MAX_LORAS)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True,
+                action_masks: np.ndarray | None = None) -> tuple[np.ndarray, None]:
+        if action_masks is None:
+            raise ValueError("VllmDefaultPolicy needs the environment's action_masks() (they count the candidates)")
+        return np.array([int(action_masks[: self.max_adapters].sum()) - 1, self.level]), None
