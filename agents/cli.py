@@ -21,9 +21,12 @@ class Parser(argparse.ArgumentParser):
 
 def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
         argv: Sequence[str] | None) -> int:
-    """Parse ``argv`` and run ``main``; an :class:`AdapterGymError` prints one line and returns 1 (``--debug``:
-    the traceback)."""
-    args = parser.parse_args(argv)
+    """Parse ``argv`` and run ``main``; a bad flag prints one line and returns 2, an :class:`AdapterGymError`
+    one line and 1 (``--debug``: the traceback)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's way out (a bad flag, or --help)
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return main(args)

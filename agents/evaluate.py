@@ -187,8 +187,10 @@ def _main(args: argparse.Namespace) -> int:
     overrides = dict(args.env_kwargs)
     env = make_env(env_id, **{**agent.config.env_kwargs, **overrides, "scorer": args.scorer or agent.config.scorer})
     if env.observation_space != agent.model.observation_space:
-        raise ConfigError(f"env_kwargs: this environment's observations {env.observation_space} differ from the "
-                          f"agent's {agent.model.observation_space}; keep the sizes it trained with")
+        shapes = [{k: s.shape for k, s in space.spaces.items()}  # type: ignore[attr-defined]
+                  for space in (env.observation_space, agent.model.observation_space)]
+        raise ConfigError(f"env_kwargs: this environment's observation shapes {shapes[0]} differ from the agent's "
+                          f"{shapes[1]}; keep the sizes it trained with")
     seeds = parse_seeds(args.seeds, env, args.episodes)
     names = (args.baselines.split(",") if args.baselines is not None
              else list(BASELINES) if env_id == CACHING else ["random"])
