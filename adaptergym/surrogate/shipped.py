@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from importlib import resources
 from pathlib import Path
-
-import pandas as pd
 
 from adaptergym.profile import TwinProfile, load_profile, shipped_profiles
 from adaptergym.surrogate.model import Surrogate
 from adaptergym.sweep.label import profile_fingerprint
+from adaptergym.sweep.runner import read_rows
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,7 @@ _CACHE: dict[tuple[str, str], Surrogate] = {}
 
 def shipped_dir() -> Path:
     """The package folder holding the shipped datasets."""
-    return Path(str(resources.files("adaptergym.data"))) / "surrogate"
+    return Path(__file__).resolve().parents[1] / "data" / "surrogate"
 
 
 def shipped_dataset(profile_name: str) -> Path:
@@ -69,8 +67,8 @@ def load_surrogate(profile_name: str | TwinProfile) -> Surrogate | None:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if (name, digest) not in _CACHE:
         profile = profile or load_profile(name)
-        data = pd.read_csv(path)
-        found = set(data["profile_fingerprint"].astype(str))
+        data = read_rows(path)
+        found = set(data["profile_fingerprint"])
         if found != {profile_fingerprint(profile)}:
             log.warning("surrogate: %s was generated with another version of profile %s; regenerate it with `%s`",
                         path.name, name, regenerate_command(name))

@@ -51,7 +51,7 @@ def read_rows(path: Path) -> pd.DataFrame:
         if not text.endswith(b"\n"):
             path.write_bytes(text[: text.rfind(b"\n") + 1])
     try:
-        frame = pd.read_csv(path, keep_default_na=True)
+        frame = pd.read_csv(path, dtype={"profile": str, "profile_fingerprint": str})
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(COLUMNS))
     except (pd.errors.ParserError, OSError, EOFError) as exc:
