@@ -148,6 +148,13 @@ def test_bad_arguments_name_the_field(settings, tmp_path, kwargs, field):
         run_sweep(settings, 3, tmp_path / "x.csv", progress=False, **kwargs)
 
 
+def test_bad_output_name_and_window_are_refused(settings, tmp_path):
+    with pytest.raises(ConfigError, match=r"out: .*must end in .csv or .csv.gz"):
+        run_sweep(settings, 3, tmp_path / "x.parquet", progress=False)
+    with pytest.raises(ConfigError, match="window_s: 0"):
+        SweepSettings(settings.profile, window_s=0)
+
+
 def test_labels_of_a_light_and_an_overloaded_gpu(settings):
     """Four adapters at 0.5 req/s in all are served in full; 64 adapters at 3.2 req/s each (205 req/s, ten times
     what one H100 serves) starve; a config vLLM cannot start serves nothing and is starved."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from adaptergym.envs.scoring import starved, steady_state
+from adaptergym.errors import ConfigError
 from adaptergym.metrics import summarize
 from adaptergym.profile import TwinProfile
 from adaptergym.simulation import draw_requests
@@ -50,6 +51,12 @@ class SweepSettings:
     sweep_seed: int = 0
     window_s: float = 300.0
     warmup_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.window_s > 0:
+            raise ConfigError(f"window_s: {self.window_s} must be > 0 simulated seconds")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"warmup_fraction: {self.warmup_fraction} must be in [0, 1)")
 
     def fixed_columns(self) -> dict[str, Any]:
         return {"profile": self.profile.name, "profile_fingerprint": profile_fingerprint(self.profile),

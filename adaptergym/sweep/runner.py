@@ -167,6 +167,8 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"workers: {workers} must be >= 1")
     out = Path(out)
+    if not out.name.endswith((".csv", ".csv.gz")):
+        raise ConfigError(f"out: {str(out)!r} must end in .csv or .csv.gz")
     work = work_path(out)
     if out != work and out.exists() and not work.exists():
         _append(work, read_rows(out).to_dict("records"))  # extend a finished compressed dataset
