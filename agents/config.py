@@ -111,7 +111,7 @@ class TrainConfig:
 _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # One-step episodes (a contextual bandit): short rollouts, a fast learning rate, some entropy so the count
     # is not fixed too early, and a small network (1,541 inputs) so the saved model stays under 1 MB.
-    CACHING: {"steps": 100_000, "n_steps": 64, "batch_size": 64, "learning_rate": 1e-3, "ent_coef": 0.01,
+    CACHING: {"steps": 60_000, "n_steps": 64, "batch_size": 64, "learning_rate": 1e-3, "ent_coef": 0.01,
               "net_arch_pi": (24,), "net_arch_vf": (8,), "eval_freq": 10_000, "eval_episodes": 100},
     # Episodes of 64-192 placements scored only at the end: no discounting, rollouts of a few episodes.
     PLACEMENT: {"steps": 200_000, "n_steps": 256, "batch_size": 256, "gamma": 1.0, "ent_coef": 0.01,
