@@ -116,9 +116,15 @@ def test_surrogate_beats_the_baselines_on_held_out_workloads(data):
 
 @pytest.mark.skipif(not REAL_RUNS.is_file(), reason="needs ../shared/data/real_runs.csv")
 def test_real_runs_are_compared_on_the_profiles_model(model):
-    report = real_runs_report(model, pd.read_csv(REAL_RUNS))
+    runs = pd.read_csv(REAL_RUNS)
+    report = real_runs_report(model, runs)
     assert report["model"] == "llama-3.1-8b-instruct" and report["runs"] > 300
     assert 0 < report["models"]["accurate"]["throughput_smape"] < 200
+    lightest = runs[(runs["model"] == "llama-3.1-8b-instruct") & (runs["status"] == "ok")].nsmallest(
+        2, "est_offered_load_tok_s")
+    split = real_runs_report(model, lightest, twin_workers=1)
+    assert split["runs"] == 2 and 0 <= split["twin_vs_real_smape"] < 200
+    assert set(split["surrogate_vs_twin_smape"]) == {"accurate", "tree"}
 
 
 def test_smape_by_hand():

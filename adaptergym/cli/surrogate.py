@@ -23,6 +23,8 @@ class SurrogateCommand(Command):
         parser.add_argument("--profile", default=None, help="profile name (default: the data's, else the default)")
         parser.add_argument("--data", default=None, help="sweep CSV (default: the shipped dataset of --profile)")
         parser.add_argument("--runs", default=None, help="real-runs CSV to compare throughput with (report)")
+        parser.add_argument("--twin-workers", type=int, default=0, help="with --runs: also run the twin on each "
+                            "real run's configuration in this many processes (splits the error; about a minute)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def take_action(self, args: argparse.Namespace) -> int:
@@ -63,7 +65,7 @@ class SurrogateCommand(Command):
         if args.runs:
             if not Path(args.runs).is_file():
                 raise DataError(f"--runs: {args.runs!r} does not exist")
-            report["real_runs"] = real_runs_report(model, pd.read_csv(args.runs))
+            report["real_runs"] = real_runs_report(model, pd.read_csv(args.runs), args.twin_workers)
         rows = dataset_features(data[data["startup"] == "ok"])
         report["latency"] = prediction_latency(model, rows)
         if args.json:
@@ -78,5 +80,8 @@ class SurrogateCommand(Command):
         if real and real.get("runs"):
             print_table(f"real vLLM runs of {real['model']} ({real['runs']} runs, {real['starved_runs']} starved)",
                         [{"model": k, **v} for k, v in real["models"].items()])
+            if "twin_vs_real_smape" in real:
+                print(f"on those runs: twin vs real throughput SMAPE {real['twin_vs_real_smape']:.1f}%; surrogate vs "
+                      "twin " + ", ".join(f"{k} {v:.1f}%" for k, v in real["surrogate_vs_twin_smape"].items()))
         print_table("prediction latency", [{"model": k, **v} for k, v in report["latency"].items()])
         return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,9 @@ from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
 from adaptergym.surrogate.features import COLUMN, gpu_features
 from adaptergym.surrogate.model import MODELS, STARVED_PROBABILITY, Surrogate, dataset_features
-from adaptergym.workload import LengthSpec
+from adaptergym.surrogate.shipped import SHIPPED_WINDOW_S
+from adaptergym.sweep.label import SweepSettings, label_workload
+from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
 
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -124,49 +128,82 @@ def holdout_report(frame: pd.DataFrame, profile: TwinProfile, seed: int = 0) -> 
             "slot_choice": {name: slot_choice(model, test, name) for name in MODELS}}
 
 
-def real_run_rows(runs: pd.DataFrame, model_name: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """Feature rows of the real runs of ``model_name`` that finished (status ``ok``) with LoRA adapters.
+@dataclass(frozen=True, slots=True)
+class RealGpu:
+    """The one-GPU configuration of a real run: per-adapter rates (req/s) and ranks, slots, lengths."""
+
+    rates: np.ndarray
+    ranks: np.ndarray
+    max_loras: int
+    lengths: LengthSpec
+
+    def features(self) -> np.ndarray:
+        return gpu_features(self.rates, self.ranks, self.max_loras, self.lengths)
+
+    def workload(self) -> WorkloadSpec:
+        return WorkloadSpec(tuple(AdapterSpec(f"a{i:04d}", int(k), float(r))
+                                  for i, (r, k) in enumerate(zip(self.rates, self.ranks, strict=True))), self.lengths)
+
+
+def real_gpus(runs: pd.DataFrame, model_name: str) -> tuple[list[RealGpu], pd.DataFrame]:
+    """The real runs of ``model_name`` that finished (status ``ok``) with LoRA adapters, as GPU configurations.
 
     Rates are ``adapter_rate_values`` repeated ``adapter_rate_counts`` times, ranks cycle
     ``dummy_lora_ranks_cycle``, ``max_loras`` is ``srv_max_loras``; lengths are ShareGPT, or the fixed
     synthetic lengths the run used.
     """
     needed = ("status", "model", "adapter_rate_values", "adapter_rate_counts", "dummy_lora_ranks_cycle",
-              "srv_max_loras", "total_throughput_tok_s")
+              "srv_max_loras", "total_throughput_tok_s", "est_offered_load_tok_s")
     missing = [c for c in needed if c not in runs]
     if missing:
         raise DataError(f"real runs: no column(s) {missing}; pass a CSV with the columns of real_runs.csv")
     keep = (runs["status"] == "ok") & (runs["model"] == model_name) & runs["adapter_rate_values"].notna() \
         & runs["dummy_lora_ranks_cycle"].notna() & runs["srv_max_loras"].notna()
     chosen = runs[keep]
-    rows = []
+    gpus = []
     for _, run in chosen.iterrows():
         values = np.array(str(run["adapter_rate_values"]).split(), float)
         counts = np.array(str(run["adapter_rate_counts"]).split(), float).astype(int)
         rates = np.repeat(values, counts)
         cycle = np.array(str(run["dummy_lora_ranks_cycle"]).split(), float).astype(int)
-        ranks = cycle[np.arange(rates.size) % cycle.size]
         lengths = LengthSpec()
         if str(run.get("bench_use_synthetic_dataset", "")).lower() == "true":
             lengths = LengthSpec("fixed", int(run["bench_synthetic_input_length"]),
                                  int(run["bench_synthetic_output_length"]))
-        rows.append(gpu_features(rates, ranks, int(run["srv_max_loras"]), lengths))
-    return np.array(rows).reshape(-1, len(COLUMN)), chosen
+        gpus.append(RealGpu(rates, cycle[np.arange(rates.size) % cycle.size], int(run["srv_max_loras"]), lengths))
+    return gpus, chosen
 
 
-def real_runs_report(model: Surrogate, runs: pd.DataFrame) -> dict[str, Any]:
+def _twin_served(gpu: RealGpu, settings: SweepSettings) -> float:
+    return float(label_workload(gpu.workload(), gpu.max_loras, 0, settings)["served_tok_s"])
+
+
+def real_runs_report(model: Surrogate, runs: pd.DataFrame, twin_workers: int = 0) -> dict[str, Any]:
     """Predicted vs measured ``total_throughput_tok_s`` on the real runs of the model's profile.
 
     Real starvation is the papers' rule against the run's estimated offered load (``est_offered_load_tok_s``).
+    With ``twin_workers`` > 0, each run's configuration is also labelled by the twin as the sweep labels its
+    points (``SHIPPED_WINDOW_S`` window, that many processes), which splits the surrogate's error against
+    reality into the twin's own error and the surrogate's error against the twin.
     """
-    rows, chosen = real_run_rows(runs, model.profile.model)
-    if not len(chosen):
-        return {"n": 0}
+    gpus, chosen = real_gpus(runs, model.profile.model)
+    if not gpus:
+        return {"model": model.profile.model, "runs": 0}
+    rows = np.stack([g.features() for g in gpus])
     served = chosen["total_throughput_tok_s"].to_numpy(np.float64)
     offered = chosen["est_offered_load_tok_s"].to_numpy(np.float64)
     starved = served < (1.0 - STARVATION_THRESHOLD) * offered
-    return {"model": model.profile.model, "runs": len(chosen), "starved_runs": int(starved.sum()),
-            "models": {name: score(dict(model.predict(rows, name)), served, starved) for name in MODELS}}
+    report: dict[str, Any] = {
+        "model": model.profile.model, "runs": len(gpus), "starved_runs": int(starved.sum()),
+        "models": {name: score(dict(model.predict(rows, name)), served, starved) for name in MODELS}}
+    if twin_workers > 0:
+        settings = SweepSettings(model.profile, window_s=SHIPPED_WINDOW_S)
+        with ProcessPoolExecutor(twin_workers) as pool:
+            twin = np.array(list(pool.map(_twin_served, gpus, [settings] * len(gpus), chunksize=8)))
+        report["twin_vs_real_smape"] = smape(served, twin)
+        report["surrogate_vs_twin_smape"] = {name: smape(twin, model.predict(rows, name)["throughput"])
+                                             for name in MODELS}
+    return report
 
 
 def prediction_latency(model: Surrogate, rows: np.ndarray, repeats: int = 20) -> dict[str, dict[str, float]]:

@@ -24,6 +24,7 @@ from adaptergym.simulation import draw_requests
 from adaptergym.sweep.points import SweepPoint
 from adaptergym.twin import ServerConfig, run_replica
 from adaptergym.twin.config import default_rank
+from adaptergym.workload import WorkloadSpec
 
 #: Columns of every dataset row, in order: the point, its settings, then the labels.
 COLUMNS = (
@@ -63,15 +64,15 @@ class SweepSettings:
                 "sweep_seed": self.sweep_seed, "window_s": self.window_s}
 
 
-def label_point(point: SweepPoint, settings: SweepSettings) -> dict[str, Any]:
-    """Run one point through the twin and return its dataset row (keys: :data:`COLUMNS`).
+def label_workload(workload: WorkloadSpec, max_loras: int, seed: int, settings: SweepSettings) -> dict[str, Any]:
+    """The twin's labels of one GPU serving every adapter of ``workload`` for ``settings.window_s``.
 
     The CPU cache holds every adapter and ``max_lora_rank`` is the smallest vLLM value covering the
     workload's ranks, as in the papers' runs.
     """
-    requests = draw_requests(point.recipe.workload(settings.window_s), point.seed)
-    n = point.recipe.num_adapters
-    config = default_rank(ServerConfig(max_loras=point.max_loras, max_cpu_loras=max(point.max_loras, n)),
+    requests = draw_requests(workload, seed, settings.window_s)
+    n = len(workload.adapters)
+    config = default_rank(ServerConfig(max_loras=max_loras, max_cpu_loras=max(max_loras, n)),
                           requests.adapter_ranks).resolved(settings.profile)
     record = run_replica(settings.profile, config, requests)
     state = steady_state(record, settings.warmup_fraction * settings.window_s)
@@ -81,15 +82,20 @@ def label_point(point: SweepPoint, settings: SweepSettings) -> dict[str, Any]:
     if record.startup.ok:
         is_starved = is_starved and state.backlog
     return {
-        "point_id": point.point_id, "workload_id": point.workload_id, "seed": point.seed,
-        **settings.fixed_columns(), **point.recipe.columns(),
-        "max_loras": point.max_loras, "max_lora_rank": config.max_lora_rank, "max_cpu_loras": config.max_cpu_loras,
+        "max_loras": max_loras, "max_lora_rank": config.max_lora_rank, "max_cpu_loras": config.max_cpu_loras,
         "startup": record.startup.status, "offered_tok_s": state.offered_tok_s, "served_tok_s": state.served_tok_s,
         "served_ratio": ratio, "backlog": state.backlog, "starved": is_starved,
         "arrived_requests": metrics.arrived_requests, "finished_requests": metrics.successful_requests,
         "mean_ttft_ms": metrics.mean_ttft_ms, "p99_ttft_ms": metrics.p99_ttft_ms,
         "mean_itl_ms": metrics.mean_itl_ms, "preemptions": metrics.preemptions,
     }
+
+
+def label_point(point: SweepPoint, settings: SweepSettings) -> dict[str, Any]:
+    """Run one point through the twin and return its dataset row (keys: :data:`COLUMNS`)."""
+    return {"point_id": point.point_id, "workload_id": point.workload_id, "seed": point.seed,
+            **settings.fixed_columns(), **point.recipe.columns(),
+            **label_workload(point.recipe.workload(settings.window_s), point.max_loras, point.seed, settings)}
 
 
 def label_points(points: list[SweepPoint], settings: SweepSettings) -> list[dict[str, Any]]:
