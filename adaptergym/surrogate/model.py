@@ -58,15 +58,15 @@ def _threads() -> ThreadpoolController:
 def dataset_features(frame: pd.DataFrame) -> np.ndarray:
     """The feature rows of a sweep dataset (one per row, :data:`FEATURES` order), built from each row's
     workload recipe and ``max_loras`` (once per workload)."""
-    missing = [c for c in ("workload_id", "max_loras", "num_adapters", "rate_kind", "rank_cycle") if c not in frame]
+    needed = ("sweep_seed", "workload_id", "max_loras", "num_adapters", "rate_kind", "rate_values", "total_rate",
+              "alpha", "rank_cycle", "lengths")
+    missing = [c for c in needed if c not in frame]
     if missing:
         raise DataError(f"surrogate data: no column(s) {missing}; pass a CSV written by `adaptergym sweep`")
     rows = np.empty((len(frame), len(FEATURES)))
-    positions = np.arange(len(frame))
-    for _, group in frame.groupby(["sweep_seed", "workload_id"], sort=False):
-        rates, ranks = recipe_from_row(group.iloc[0]).arrays()
-        idx = positions[frame.index.get_indexer(group.index)]
-        rows[idx] = gpu_features(rates, ranks, group["max_loras"].to_numpy(), recipe_from_row(group.iloc[0]).lengths)
+    for idx in frame.groupby(["sweep_seed", "workload_id"], sort=False).indices.values():
+        recipe = recipe_from_row(frame.iloc[idx[0]])
+        rows[idx] = gpu_features(*recipe.arrays(), frame["max_loras"].to_numpy()[idx], recipe.lengths)
     return rows
 
 
