@@ -110,7 +110,10 @@ def _local(chunks: Sequence[list[SweepPoint]], settings: SweepSettings, workers:
 
 
 def _ray(chunks: Sequence[list[SweepPoint]], settings: SweepSettings, address: str | None) -> Iterator[Rows]:
-    """Chunk results in completion order from Ray tasks (``ray.init(address=...)``; None starts a local Ray)."""
+    """Chunk results in completion order from Ray tasks (``ray.init(address=...)``; None starts a local Ray).
+
+    Ray is imported and joined here, before any result is asked for, so a missing Ray fails at once.
+    """
     try:
         import ray
     except ModuleNotFoundError:
@@ -119,14 +122,18 @@ def _ray(chunks: Sequence[list[SweepPoint]], settings: SweepSettings, address: s
         ray.init(address=address)
     task = ray.remote(label_points)
     settings_ref = ray.put(settings)
-    pending = [task.remote(chunk, settings_ref) for chunk in chunks]
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
+
+    def results() -> Iterator[Rows]:
+        pending = [task.remote(chunk, settings_ref) for chunk in chunks]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    return results()
 
 
 def run_sweep(
