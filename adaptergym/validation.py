@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adaptergym.errors import ProfileError
+from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.real_runs import METRICS, Replay, RowProblem, read_runs, replays
 from adaptergym.twin import check_startup
@@ -70,21 +71,58 @@ class Report:
         """Our errors and the published twin's, on the rows both predicted."""
         if self.anchor is None:
             return {}
-        ours = {p.run_id: p for p in self.predictions if p.measured_status == "ok" and p.predicted_status == "ok"}
+        ours = {p.run_id: p for p in self.predictions
+                if p.run_id and p.measured_status == "ok" and p.predicted_status == "ok"}
+        # The anchor names runs by their original folder; ours by the same path without its leading folders.
+        matched = {d: next((r for r in ours if d.endswith("/" + r) or d == r), None)
+                   for d in self.anchor["real_exp_dir"].astype(str)}
+        anchor = self.anchor.assign(run_id=self.anchor["real_exp_dir"].astype(str).map(matched)).dropna(
+            subset=["run_id"])
         out: dict[str, dict[str, dict[str, float]]] = {}
-        for model, rows in self.anchor.groupby("model"):
-            rows = rows[rows["real_exp_dir"].isin(list(ours))]
+        for model, rows in anchor.groupby("model"):
             table: dict[str, dict[str, float]] = {}
             for metric, column in ANCHOR_COLUMNS.items():
                 y = rows[f"real_{_real_column(metric)}"].to_numpy(float)
                 theirs = rows[column].to_numpy(float)
-                mine = np.array([ours[r].predicted.get(metric, math.nan) for r in rows["real_exp_dir"]])
+                mine = np.array([ours[r].predicted.get(metric, math.nan) for r in rows["run_id"]])
                 table[REPORT_METRICS[metric]] = {"n": int(np.isfinite(y).sum()),
                                                  "ours_mape": mape(y, mine), "ours_smape": smape(y, mine),
                                                  "published_mape": mape(y, theirs),
                                                  "published_smape": smape(y, theirs)}
             out[str(model)] = table
         return out
+
+    def rows(self) -> pd.DataFrame:
+        """One row per replayed run: line, model, statuses, and each metric measured and predicted."""
+        return pd.DataFrame([{"line": p.line, "run_id": p.run_id, "model": p.model, "status": p.measured_status,
+                              "predicted_status": p.predicted_status,
+                              **{f"{m}": p.measured.get(m, math.nan) for m in REPORT_METRICS},
+                              **{f"{m}_twin": p.predicted.get(m, math.nan) for m in REPORT_METRICS}}
+                             for p in self.predictions])
+
+    def plot(self, path: str | Path) -> None:
+        """Predicted vs measured, one log-log panel per metric, one colour per model."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        rows = rows[(rows["status"] == "ok") & (rows["predicted_status"] == "ok")]
+        fig, axes = plt.subplots(1, len(REPORT_METRICS), figsize=(4.2 * len(REPORT_METRICS), 4.2))
+        for ax, (metric, label) in zip(axes, REPORT_METRICS.items(), strict=True):
+            for model, group in rows.groupby("model"):
+                e = self.models.get(str(model), {}).get(label, {})
+                ax.scatter(group[metric], group[f"{metric}_twin"], s=8, alpha=0.6,
+                           label=f"{model} (MAPE {e.get('mape', math.nan):.1f}%)")
+            lo, hi = np.nanmin(rows[[metric, f"{metric}_twin"]].to_numpy()), np.nanmax(
+                rows[[metric, f"{metric}_twin"]].to_numpy())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set(xscale="log", yscale="log", title=label, xlabel="measured", ylabel="twin")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"models": self.models, "startup_accuracy": self.startup_accuracy,
@@ -200,10 +238,17 @@ def _cost(item: Replay) -> float:
 
 
 def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, seed: int = 0,
-             workers: int | None = None, anchor: str | Path | None = None,
+             workers: int | None = None, anchor: str | Path | None = None, group: str | None = None,
              progress: Callable[[int, int], None] | None = None) -> Report:
-    """Replay a real-runs CSV and measure the twin's error (see the module docstring)."""
+    """Replay a real-runs CSV (only rows whose ``dataset_group`` matches ``group``, when given) and measure
+    the twin's error (see the module docstring)."""
     frame = read_runs(runs)
+    if group:
+        try:
+            frame = frame[frame.get("dataset_group", pd.Series("", index=frame.index)).astype(str)
+                          .str.contains(group, regex=True)]
+        except re.error as exc:
+            raise DataError(f"--group {group!r}: not a regular expression ({exc})") from None
     items, problems = replays(frame)
     profiles, missing = resolve_profiles((i.model for i in items), profile)
     problems += [RowProblem(i.line, f"model {i.model!r}: no profile ({missing[i.model]})")

@@ -17,7 +17,14 @@ import pandas as pd
 
 from adaptergym.calibration.end_to_end import Prior, fit_end_to_end
 from adaptergym.calibration.memory import fit_memory
-from adaptergym.calibration.micro import decode_rows, fit_decode, fit_prefill, fit_scheduler, loading_table
+from adaptergym.calibration.micro import (
+    decode_error_pct,
+    decode_rows,
+    fit_decode,
+    fit_prefill,
+    fit_scheduler,
+    loading_table,
+)
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import (
     DEFAULT_PROFILE,
@@ -28,6 +35,7 @@ from adaptergym.profile import (
     load_profile,
 )
 from adaptergym.real_runs import read_runs, replays
+from adaptergym.twin.step_time import StepTimer
 
 #: Held out by default: the published twin's validation series, so our error is comparable with its error.
 DEFAULT_HOLDOUT = r"^digital_twin_modelling/"
@@ -105,8 +113,8 @@ def calibrate(
     rows = decode_rows(micro, model, profile.engine.cuda_graph_max_tokens) if micro.is_dir() else pd.DataFrame()
     if len(rows) >= 4:
         sched = profile.scheduler
-        rows = rows.assign(step_ms=rows["step_ms"] - sched.base_ms - sched.per_running_ms * rows["batch"])
-        terms, fit = fit_decode(rows)
+        terms, fit = fit_decode(rows.assign(step_ms=rows["step_ms"] - sched.base_ms - sched.per_running_ms
+                                            * rows["batch"]))  # the benchmark's TPOT includes the scheduler
         priors.update({name: Prior(value, MEASURED) for name, value in terms.items()})
         report["terms"]["decode"] = {"source": "predictor_default_latency/output", **fit, "coefficients": terms}
         per_token, fit = fit_prefill(micro, model, profile.engine.max_num_batched_tokens)
@@ -118,6 +126,10 @@ def calibrate(
     profile, fit = fit_end_to_end(profile, train, priors, rounds=rounds, duration_s=duration_s, workers=workers,
                                   progress=progress)
     report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", **fit}
+    if len(rows):
+        timer = StepTimer(profile, profile.engine.max_lora_rank, lora_enabled=False)
+        report["terms"]["step_time"]["decode_microbenchmark_mape"] = decode_error_pct(
+            lambda batch, context: timer.step_ms(batch, 0, context, 0, 0) + timer.scheduler_ms(batch, 0), rows)
     profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
                                   provenance={"fitted_by": "adaptergym calibrate", **report})
     return profile, report

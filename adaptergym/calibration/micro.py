@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,9 @@ def loading_table(constants: Path, model: str) -> tuple[dict[str, float] | None,
         return None, {}
     by_rank = {rank: float(table[rank][rank]) for rank in table if rank in table[rank]}
     return by_rank, {"source": f"{constants.name}: cpu_to_gpu_adapter_load_ms (measured per rank)"}
+
+
+def decode_error_pct(step_ms: Callable[[float, float], float], rows: pd.DataFrame) -> float:
+    """MAPE (%) of a step-time function ``(batch, context) -> ms`` on decode benchmark rows."""
+    predicted = np.array([step_ms(b, c) for b, c in zip(rows["batch"], rows["context"], strict=True)])
+    return float(100 * np.mean(np.abs(predicted - rows["step_ms"]) / rows["step_ms"]))

@@ -1,0 +1,117 @@
+"""Fidelity tooling: real-run rows become replays, validate measures error, calibrated terms match benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adaptergym.cli import main
+from adaptergym.profile import STEP_FEATURES, load_profile, shipped_profiles
+from adaptergym.real_runs import read_runs, replays
+from adaptergym.twin.step_time import StepTimer
+from adaptergym.validation import mape, smape, validate
+
+SAMPLE = Path(__file__).parent / "data" / "real_runs_sample.csv"
+
+
+def test_rows_become_replays_and_a_malformed_row_is_reported_with_its_line():
+    items, problems = replays(read_runs(SAMPLE))
+    assert [p.line for p in problems] == [11]  # the last row: adapter_rate_counts 'three four'
+    assert "adapter_rate_counts" in problems[0].reason
+    first = items[0]
+    # _16_16_16_: 16 adapters, rates 0.1/0.05/0.025 cycled, ranks 8/16 cycled, 16 slots.
+    assert len(first.workload.adapters) == 16
+    assert [a.rate for a in first.workload.adapters[:4]] == [0.1, 0.05, 0.025, 0.1]
+    assert [a.rank for a in first.workload.adapters[:3]] == [8, 16, 8]
+    assert first.config.max_loras == 16 and first.config.max_lora_rank == 16
+    assert first.workload.duration_s == 3600 and first.workload.lengths.kind == "sharegpt"
+
+
+def test_errors_follow_the_standard_definitions():
+    y, yhat = np.array([100.0, 200.0]), np.array([110.0, 150.0])
+    assert mape(y, yhat) == pytest.approx(100 * (0.1 + 0.25) / 2)
+    assert smape(y, yhat) == pytest.approx(100 * (2 * 10 / 210 + 2 * 50 / 350) / 2)
+
+
+@pytest.fixture(scope="module")
+def sample_report():
+    return validate(SAMPLE, workers=1)
+
+
+def test_validate_on_checked_in_real_rows(sample_report):
+    report = sample_report
+    assert [p.line for p in report.problems] == [11]
+    # every start-up outcome right, the refused one included
+    assert report.startup_accuracy == 1.0
+    assert any(p.measured_status == "kv_insufficient_for_max_model_len" for p in report.predictions)
+    # the table is the standard MAPE of the per-row predictions
+    rows = report.rows()
+    for model, group in rows[rows["status"] == "ok"].groupby("model"):
+        expected = mape(group["total_throughput"], group["total_throughput_twin"])
+        assert report.models[model]["total_throughput"]["mape"] == pytest.approx(expected)
+        # light-load runs (no queue): the twin serves what arrives, as vLLM did, within 5%
+        assert expected < 5.0
+        assert report.models[model]["mean_itl"]["mape"] < 15.0
+
+
+def test_validate_cli_json_and_plot(tmp_path, capsys):
+    assert main(["validate", "--runs", str(SAMPLE), "--workers", "1", "--group", "rank_16_rates_0.1.*llama",
+                 "--json", "--plot", str(tmp_path / "fit.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["models"]) == {"llama-3.1-8b-instruct"}
+    assert set(out["models"]["llama-3.1-8b-instruct"]) == {"total_throughput", "mean_itl", "mean_tpot", "mean_ttft"}
+    assert (tmp_path / "fit.png").stat().st_size > 0
+
+
+def test_validate_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "runs.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert main(["validate", "--runs", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "missing column" in err and "Traceback" not in err
+    assert main(["validate", "--runs", str(tmp_path / "none.csv")]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "fitted_by" in load_profile(n).provenance])
+def test_calibrated_profile_reproduces_decode_microbenchmarks(name, shared_data):
+    """The step model without LoRA, at the decode benchmarks' batch and context, within the stated fit error."""
+    from adaptergym.calibration.micro import decode_rows
+
+    profile = load_profile(name)
+    rows = decode_rows(shared_data / "raw_estimator_runs", profile.model, profile.engine.cuda_graph_max_tokens)
+    if rows.empty:
+        pytest.skip(f"no decode micro-benchmarks of {profile.model}")
+    timer = StepTimer(profile, 16, lora_enabled=False)
+    predicted = np.array([timer.step_ms(b, 0, c, 0, 0) + timer.scheduler_ms(b, 0)
+                          for b, c in zip(rows["batch"], rows["context"], strict=True)])
+    error = 100 * np.mean(np.abs(predicted - rows["step_ms"]) / rows["step_ms"])
+    stated = profile.provenance["terms"]["step_time"]["decode_microbenchmark_mape"]
+    assert error == pytest.approx(stated, abs=0.01)
+    assert error < 10.0
+
+
+def test_calibrated_profiles_have_every_term_and_provenance():
+    for name in shipped_profiles():
+        profile = load_profile(name)
+        if "fitted_by" not in profile.provenance:
+            continue
+        assert set(profile.step_time.coefficients) == set(STEP_FEATURES)
+        assert profile.provenance["holdout"] and profile.provenance["train_rows"] > 0
+
+
+def test_memory_fit_reproduces_kv_capacity(shared_data):
+    from adaptergym.calibration.memory import fit_memory, kv_tokens
+
+    kv = pd.read_csv(shared_data / "kv_capacity.csv")
+    for model in kv["model"].unique():
+        memory, fit = fit_memory(kv, model, load_profile(None).memory)
+        ok = kv[(kv["model"] == model) & (kv["status"] == "ok")]
+        predicted = kv_tokens(memory, ok["max_loras"].to_numpy(), ok["max_lora_rank"].to_numpy())
+        error = np.abs(predicted - ok["gpu_kv_cache_tokens"]) / ok["gpu_kv_cache_tokens"]
+        assert 100 * error.max() == pytest.approx(fit["kv_tokens_max_error_pct"], rel=1e-6)
+        assert fit["kv_tokens_mape"] < 2.0
