@@ -9,6 +9,10 @@ Each seed is one episode: ``reset(seed=s, options={"scenario_seed": s})``, so th
 request draw are fixed by the seed and every policy sees the same episodes. Agents act deterministically. A
 policy that follows ``action_masks()`` (MaskablePPO, the reference policies) taking a masked action is a bug,
 and evaluation stops with an AssertionError.
+
+On AdapterPlacement-v0 a row also holds the workload's lower bound on GPUs (``baselines.exact.lower_bound_gpus``,
+the bound ``adaptergym leaderboard`` divides every policy's GPUs by), and :func:`placement_rows` gives a placement
+agent's rows in the leaderboard's format.
 """
 
 from __future__ import annotations
@@ -27,18 +31,24 @@ import numpy as np
 import pandas as pd
 
 from adaptergym.errors import ConfigError
+from adaptergym.scenarios import get_scenario
 from agents.cli import Parser, key_value, run
-from agents.config import CACHING
+from agents.config import CACHING, PLACEMENT
 from agents.envs import make_env
 from agents.reference import RandomPolicy, VllmDefaultPolicy
-from agents.run import load_agent
+from agents.run import MODEL, find_config, load_agent
 from agents.stats import mean_ci
 
 CACHING_COLUMNS = ("scenario", "seed", "policy", "reward", "served_share", "starved", "max_loras",
                    "served_adapters")
-PLACEMENT_COLUMNS = ("scenario", "seed", "policy", "reward", "gpus", "starved_gpus", "total_throughput",
-                     "p99_ttft_ms", "decision_time_s")
+PLACEMENT_COLUMNS = ("scenario", "seed", "policy", "reward", "adapters", "gpus", "lower_bound_gpus", "ratio_to_bound",
+                     "starved_gpus", "total_throughput", "p99_ttft_ms", "decision_time_s")
+#: The rows of ``adaptergym leaderboard`` (:func:`placement_rows`), in its column order.
+LEADERBOARD_COLUMNS = ("policy", "suite", "scenario", "seed", "adapters", "gpus", "lower_bound_gpus",
+                       "ratio_to_bound", "starved_gpus", "total_throughput", "p99_ttft_ms", "decision_time_s")
 BASELINES = ("random", "vllm-default")
+#: Columns a summary averages over seeds, where the rows have them (``starved``: the share of starved episodes).
+MEANS = ("starved", "served_share", "gpus", "lower_bound_gpus", "ratio_to_bound", "starved_gpus")
 
 
 class Predictor(Protocol):
@@ -50,7 +60,9 @@ class Predictor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Played:
-    """One episode: its return, the last step's info (the outcome), the policy's own time and masked actions."""
+    """One episode: its return, the last step's info (the outcome), the time the policy took to decide (its
+    predictions, and the environment steps that only record a decision: every step but the scored last one),
+    and how many of its actions were masked."""
 
     reward: float
     info: dict[str, Any]
@@ -69,10 +81,12 @@ def play(policy: Predictor, env: gym.Env, seed: int) -> Played:
         action, _ = policy.predict(obs, deterministic=True, action_masks=mask)
         thinking += time.perf_counter() - start
         masked += not all(part[a] for part, a in zip(np.split(mask, splits), action, strict=True))
+        start = time.perf_counter()
         obs, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=np.int64))
         total += float(reward)
         if terminated or truncated:
             return Played(total, info, thinking, masked)
+        thinking += time.perf_counter() - start
 
 
 def row(env: gym.Env, name: str, seed: int, played: Played) -> dict[str, Any]:
@@ -84,8 +98,13 @@ def row(env: gym.Env, name: str, seed: int, played: Played) -> dict[str, Any]:
         return {"scenario": scenario, "seed": seed, "policy": name, "reward": played.reward,
                 "served_share": served_share, "starved": bool(info["starved"]), "max_loras": int(info["max_loras"]),
                 "served_adapters": int(info["num_served"])}
+    from baselines.exact import lower_bound_gpus  # scipy's MILP: only for placement rows
+
+    gpus = int(info["gpus_used"])
+    bound = lower_bound_gpus(env.unwrapped.scenario.workload(seed), env.unwrapped.profile)  # type: ignore[attr-defined]
     return {"scenario": scenario, "seed": seed, "policy": name, "reward": played.reward,
-            "gpus": int(info["gpus_used"]), "starved_gpus": int(info["starved_gpus"]),
+            "adapters": int(info["gpu_adapters"].sum()), "gpus": gpus, "lower_bound_gpus": bound,
+            "ratio_to_bound": gpus / bound, "starved_gpus": int(info["starved_gpus"]),
             "total_throughput": float(info["served_tok_s"]), "p99_ttft_ms": float(info["p99_ttft_ms"]),
             "decision_time_s": played.decision_time_s}
 
@@ -102,6 +121,41 @@ def evaluate(policy: Predictor, name: str, env: gym.Env, seeds: Sequence[int], *
     return rows
 
 
+def placement_rows(checkpoint: Path, suite: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """A trained AdapterPlacement-v0 agent's leaderboard rows (:data:`LEADERBOARD_COLUMNS`): one per (scenario of
+    ``suite``, seed), each episode scored by the Digital Twin (``scorer="twin"``), the agent acting
+    deterministically and checked never to take a masked action.
+
+    Args:
+        checkpoint: a run folder written by ``python -m agents.train`` (or its model .zip); the policy is named
+            ``agent:<run folder name>``.
+        suite: one scenario name, or several comma-separated (``"zipf-large,bursty"``).
+        seeds: test-split seeds of those scenarios (training seeds are refused: the agent may have seen them).
+
+    Raises:
+        ConfigError: a checkpoint not trained on AdapterPlacement-v0, or a seed outside a scenario's test split.
+        UnknownScenario: a name in ``suite`` that is not a scenario.
+    """
+    agent = load_agent(checkpoint)
+    if agent.config.env != PLACEMENT:
+        raise ConfigError(f"checkpoint: {checkpoint} was trained on {agent.config.env}, not {PLACEMENT}")
+    run = find_config(agent.checkpoint).parent
+    name = f"agent:{run.name}" if agent.checkpoint == run / MODEL else f"agent:{run.name}/{agent.checkpoint.stem}"
+    rows = []
+    for scenario in (get_scenario(s.strip()) for s in suite.split(",")):
+        outside = [s for s in seeds if s not in scenario.test_seeds]
+        if outside:
+            raise ConfigError(f"seeds: {outside[:3]} are not test seeds of {scenario.name} "
+                              f"({scenario.test_seeds.start}-{scenario.test_seeds.stop - 1})")
+        env = make_env(PLACEMENT, **{**agent.config.env_kwargs, "scenario": scenario.name, "scorer": "twin"})
+        try:
+            played = evaluate(agent, name, env, seeds, follows_masks=agent.config.masked)
+        finally:
+            env.close()
+        rows += [{column: {**r, "suite": suite}[column] for column in LEADERBOARD_COLUMNS} for r in played]
+    return rows
+
+
 def summarize(rows: list[dict[str, Any]], agent: str) -> list[dict[str, Any]]:
     """Per policy: episodes, mean reward with its 95% t-interval, and the agent's paired margin over it (agent
     minus policy, seed by seed, with its 95% t-interval)."""
@@ -115,7 +169,7 @@ def summarize(rows: list[dict[str, Any]], agent: str) -> list[dict[str, Any]]:
         if name != agent:
             margin = mine - group.set_index("seed")["reward"].reindex(mine.index)
             entry["margin"], entry["margin_low"], entry["margin_high"] = mean_ci(margin.dropna())
-        for column in ("starved", "served_share", "gpus", "starved_gpus"):
+        for column in MEANS:
             if column in group:
                 entry[column] = float(group[column].mean())
         summary.append(entry)
@@ -124,7 +178,7 @@ def summarize(rows: list[dict[str, Any]], agent: str) -> list[dict[str, Any]]:
 
 def markdown(summary: list[dict[str, Any]], agent: str) -> str:
     """The summary as a Markdown table (means; starved is the share of starved episodes)."""
-    extra = [c for c in ("starved", "served_share", "gpus", "starved_gpus") if c in summary[0]]
+    extra = [c for c in MEANS if c in summary[0]]
     header = ["policy", "episodes", "mean reward [95% CI]", f"{agent} minus policy [95% CI]"]
     header += [f"mean {c}" for c in extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

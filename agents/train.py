@@ -24,6 +24,7 @@ import torch
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import LinearSchedule
 
 from agents.cli import Parser, key_value, run
 from agents.config import ALGORITHMS, TrainConfig, default_config
@@ -66,6 +67,8 @@ def train(config: TrainConfig, out: str | Path, *, verbose: int = 0, progress_ba
     algorithm = ALGORITHMS[config.algo]
     accepted = inspect.signature(algorithm.__init__).parameters
     hyper = {name: getattr(config, name) for name in HYPERPARAMETERS if name in accepted}
+    if config.lr_schedule == "linear":
+        hyper["learning_rate"] = LinearSchedule(config.learning_rate, 0.0, 1.0)
     arch = {"pi": list(config.net_arch_pi), "vf": list(config.net_arch_vf)}
     envs = training_envs(config, config.scorer)
     eval_env = evaluation_env(config, config.scorer, seeds)

@@ -8,16 +8,19 @@ import dataclasses
 import numpy as np
 import pytest
 
+from adaptergym import load_profile
 from adaptergym.errors import ConfigError
+from adaptergym.scenarios import get_scenario
 from agents import evaluate as evaluate_cli
 from agents import train as train_cli
 from agents.config import ALGORITHMS, CACHING, PLACEMENT, TrainConfig, default_config
 from agents.envs import FixedSeeds, make_env
-from agents.evaluate import evaluate, summarize
+from agents.evaluate import LEADERBOARD_COLUMNS, evaluate, placement_rows, summarize
 from agents.reference import RandomPolicy, VllmDefaultPolicy
 from agents.run import TrainedAgent, load_agent
 from agents.stats import mean_ci
 from agents.train import train
+from baselines.exact import lower_bound_gpus
 
 # AdapterCaching-v0 on zipf-large: 64-192 adapters offering 1-4 GPUs of load, so serving everything starves and
 # the reward rewards one choice, a count near one GPU's worth. Learnable in seconds, and no guess hits it.
@@ -106,19 +109,52 @@ def test_caching_rows_follow_the_reward(caching_env):
     assert row["reward"] == pytest.approx(row["served_share"] - (1.0 if row["starved"] else 0.0))
 
 
-def test_maskable_ppo_never_takes_a_masked_action_and_the_check_can_fail(tmp_path):
-    env_kwargs = {"scenario": "uniform-small", "num_gpus": 4}
+PLACEMENT_KWARGS = {"scenario": "uniform-small", "num_gpus": 4}
+
+
+@pytest.fixture(scope="module")
+def placement_run(tmp_path_factory):
     config = default_config(PLACEMENT, "maskable_ppo", steps=1024, n_steps=128, batch_size=128, scorer="analytic",
-                            env_kwargs=env_kwargs, eval_freq=1024, eval_episodes=2, checkpoint_freq=1024)
-    agent = train(config, tmp_path)
-    env = make_env(PLACEMENT, **env_kwargs, scorer="analytic")
-    rows = evaluate(agent, "maskable_ppo", env, TEST_SEEDS[:10], follows_masks=True)
+                            env_kwargs=PLACEMENT_KWARGS, eval_freq=1024, eval_episodes=2, checkpoint_freq=1024)
+    return train(config, tmp_path_factory.mktemp("placement-run"))
+
+
+def test_maskable_ppo_never_takes_a_masked_action_and_the_check_can_fail(placement_run):
+    env = make_env(PLACEMENT, **PLACEMENT_KWARGS, scorer="analytic")
+    rows = evaluate(placement_run, "maskable_ppo", env, TEST_SEEDS[:10], follows_masks=True)
     assert all(r["gpus"] >= 1 and r["decision_time_s"] > 0 for r in rows)
     # The same check on an agent that ignores masks: an untrained PPO puts adapters on masked GPUs.
     unmasked = TrainedAgent(ALGORITHMS["ppo"]("MultiInputPolicy", env, seed=0, device="cpu"),
-                            dataclasses.replace(config, algo="ppo"), agent.checkpoint)
+                            dataclasses.replace(placement_run.config, algo="ppo"), placement_run.checkpoint)
     with pytest.raises(AssertionError, match="masked action"):
         evaluate(unmasked, "ppo", env, TEST_SEEDS[:10], follows_masks=True)
+
+
+def test_placement_rows_are_leaderboard_rows_scored_by_the_twin(placement_run):
+    run = placement_run.checkpoint.parent
+    rows = placement_rows(run, "uniform-small,bursty", TEST_SEEDS[:2])
+    assert [(r["scenario"], r["seed"]) for r in rows] == [
+        (s, seed) for s in ("uniform-small-v0", "bursty-v0") for seed in TEST_SEEDS[:2]]
+    profile = load_profile(None)
+    for r in rows:
+        assert tuple(r) == LEADERBOARD_COLUMNS
+        assert r["policy"] == f"agent:{run.name}" and r["suite"] == "uniform-small,bursty"
+        workload = get_scenario(r["scenario"]).workload(r["seed"])
+        assert r["adapters"] == len(workload.adapters)
+        assert r["lower_bound_gpus"] == lower_bound_gpus(workload, profile) >= 1
+        assert 1 <= r["gpus"] <= PLACEMENT_KWARGS["num_gpus"] and 0 <= r["starved_gpus"] <= r["gpus"]
+        if r["starved_gpus"] == 0:  # the bound holds for placements without starvation (fewer GPUs starve)
+            assert r["gpus"] >= r["lower_bound_gpus"]
+        assert r["ratio_to_bound"] == r["gpus"] / r["lower_bound_gpus"]
+        assert r["total_throughput"] > 0 and r["decision_time_s"] > 0
+        assert np.isfinite(r["p99_ttft_ms"])  # only the twin measures latency (the fast scorers give nan)
+
+
+def test_placement_rows_refuse_training_seeds_and_caching_agents(placement_run, caching_run):
+    with pytest.raises(ConfigError, match=r"seeds: \[5\] are not test seeds of uniform-small-v0"):
+        placement_rows(placement_run.checkpoint.parent, "uniform-small", [5])
+    with pytest.raises(ConfigError, match="was trained on adaptergym/AdapterCaching-v0"):
+        placement_rows(caching_run.checkpoint.parent, "uniform-small", TEST_SEEDS[:1])
 
 
 def test_fixed_seeds_replay_in_order_and_rewind(caching_env):
