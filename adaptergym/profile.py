@@ -27,6 +27,7 @@ STEP_FEATURES = (
     "per_context_ktoken_ms",  # per 1,000 tokens of KV read by attention in the step
     "lora_base_ms",  # fixed cost of a step when LoRA is enabled
     "lora_per_token_ms",  # per batched token, scaled by max_lora_rank/16 (punica shrink/expand)
+    "lora_per_ktoken_ms",  # per 1,000 batched tokens whatever the rank (LoRA kernels' per-token launch work)
     "lora_per_adapter_ms",  # per distinct adapter in the batch
     "lora_per_adapter_rank_ms",  # per distinct adapter, scaled by its rank/16
     "lora_per_slot_ms",  # per GPU adapter slot reserved (max_loras), even when idle: slot-wise kernel work

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,11 +145,24 @@ def _workload(row: dict, enable_lora: bool) -> WorkloadSpec:
         return WorkloadSpec(adapters, lengths, ArrivalSpec("poisson"), float(row["bench_total_time"]),
                             name=str(row.get("exp_name", "")))
     if _finite(row.get("bench_num_prompts")) and str(row.get("bench_request_rate")) == "inf":
-        n_adapters = _int(row, "num_adapters", None) or _int(row, "srv_max_loras") if enable_lora else 1
+        n_adapters = _burst_adapters(row) if enable_lora else 1
         adapters = tuple(AdapterSpec(f"a{i}", ranks[i % len(ranks)], 1.0) for i in range(n_adapters))
         return WorkloadSpec(adapters, lengths, ArrivalSpec("burst"), 1.0, num_requests=_int(row, "bench_num_prompts"),
                             name=str(row.get("exp_name", "")))
     raise DataError("bench_total_time / bench_num_prompts: neither a timed rate run nor a request-rate-inf burst")
+
+
+def _burst_adapters(row: dict) -> int:
+    """Adapters a burst run spread its prompts over: ``num_adapters``, else the benchmark's ``--restrict-loras``
+    (``bench_restrict_loras``, or the last field of the published LoRA-overhead runs' names
+    ``_{max_num_seqs}_{max_loras}_{rank}__{input}_{output}_{restrict}``), else every slot."""
+    for column in ("num_adapters", "bench_restrict_loras"):
+        if _finite(row.get(column)):
+            return _int(row, column)
+    name = re.fullmatch(r"_\d+_\d+_\d+__\d+_\d+_(\d+)", str(row.get("exp_name", "")))
+    if name and "predictor_latency_overhead" in str(row.get("dataset_group", "")):
+        return int(name.group(1))
+    return _int(row, "srv_max_loras")
 
 
 def _rates(row: dict) -> list[float]:

@@ -29,3 +29,10 @@ def policy_names() -> list[str]:
 
 
 __all__ = ["POLICIES", "get_policy", "policy_names"]
+
+# Registering modules (imported last: they import POLICIES from here).
+from baselines import (  # noqa: E402, F401
+    exact,
+    greedy,
+    heuristics,
+)

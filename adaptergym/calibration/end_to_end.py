@@ -24,6 +24,9 @@ from adaptergym.twin.step_time import StepTimer
 from adaptergym.validation import Prediction, mape, predict_all
 from adaptergym.workload import WorkloadSpec
 
+#: A replay serving less than this share of its offered load is saturated (busy all the time).
+SATURATED = 0.97
+
 
 @dataclasses.dataclass(frozen=True)
 class Prior:
@@ -78,12 +81,15 @@ def fit_end_to_end(
         # relative residual: (now + x.(c - c0) - y) / y
         a = features / y[:, None]
         b = (y - now + features @ current) / y
+        a_thr, b_thr = _throughput_rows(profile, items, predictions, current)
+        a, b = np.vstack([a, a_thr]), np.concatenate([b, b_thr])
         scale = np.sqrt(len(y))
         prior_rows, prior_targets = [], []
         for j, name in enumerate(STEP_FEATURES):
             prior = priors.get(name)
-            if prior is not None and prior.strength > 0:
-                magnitude = max(abs(prior.value), 1e-3)
+            # A prior at 0 carries no scale to measure deviations against (and would pin the term): none.
+            if prior is not None and prior.strength > 0 and abs(prior.value) > 1e-6:
+                magnitude = abs(prior.value)
                 row = np.zeros(len(STEP_FEATURES))
                 row[j] = scale * prior.strength / magnitude
                 prior_rows.append(row)
@@ -99,6 +105,34 @@ def fit_end_to_end(
     history.append({"round": rounds + 1, "train_itl_mape": mape(y, itl), "rows": len(items)})
     return profile, {"rows": len(items), "simulated_s_per_run": duration_s, "rounds": history,
                      "train_itl_mape": mape(y, itl), "train_throughput_mape": mape(y_thr, thr)}
+
+
+def _throughput_rows(profile: TwinProfile, items: Sequence[Replay], predictions: Sequence[Prediction],
+                     current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows asking saturated replays to match measured throughput.
+
+    A replay that falls behind its load is busy all the time, so its throughput is its work over the time that
+    work takes: new coefficients that make every step ``T_new / T_now`` as long scale throughput by the inverse.
+    Matching the measured throughput asks the summed step time (``design(step_counts) @ c`` plus the scheduler
+    and loading time the coefficients do not touch) to equal ``T_now * thr_now / thr_real``.
+    """
+    rows, targets = [], []
+    for item, p in zip(items, predictions, strict=True):
+        thr_real = item.measured.get("total_throughput", np.nan)
+        thr_now, offered = p.predicted.get("total_throughput", np.nan), p.predicted.get("offered_throughput", 0.0)
+        if (p.predicted_status != "ok" or not len(p.step_counts) or item.workload is None
+                or item.workload.arrival.kind == "burst" or not (thr_real > 0 and thr_now > 0)
+                or thr_now >= SATURATED * offered):
+            continue
+        config = item.config.resolved(profile)
+        timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
+        raw = np.asarray(p.step_counts, float)
+        design, overhead = timer.design(raw), raw[-1]
+        target = (design @ current + overhead) * thr_now / thr_real
+        rows.append(design / target)
+        targets.append((target - overhead) / target)
+    width = len(STEP_FEATURES)
+    return (np.array(rows).reshape(-1, width), np.array(targets))
 
 
 def _replay(profile: TwinProfile, items: Sequence[Replay], workers: int | None,

@@ -106,6 +106,7 @@ class ReplicaEngine:
         self.last_step = (0, 0, 0)  # (tokens, distinct adapters, sequences) of the latest step, for checks
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
         self.itl_counts = np.zeros(len(RAW_COUNTS))  # step counts weighted by the ITL gaps each step closes
+        self.step_counts = np.zeros(len(RAW_COUNTS))  # step counts summed over every step
         self.area_running = 0.0
         self.area_waiting = 0.0
         self.area_kv_blocks = 0.0
@@ -344,11 +345,12 @@ class ReplicaEngine:
             gaps = self._record_tokens(slice(0, s), end, step_ms)
         elif produced.any():
             gaps = self._record_tokens(np.flatnonzero(produced), end, step_ms)
+        adapters = len(self._active)
+        counts = np.array((1, decode, tokens - decode, context, adapters, self._rank_sum, adapters * tokens,
+                           tokens > self.timer.graph_max_tokens, overhead_ms))
+        self.step_counts += counts
         if gaps:
-            eager = tokens > self.timer.graph_max_tokens
-            adapters = len(self._active)
-            self.itl_counts += gaps * np.array((1, decode, tokens - decode, context, adapters, self._rank_sum,
-                                                adapters * tokens, eager, overhead_ms))
+            self.itl_counts += gaps * counts
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         self.steps += 1
@@ -438,8 +440,10 @@ class ReplicaEngine:
         bins = itl_bins(durations_ms)
         np.add.at(self.itl_hist, bins, n)
         adapters = len(self._active)
-        self.itl_counts += n * k * np.array((1, n, 0, context0 + n * (k - 1) / 2, adapters, self._rank_sum,
-                                             adapters * n, n > self.timer.graph_max_tokens, overhead_ms))
+        counts = k * np.array((1, n, 0, context0 + n * (k - 1) / 2, adapters, self._rank_sum, adapters * n,
+                               n > self.timer.graph_max_tokens, overhead_ms))
+        self.step_counts += counts
+        self.itl_counts += n * counts
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
         self._account(total_ms / 1000.0, n, 0, used_mean)
         self.now = end
@@ -496,6 +500,7 @@ class ReplicaEngine:
             adapter_ids=self.adapter_ids,
             itl_hist=self.itl_hist.copy(),
             itl_counts=self.itl_counts.copy(),
+            step_counts=self.step_counts.copy(),
             steps=self.steps,
             mean_running=self.area_running / sim_time,
             mean_waiting=self.area_waiting / sim_time,

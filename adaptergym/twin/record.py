@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class RunRecord:
     adapter_ids: tuple[str, ...]
     itl_hist: np.ndarray
     itl_counts: np.ndarray | None = None  # step counts (``RAW_COUNTS``) weighted by the ITL gaps they close
+    step_counts: np.ndarray | None = None  # step counts (``RAW_COUNTS``) summed over every step
     steps: int = 0
     busy_s: float = 0.0
     mean_running: float = 0.0
@@ -36,3 +37,11 @@ class RunRecord:
     loads_from_disk: int = 0
     loads_from_cpu: int = 0
     sim_time_s: float = 0.0
+
+    def arrived_before(self, t_s: float) -> RunRecord:
+        """The same run judged over ``[0, t_s)``: only requests that arrived by then, and that duration."""
+        keep = self.arrival_s < t_s
+        return replace(self, duration_s=t_s, arrival_s=self.arrival_s[keep], adapter=self.adapter[keep],
+                       input_tokens=self.input_tokens[keep], output_tokens=self.output_tokens[keep],
+                       first_token_s=self.first_token_s[keep], finish_s=self.finish_s[keep],
+                       preemptions=self.preemptions[keep], refused=self.refused[keep])

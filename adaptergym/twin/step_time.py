@@ -22,7 +22,7 @@ class StepTimer:
         lora = 1.0 if lora_enabled else 0.0
         self.max_lora_rank, self.max_loras, self.lora_enabled = max_lora_rank, max_loras, lora_enabled
         self._base = c["base_ms"] + lora * (c["lora_base_ms"] + c["lora_per_slot_ms"] * max_loras)
-        per_token = lora * (c["lora_per_token_ms"] * max_lora_rank / _RANK_UNIT
+        per_token = lora * (c["lora_per_token_ms"] * max_lora_rank / _RANK_UNIT + c["lora_per_ktoken_ms"] / 1000.0
                             + c["lora_per_slot_ktoken_ms"] * max_loras / 1000.0)
         self._per_decode = c["per_decode_seq_ms"] + per_token
         self._per_prefill = c["per_prefill_token_ms"] + per_token
@@ -77,6 +77,7 @@ class StepTimer:
             "per_context_ktoken_ms": context / 1000.0,
             "lora_base_ms": lora * steps,
             "lora_per_token_ms": lora * (decode + prefill) * self.max_lora_rank / _RANK_UNIT,
+            "lora_per_ktoken_ms": lora * (decode + prefill) / 1000.0,
             "lora_per_adapter_ms": lora * adapters,
             "lora_per_adapter_rank_ms": lora * rank_sum / _RANK_UNIT,
             "lora_per_slot_ms": lora * self.max_loras * steps,

@@ -54,9 +54,12 @@ def sample_requests(spec: WorkloadSpec, rng: np.random.Generator) -> RequestBatc
         arrival_times(spec.arrival, a.rate, spec.duration_s, rng, spec.num_requests) for a in spec.adapters
     ]
     if spec.arrival.kind == "burst":
-        # A burst spreads ``num_requests`` round-robin over the adapters, like vLLM's benchmark.
+        # A burst gives each of ``num_requests`` an adapter drawn at random (in proportion to the rates), as
+        # vLLM's benchmark_serving picks a LoRA module per request: a batch then holds fewer distinct adapters
+        # than round-robin would give it.
         n = spec.num_requests or 0
-        adapter = np.arange(n) % len(spec.adapters)
+        weights = np.array([a.rate for a in spec.adapters], float)
+        adapter = rng.choice(len(spec.adapters), size=n, p=weights / weights.sum())
         times = np.zeros(n)
     else:
         times = np.concatenate(per_adapter) if per_adapter else np.empty(0)

@@ -1,0 +1,105 @@
+"""What one GPU can serve, by its vLLM ``--max-lora-rank`` and how many adapters it holds: the capacity model
+of the packing policies and of the lower bound.
+
+``peak_tok_s(rank, adapters)`` is the twin's saturated throughput (prompt + output tokens/s) of one GPU of the
+profile whose ``max_lora_rank`` covers ``rank``, serving ``adapters`` equal-rate adapters, at the best of a few
+``max_loras`` levels (:func:`adaptergym.envs.common.saturated_throughput` over :data:`PEAK_WINDOW_S` simulated
+seconds). It is measured at the adapter counts of :data:`COUNTS` and read at the largest grid count not above
+the GPU's count: the twin's throughput falls as a GPU holds more adapters (every adapter in a batch adds step
+time; fewer slots add loads), so the grid point bounds the counts up to the next one. A GPU is starved (the
+papers' rule) when it serves less than 90% of what it is offered, so a starvation-free GPU is offered at most
+``peak / 0.9``: :meth:`CapacityModel.admissible_tok_s`.
+
+The model's one assumption: a GPU's adapters share its traffic about evenly. A GPU holding one very hot adapter
+and many cold ones behaves like a GPU with fewer adapters, so it can exceed its count's peak.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
+from adaptergym.errors import WorkloadError
+from adaptergym.metrics import STARVATION_THRESHOLD
+from adaptergym.profile import TwinProfile
+from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
+from adaptergym.workload import LengthSpec, WorkloadSpec
+
+#: Simulated seconds of each peak measurement (its second half is measured).
+PEAK_WINDOW_S = 240.0
+#: Adapter counts at which the peak is measured (a GPU's count is read down to the nearest).
+COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: From this count on, fewer slots than adapters are tried too (count / 2, count / 4): at saturation they serve more.
+FEWER_SLOTS_FROM = 16
+
+
+@dataclass
+class CapacityModel:
+    """Per-GPU capacity of a profile at one length distribution.
+
+    Attributes:
+        profile: the twin profile.
+        lengths: the workload's prompt/output length distribution.
+        tokens_per_request: mean prompt + output tokens of one request.
+        max_slots: per vLLM ``max_lora_rank``, the largest ``max_loras`` level that starts (0: none does).
+    """
+
+    profile: TwinProfile
+    lengths: LengthSpec
+    tokens_per_request: float = field(init=False)
+    max_slots: dict[int, int] = field(init=False)
+    _peak: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tokens_per_request = mean_request_tokens(self.lengths)
+        caps = slot_caps(self.profile, MAX_LORAS_LEVELS)
+        self.max_slots = {r: MAX_LORAS_LEVELS[c - 1] if c else 0 for r, c in caps.items()}
+
+    @staticmethod
+    def grid_count(adapters: int) -> int:
+        """The grid count a GPU holding ``adapters`` adapters is read at (the largest of :data:`COUNTS` <= it)."""
+        return COUNTS[max(0, bisect.bisect_right(COUNTS, max(1, adapters)) - 1)]
+
+    def peak_tok_s(self, rank: int, adapters: int = 1) -> float:
+        """Saturated tokens/s of one GPU whose ``max_lora_rank`` covers ``rank`` holding ``adapters`` adapters."""
+        cover, count = rank_cover(rank), self.grid_count(adapters)
+        if (cover, count) not in self._peak:
+            cap = max(1, self.max_slots[cover])
+            levels = {min(count, cap)}
+            if count >= FEWER_SLOTS_FROM:
+                levels |= {min(count // 2, cap), min(count // 4, cap)}
+            self._peak[(cover, count)] = max(
+                saturated_throughput(self.profile, self.lengths, adapters=count, rank=cover, max_loras=level,
+                                     duration_s=PEAK_WINDOW_S) for level in sorted(levels))
+        return self._peak[(cover, count)]
+
+    def admissible_tok_s(self, rank: int, adapters: int = 1) -> float:
+        """The most offered tokens/s a GPU (``max_lora_rank`` covering ``rank``, ``adapters`` adapters) can take
+        without starving."""
+        return self.peak_tok_s(rank, adapters) / (1.0 - STARVATION_THRESHOLD)
+
+    def loads(self, workload: WorkloadSpec) -> np.ndarray:
+        """Offered tokens/s of each adapter (rate x mean request tokens)."""
+        return np.array([a.rate for a in workload.adapters]) * self.tokens_per_request
+
+    def check_servable(self, workload: WorkloadSpec) -> None:
+        """Reject an adapter no server of this profile can hold, even with one slot."""
+        for a in workload.adapters:
+            if a.rank > VLLM_MAX_LORA_RANKS[-1] or self.max_slots[rank_cover(a.rank)] == 0:
+                raise WorkloadError(f"adapter {a.id!r}: rank {a.rank} does not start on this profile's GPU even "
+                                    "with max_loras=1; drop it or use a larger GPU profile")
+
+
+_MODELS: dict[tuple[str, LengthSpec], CapacityModel] = {}
+
+
+def capacity_model(profile: TwinProfile, lengths: LengthSpec) -> CapacityModel:
+    """The capacity model of (profile, lengths), built once per process (peaks are measured on first use)."""
+    key = (json.dumps(profile.to_dict(), sort_keys=True, default=str), lengths)
+    if key not in _MODELS:
+        _MODELS[key] = CapacityModel(profile, lengths)
+    return _MODELS[key]

@@ -1,0 +1,162 @@
+"""Machinery every packing policy shares: adapter copies (replication of hot adapters), placements from
+groups of copies, cached per-GPU verification, and the search for the fewest GPUs that verify."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from adaptergym.envs.common import rank_cover
+from adaptergym.errors import ConfigError
+from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement, verify_gpu
+from adaptergym.profile import TwinProfile
+from adaptergym.workload import WorkloadSpec
+from baselines.capacity import CapacityModel
+
+OBJECTIVES = ("gpus", "latency")
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One copy of an adapter: the adapter's index in the workload, and this copy's share of its traffic."""
+
+    index: int
+    id: str
+    rank: int
+    load_tok_s: float  # offered tokens/s of this copy (the adapter's load / copies)
+
+
+def copies_needed(workload: WorkloadSpec, model: CapacityModel, fill: float = 1.0) -> np.ndarray:
+    """Per adapter, the fewest copies so that each takes at most ``fill`` of an admissible GPU of its rank
+    (1 unless the adapter alone is hotter than that: then it must be replicated)."""
+    loads = model.loads(workload)
+    limits = np.array([fill * model.admissible_tok_s(a.rank) for a in workload.adapters])
+    return np.maximum(1, np.ceil(loads / limits - 1e-9)).astype(np.int64)
+
+
+def make_copies(workload: WorkloadSpec, model: CapacityModel, copies: np.ndarray) -> list[Copy]:
+    """The copies of every adapter (``copies[i]`` of adapter ``i``, traffic split evenly), in workload order."""
+    loads = model.loads(workload)
+    return [Copy(i, a.id, a.rank, float(loads[i]) / int(copies[i]))
+            for i, a in enumerate(workload.adapters) for _ in range(int(copies[i]))]
+
+
+def group_cover(group: Sequence[Copy]) -> int:
+    """The ``--max-lora-rank`` of a GPU serving ``group``: the smallest vLLM value covering its ranks."""
+    return rank_cover(max(c.rank for c in group))
+
+
+def slots_for(model: CapacityModel, group: Sequence[Copy]) -> int:
+    """``max_loras`` that gives every adapter of ``group`` a slot, capped by what starts at its rank."""
+    return max(1, min(len(group), model.max_slots[group_cover(group)]))
+
+
+def first_fit_decreasing(copies: Sequence[Copy], capacity: Callable[[int, int], float],
+                         model: CapacityModel) -> list[list[Copy]]:
+    """Copies by decreasing load, each on the first GPU where it fits: its load within ``capacity(cover,
+    adapters)`` (tokens/s, by the GPU's ``max_lora_rank`` and adapter count once it joins), its adapters within
+    the slots that start at that rank, and no copy of the same adapter there already."""
+    groups: list[list[Copy]] = []
+    loads: list[float] = []
+    covers: list[int] = []
+    for c in sorted(copies, key=lambda c: -c.load_tok_s):
+        for g in range(len(groups)):
+            cover = max(covers[g], rank_cover(c.rank))
+            count = len(groups[g]) + 1
+            if (loads[g] + c.load_tok_s <= capacity(cover, count) and count <= model.max_slots[cover]
+                    and all(x.index != c.index for x in groups[g])):
+                groups[g].append(c)
+                loads[g] += c.load_tok_s
+                covers[g] = cover
+                break
+        else:
+            groups.append([c])
+            loads.append(c.load_tok_s)
+            covers.append(rank_cover(c.rank))
+    return groups
+
+
+def to_placement(groups: Sequence[Sequence[Copy]], max_loras: Sequence[int],
+                 max_cpu_loras: int | None = None) -> Placement:
+    """A placement of non-empty groups of copies (empty groups are dropped)."""
+    kept = [(g, m) for g, m in zip(groups, max_loras, strict=True) if g]
+    return Placement(tuple(GpuAssignment(k, tuple(c.id for c in g), int(m), max_cpu_loras)
+                           for k, (g, m) in enumerate(kept)))
+
+
+class Verifier:
+    """Per-GPU verification (:func:`adaptergym.placement.verify_gpu`) with a cache: a GPU whose adapters,
+    traffic shares and flags did not change is not simulated again."""
+
+    def __init__(self, workload: WorkloadSpec, profile: TwinProfile, seed: int = 0,
+                 duration_s: float = VERIFY_DURATION_S) -> None:
+        self.workload = workload
+        self.profile = profile
+        self.seed = seed
+        self.duration_s = duration_s
+        self._cache: dict[tuple, bool] = {}
+        self.runs = 0
+
+    def starved(self, placement: Placement) -> list[bool]:
+        """Whether each GPU of ``placement`` starves alone on its share of the traffic."""
+        copies = placement.copies()
+        return [self.gpu_starved(g, copies) for g in placement.assignments]
+
+    def gpu_starved(self, gpu: GpuAssignment, copies: Counter[str]) -> bool:
+        key = (gpu.adapters, tuple(copies[a] for a in gpu.adapters), gpu.max_loras, gpu.max_cpu_loras)
+        if key not in self._cache:
+            self.runs += 1
+            self._cache[key] = verify_gpu(self.workload, gpu, copies, self.profile, seed=self.seed,
+                                          duration_s=self.duration_s).starved
+        return self._cache[key]
+
+    def ok(self, placement: Placement) -> bool:
+        return not any(self.starved(placement))
+
+
+def first_verified(candidates: Sequence[P], build: Callable[[P], Placement], ok: Callable[[Placement], bool],
+                   what: str) -> Placement:
+    """The placement of the first candidate that verifies, candidates ordered from fewest GPUs to most.
+
+    Gallops (1st, 2nd, 4th, 8th ... candidate) to the first verified one, then bisects back, so it simulates
+    O(log n) placements. It assumes that if a candidate verifies, later ones do too; when that fails it
+    still returns a verified placement, just not necessarily the first.
+
+    Raises:
+        ConfigError: no candidate verifies (naming ``what`` was searched).
+    """
+    if not candidates:
+        raise ConfigError(f"{what}: nothing to search")
+    bad, step, k = -1, 1, 0
+    found: tuple[int, Placement] | None = None
+    while True:
+        placement = build(candidates[k])
+        if ok(placement):
+            found = (k, placement)
+            break
+        bad = k
+        if k == len(candidates) - 1:
+            raise ConfigError(f"{what}: no candidate up to {candidates[-1]} is starvation-free in the twin; "
+                              "the workload may hold an adapter one GPU cannot serve")
+        k = min(k + step, len(candidates) - 1)
+        step *= 2
+    lo, hi = bad, found[0]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        placement = build(candidates[mid])
+        if ok(placement):
+            hi, found = mid, (mid, placement)
+        else:
+            lo = mid
+    return found[1]
+
+
+def check_objective(name: str, objective: str, supported: Sequence[str] = OBJECTIVES) -> None:
+    if objective not in supported:
+        raise ConfigError(f"objective: {objective!r} is not one policy {name!r} pursues; use one of "
+                          f"{', '.join(supported)}")

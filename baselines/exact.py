@@ -1,0 +1,237 @@
+"""The exact policy (a MILP over the capacity model) and the lower bound on GPUs every leaderboard row is
+divided by.
+
+**Capacity model** (:mod:`baselines.capacity`). A GPU whose ``max_lora_rank`` covers rank ``r`` and that holds
+``c`` adapters serves at most ``peak(r, c)`` tokens/s (the twin's saturated throughput with ``c`` equal-rate
+adapters at its best slot level, read at the grid count at or below ``c``), and is starvation-free only if it
+is offered at most ``A(r, c) = peak(r, c) / 0.9`` tokens/s (the papers' rule: served >= 90% of offered).
+Offered loads are expected ones: rate x mean prompt + output tokens of the workload's length distribution.
+
+**Lower bound** (:func:`lower_bound_gpus`). GPU *types* ``t = (k, b)``: rank class ``k`` (the vLLM
+``max_lora_rank`` values covering the workload's adapters) and count bucket ``b`` (adapters from grid count
+``g_b`` up to the next grid count, exclusive; capacity ``A(k, g_b)``). The MILP chooses integer ``n_t`` GPUs of
+each type, adapter copies ``x_jt >= 0`` and load ``f_jt >= 0`` of class ``j <= k`` on them, with every class's
+adapters placed at least once (``sum_t x_jt >= N_j``) and its load placed (``sum_t f_jt = L_j``), each type's
+copies within its bucket (``sum_j x_jt <= (g_{b+1} - 1) n_t``) and load within its capacity (``sum_j f_jt <=
+A_t n_t``), and no copy carrying more than one GPU (``f_jt <= A_t x_jt``); it minimises ``sum_t n_t``. Any
+starvation-free placement is a feasible point (type each GPU by its largest adapter and its adapter count), so
+under the capacity model the optimum bounds every placement from below. Copies and loads are continuous, so it
+is cheap on any workload size. It ignores what else costs capacity (adapter loads below saturation, queueing,
+uneven splits), which is why real placements sit above it.
+
+**Exact** (:class:`ExactPolicy`). Bin packing of adapter copies (an adapter hotter than ``fill x A(r, 1)`` gets
+``ceil`` as many copies, each its even share, on distinct GPUs): each GPU takes one type, holds at most as many
+adapters as its bucket and the slots that start at its rank allow (every adapter gets a slot: ``max_loras`` =
+its adapter count), and is offered at most ``fill x A_t``; solved to optimality with ``scipy.optimize.milp``
+(HiGHS). ``fill`` starts at 1 (the bound's own capacity: a placement that verifies there is optimal for the
+twin too) and steps down by 0.05 until the twin verifies the placement. Binary variables grow as adapters x
+GPUs, so it refuses workloads of more than ``max_adapters`` adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix, lil_matrix
+
+from adaptergym.envs.common import rank_cover
+from adaptergym.errors import ConfigError
+from adaptergym.placement import Placement
+from adaptergym.profile import TwinProfile
+from adaptergym.workload import WorkloadSpec
+from baselines import POLICIES
+from baselines.capacity import COUNTS, CapacityModel, capacity_model
+from baselines.common import (
+    Copy,
+    Verifier,
+    check_objective,
+    copies_needed,
+    first_fit_decreasing,
+    make_copies,
+    slots_for,
+    to_placement,
+)
+
+log = logging.getLogger(__name__)
+
+#: Adapters of one rank class whose loads differ by less than this factor are one group in the bound's MILP.
+GROUP_RATIO = 1.1
+#: HiGHS time limit of the bound's MILP, s (past it the bound is HiGHS's proven dual bound, still valid).
+BOUND_TIME_LIMIT_S = 5.0
+
+#: Fill levels the exact policy tries, from the bound's own capacity down.
+FILLS = tuple(np.round(np.arange(1.0, 0.24, -0.05), 2))
+
+
+def gpu_types(model: CapacityModel, covers: list[int], adapters: int) -> list[tuple[int, int, int, float]]:
+    """GPU types of the capacity model for a workload of ``adapters`` adapters: ``(class index, cover, most
+    adapters, admissible tokens/s)`` per rank class and count bucket (module doc)."""
+    grid = [g for g in COUNTS if g <= max(adapters, 1)]
+    tops = [nxt - 1 for nxt in grid[1:]] + [max(adapters, 1)]
+    return [(k, cover, top, model.admissible_tok_s(cover, low))
+            for k, cover in enumerate(covers) for low, top in zip(grid, tops, strict=True)]
+
+
+def lower_bound_gpus(workload: WorkloadSpec, profile: TwinProfile) -> int:
+    """The fewest GPUs any starvation-free placement of ``workload`` can use under the capacity model
+    (module doc: a MILP over GPU types with continuous copies and loads)."""
+    model = capacity_model(profile, workload.lengths)
+    model.check_servable(workload)
+    covers = sorted({rank_cover(a.rank) for a in workload.adapters})
+    groups = _load_groups(workload, model, covers)
+    cls, size, loads, hottest = (np.array(column) for column in zip(*groups, strict=True))
+    types = gpu_types(model, covers, len(workload.adapters))
+    kind = np.array([k for k, *_ in types])
+    top = np.array([float(t) for _, _, t, _ in types])
+    admissible = np.array([a for *_, a in types])
+    group, typ = np.nonzero(kind[None, :] >= cls[:, None])  # pairs (group, type): x_v = copies, f_v = load
+    p, m, n = len(group), len(types), len(groups)
+    v = np.arange(p)
+    blocks = [  # (row index, column index, coefficient) of each constraint family, rows numbered per family
+        (group, v, np.ones(p)),  # sum_t x_Gt >= |G|
+        (group, p + v, np.ones(p)),  # sum_t f_Gt = L_G
+        (np.r_[typ, np.arange(m)], np.r_[v, 2 * p + np.arange(m)], np.r_[np.ones(p), -top]),  # copies in bucket
+        (np.r_[typ, np.arange(m)], np.r_[p + v, 2 * p + np.arange(m)], np.r_[np.ones(p), -admissible]),  # load
+        (np.r_[v, v], np.r_[p + v, v], np.r_[np.ones(p), -np.minimum(admissible[typ], hottest[group])]),  # per copy
+    ]
+    sizes = [n, n, m, m, p]
+    lows = [size, loads, np.full(m, -np.inf), np.full(m, -np.inf), np.full(p, -np.inf)]
+    highs = [np.full(n, np.inf), loads, np.zeros(m), np.zeros(m), np.zeros(p)]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    a = coo_matrix((np.concatenate([c for _, _, c in blocks]),
+                    (np.concatenate([r + o for (r, _, _), o in zip(blocks, offsets, strict=True)]),
+                     np.concatenate([c for _, c, _ in blocks]))), shape=(sum(sizes), 2 * p + m)).tocsr()
+    integer = np.r_[np.zeros(2 * p), np.ones(m)]
+    result = milp(integer, constraints=LinearConstraint(a, np.concatenate(lows), np.concatenate(highs)),
+                  integrality=integer, bounds=Bounds(0, np.inf), options={"time_limit": BOUND_TIME_LIMIT_S})
+    bound = getattr(result, "mip_dual_bound", None)
+    if result.status not in (0, 1) or bound is None or not np.isfinite(bound):
+        raise ConfigError(f"lower bound: the MILP failed ({result.message})")
+    return max(1, math.ceil(bound - 1e-6))
+
+
+def _load_groups(workload: WorkloadSpec, model: CapacityModel,
+                 covers: list[int]) -> list[tuple[int, float, float, float]]:
+    """Adapters of one rank class whose loads lie within a factor :data:`GROUP_RATIO` of each other, merged:
+    ``(class index, adapters, total load, largest load)``. The bound's constraints summed over a group, with
+    its largest load as every member's, are a relaxation of the per-adapter ones, so the bound stays valid."""
+    merged: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for adapter, load in zip(workload.adapters, model.loads(workload), strict=True):
+        key = (covers.index(rank_cover(adapter.rank)), math.floor(math.log(max(load, 1e-9), GROUP_RATIO)))
+        entry = merged[key]
+        entry[0] += 1
+        entry[1] += float(load)
+        entry[2] = max(entry[2], float(load))
+    return [(k, *entry) for (k, _), entry in sorted(merged.items())]
+
+
+def _constraints(rows: list[tuple[dict[int, float], float, float]], n_vars: int) -> LinearConstraint:
+    """One sparse constraint block from ``(coefficients, low, high)`` rows."""
+    a = lil_matrix((len(rows), n_vars))
+    for r, (coefs, _, _) in enumerate(rows):
+        for v, coef in coefs.items():
+            a[r, v] = coef
+    return LinearConstraint(a.tocsr(), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
+
+
+@dataclass
+class ExactPolicy:
+    """Optimal bin packing under the capacity model (module doc), at the largest fill the twin verifies.
+
+    Args:
+        objective: ``"gpus"`` only (the model knows no latency).
+        max_adapters: refuse larger workloads (variables grow as adapters x GPUs).
+        time_limit_s: HiGHS time limit per solve; a solve that hits it is used if feasible and recorded as
+            not proven optimal in ``proven_optimal``.
+        verify_s: simulated seconds of each verification.
+    """
+
+    objective: str = "gpus"
+    max_adapters: int = 40
+    time_limit_s: float = 30.0
+    verify_s: float = 600.0
+    name: str = "exact"
+    proven_optimal: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        check_objective(self.name, self.objective, ("gpus",))
+
+    def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
+        if len(workload.adapters) > self.max_adapters:
+            raise ConfigError(f"exact: {len(workload.adapters)} adapters > max_adapters {self.max_adapters}; the "
+                              "MILP grows as adapters x GPUs (use lower_bound_gpus for a bound, or another policy)")
+        model = capacity_model(profile, workload.lengths)
+        model.check_servable(workload)
+        verifier = Verifier(workload, profile, seed, self.verify_s)
+        for fill in FILLS:
+            copies = make_copies(workload, model, copies_needed(workload, model, fill))
+            groups, optimal = solve_packing(copies, model, fill, self.time_limit_s)
+            placement = to_placement(groups, [slots_for(model, g) for g in groups])
+            if verifier.ok(placement):
+                self.proven_optimal = optimal
+                return placement
+            log.info("exact: fill %.2f gives %d GPUs with starvation; trying a lower fill", fill, placement.gpus)
+        raise ConfigError(f"exact: no fill down to {FILLS[-1]} verifies without starvation")
+
+
+def solve_packing(copies: list[Copy], model: CapacityModel, fill: float,
+                  time_limit_s: float) -> tuple[list[list[Copy]], bool]:
+    """The fewest GPUs holding ``copies`` under the capacity model at ``fill`` (module doc); returns the
+    groups and whether HiGHS proved them optimal."""
+    start = first_fit_decreasing(copies, lambda cover, count: fill * model.admissible_tok_s(cover, count), model)
+    n, g_max = len(copies), len(start)
+    covers = sorted({rank_cover(c.rank) for c in copies})
+    types = gpu_types(model, covers, len({c.index for c in copies}))
+    m = len(types)
+    cls_of = [covers.index(rank_cover(c.rank)) for c in copies]
+    nx = n * g_max
+
+    def x(i: int, g: int) -> int:
+        return i * g_max + g
+
+    def y(g: int, t: int) -> int:
+        return nx + g * m + t
+
+    rows: list[tuple[dict[int, float], float, float]] = []
+    for i in range(n):  # every copy on exactly one GPU
+        rows.append(({x(i, g): 1.0 for g in range(g_max)}, 1.0, 1.0))
+    by_adapter: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(copies):
+        by_adapter[c.index].append(i)
+    for g in range(g_max):
+        for members in by_adapter.values():  # copies of one adapter on distinct GPUs
+            if len(members) > 1:
+                rows.append(({x(i, g): 1.0 for i in members}, -np.inf, 1.0))
+        load = {x(i, g): c.load_tok_s for i, c in enumerate(copies)}
+        load.update({y(g, t): -fill * admissible for t, (*_, admissible) in enumerate(types)})
+        rows.append((load, -np.inf, 0.0))
+        slots = {x(i, g): 1.0 for i in range(n)}
+        slots.update({y(g, t): -float(min(top, model.max_slots[cover])) for t, (_, cover, top, _) in enumerate(types)})
+        rows.append((slots, -np.inf, 0.0))
+        for i in range(n):  # a copy needs a GPU whose class covers its rank
+            cover_row = {x(i, g): 1.0}
+            cover_row.update({y(g, t): -1.0 for t, (k, *_) in enumerate(types) if k >= cls_of[i]})
+            rows.append((cover_row, -np.inf, 0.0))
+        rows.append(({y(g, t): 1.0 for t in range(m)}, -np.inf, 1.0))  # one type per GPU
+        if g + 1 < g_max:  # symmetry: GPUs are opened in order
+            rows.append(({**{y(g, t): 1.0 for t in range(m)}, **{y(g + 1, t): -1.0 for t in range(m)}}, 0.0, np.inf))
+    n_vars = nx + g_max * m
+    cost = np.r_[np.zeros(nx), np.ones(g_max * m)]
+    result = milp(cost, constraints=_constraints(rows, n_vars), integrality=np.ones(n_vars),
+                  bounds=Bounds(0, 1), options={"time_limit": time_limit_s})
+    if result.x is None:
+        return start, False
+    chosen = result.x[:nx].reshape(n, g_max) > 0.5
+    groups = [[copies[i] for i in np.flatnonzero(chosen[:, g])] for g in range(g_max)]
+    groups = [g for g in groups if g]
+    if len(groups) > len(start):
+        return start, False
+    return groups, result.status == 0
+
+
+POLICIES.register("exact")(ExactPolicy)
