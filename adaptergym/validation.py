@@ -281,6 +281,8 @@ def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, se
                           .str.contains(group, regex=True)]
         except re.error as exc:
             raise DataError(f"--group {group!r}: not a regular expression ({exc})") from None
+        if frame.empty:
+            raise DataError(f"--group {group!r}: no row's dataset_group matches it; drop --group or widen it")
     items, problems = replays(frame)
     profiles, missing = resolve_profiles((i.model for i in items), profile)
     problems += [RowProblem(i.line, f"model {i.model!r}: no profile ({missing[i.model]})")

@@ -59,7 +59,7 @@ def test_validate_on_checked_in_real_rows(sample_report):
 
 
 def test_validate_cli_json_and_plot(tmp_path, capsys):
-    assert main(["validate", "--runs", str(SAMPLE), "--workers", "1", "--group", "rank_16_rates_0.1.*llama",
+    assert main(["validate", "--runs", str(SAMPLE), "--workers", "1", "--group", "llama.*rank_16_rates_0.1",
                  "--json", "--plot", str(tmp_path / "fit.png")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["models"]) == {"llama-3.1-8b-instruct"}
@@ -73,6 +73,8 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert main(["validate", "--runs", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "missing column" in err and "Traceback" not in err
+    assert main(["validate", "--runs", str(SAMPLE), "--group", "no-such-group"]) == 1
+    assert "--group 'no-such-group': no row's dataset_group matches" in capsys.readouterr().err
     assert main(["validate", "--runs", str(tmp_path / "none.csv")]) == 1
     assert "no such file" in capsys.readouterr().err
 
