@@ -116,6 +116,7 @@ class Report:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
 
         rows = self.rows()
         rows = rows[(rows["status"] == "ok") & (rows["predicted_status"] == "ok")]
@@ -129,6 +130,8 @@ class Report:
                 rows[[metric, f"{metric}_twin"]].to_numpy())
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
             ax.set(xscale="log", yscale="log", title=label, xlabel="measured", ylabel="twin")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_minor_formatter(NullFormatter())  # log minor labels overlap
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
