@@ -117,3 +117,32 @@ def test_memory_fit_reproduces_kv_capacity(shared_data):
         error = np.abs(predicted - ok["gpu_kv_cache_tokens"]) / ok["gpu_kv_cache_tokens"]
         assert 100 * error.max() == pytest.approx(fit["kv_tokens_max_error_pct"], rel=1e-6)
         assert fit["kv_tokens_mape"] < 2.0
+
+
+def test_memory_bracketed_by_start_up_outcomes_recovers_a_known_model():
+    """Verdicts drawn from a known memory model by the twin's own start-up check are all reproduced, and the
+    fitted LoRA slot size lands between the verdicts' boundaries."""
+    import dataclasses
+
+    from adaptergym.calibration.memory import fit_memory_from_startups
+    from adaptergym.errors import DataError
+    from adaptergym.twin import ServerConfig
+    from adaptergym.twin.startup import check_startup
+
+    truth = load_profile(None)
+    configs = [(n, r) for r in (8, 16, 32) for n in range(16, 1025, 16)]
+    outcomes = pd.DataFrame([{"max_loras": n, "max_lora_rank": r,
+                              "status": check_startup(truth, ServerConfig(max_loras=n, max_lora_rank=r)).status}
+                             for n, r in configs])
+    assert {"ok", "no_kv_memory", "oom"} <= set(outcomes["status"])
+    guess = dataclasses.replace(truth.memory, activation_gib=truth.memory.activation_gib + 2.0,
+                                lora_slot_gib_per_rank=0.0, lora_slot_gib_fixed=0.0)
+    memory, fit = fit_memory_from_startups(outcomes, guess)
+    fitted = dataclasses.replace(truth, memory=memory)
+    assert fit["verdicts_right_pct"] == 100.0 and fit["margin_gib"] > 0
+    assert all(check_startup(fitted, ServerConfig(max_loras=n, max_lora_rank=r)).status == s
+               for n, r, s in outcomes.itertuples(index=False))
+    # rank-32 slots: the first refused count brackets the slot size within one step of 16 slots
+    assert memory.lora_slot_gib_per_rank == pytest.approx(truth.memory.lora_slot_gib_per_rank, rel=0.15)
+    with pytest.raises(DataError, match="need both"):
+        fit_memory_from_startups(outcomes[outcomes["status"] == "ok"], guess)

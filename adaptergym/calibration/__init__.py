@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from adaptergym.calibration.end_to_end import Prior, fit_end_to_end
-from adaptergym.calibration.memory import fit_memory
+from adaptergym.calibration.memory import fit_memory, fit_memory_from_startups
 from adaptergym.calibration.micro import (
     decode_error_pct,
     decode_rows,
@@ -93,10 +93,16 @@ def calibrate(
     profile = base_profile
 
     kv_path = folder / "kv_capacity.csv"
-    if kv_path.is_file():
-        memory, fit = fit_memory(pd.read_csv(kv_path), model, profile.memory)
-        profile = dataclasses.replace(profile, memory=memory)
+    kv = pd.read_csv(kv_path) if kv_path.is_file() else pd.DataFrame(columns=["model"])
+    if (kv["model"] == model).any():
+        memory, fit = fit_memory(kv, model, profile.memory)
         report["terms"]["memory"] = {"source": kv_path.name, **fit}
+    else:  # no KV capacity measured: bracket the memory model by which runs started
+        startups = pd.DataFrame([{"max_loras": i.config.max_loras, "max_lora_rank": i.config.max_lora_rank,
+                                  "status": i.status} for i in train if i.config.enable_lora])
+        memory, fit = fit_memory_from_startups(startups, profile.memory)
+        report["terms"]["memory"] = {"source": "start-up outcomes of the training runs", **fit}
+    profile = dataclasses.replace(profile, memory=memory)
 
     scheduler, fit = fit_scheduler(folder / "raw_scheduler_overhead")
     if scheduler:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linprog
 
 from adaptergym.errors import DataError
 from adaptergym.profile import GIB, MemoryModel
@@ -51,3 +52,59 @@ def kv_tokens(memory: MemoryModel, max_loras: np.ndarray, max_lora_rank: np.ndar
     lora = max_loras * (memory.lora_slot_gib_fixed + memory.lora_slot_gib_per_rank * max_lora_rank)
     free = memory.gpu_memory_gib * memory.gpu_memory_utilization - memory.weights_gib - lora - memory.activation_gib
     return np.maximum(free, 0) * GIB / memory.kv_bytes_per_token
+
+
+def fit_memory_from_startups(outcomes: pd.DataFrame, base: MemoryModel) -> tuple[MemoryModel, dict[str, Any]]:
+    """Fit activations and LoRA slot sizes to which configurations started and which did not.
+
+    For a model without ``kv_capacity.csv`` rows, vLLM's start-up verdicts (``ok``, ``oom``, ``no_kv_memory``,
+    ``kv_insufficient_for_max_model_len`` over ``max_loras`` x ``max_lora_rank``) still bracket the memory
+    each slot takes. Weights, bytes per KV token and ``max_model_len`` are the model's architecture and come
+    from ``base``; activations and the per-slot terms are chosen by a linear program that puts every verdict
+    well inside its region (:func:`adaptergym.twin.startup.check_startup` draws the regions), activations as
+    close to ``base``'s as that allows.
+
+    Args:
+        outcomes: one row per start-up with ``max_loras``, ``max_lora_rank``, ``status``.
+    """
+    rows = outcomes[outcomes["status"].isin(("ok", "oom", "no_kv_memory", "kv_insufficient_for_max_model_len"))]
+    if rows["status"].eq("ok").all() or not rows["status"].eq("ok").any():
+        raise DataError(f"start-ups: {len(rows)} rows, need both configurations that started and ones that did "
+                        "not to bracket the memory model")
+    usable = base.gpu_memory_gib * base.gpu_memory_utilization
+    longest = base.max_model_len * base.kv_bytes_per_token / GIB
+    slots = rows["max_loras"].to_numpy(float)
+    # resident = weights + activation + slots * (fixed + per_rank * rank), linear in (activation, fixed, per_rank)
+    design = np.c_[np.ones(len(rows)), slots, slots * rows["max_lora_rank"].to_numpy(float)]
+    # (lower, upper) bounds on resident GiB per verdict; the margin (last variable) pushes each inside
+    regions = {"ok": (-np.inf, usable - longest), "kv_insufficient_for_max_model_len": (usable - longest, usable),
+               "no_kv_memory": (usable, base.gpu_memory_gib), "oom": (base.gpu_memory_gib, np.inf)}
+    lower = rows["status"].map(lambda s: regions[s][0]).to_numpy(float) - base.weights_gib
+    upper = rows["status"].map(lambda s: regions[s][1]).to_numpy(float) - base.weights_gib
+    a_ub, b_ub = [], []
+    for k in range(len(rows)):
+        if np.isfinite(upper[k]):
+            a_ub.append([*design[k], 1.0])
+            b_ub.append(upper[k])
+        if np.isfinite(lower[k]):
+            a_ub.append([*(-design[k]), 1.0])
+            b_ub.append(-lower[k])
+    a_ub, b_ub = np.array(a_ub), np.array(b_ub)
+    widest = linprog([0, 0, 0, -1], A_ub=a_ub, b_ub=b_ub, bounds=[(0, None), (0, None), (0, None), (None, 1.0)])
+    if not widest.success:
+        raise DataError(f"start-ups: no memory model explains them ({widest.message})")
+    # Activations and the per-slot constant trade off against each other at the boundaries: among models
+    # keeping half the widest margin, take the one whose activations are closest to the base's.
+    widest_margin = widest.x[3]
+    keep = np.c_[a_ub, np.zeros(len(a_ub))]
+    closeness = np.array([[1, 0, 0, 0, -1], [-1, 0, 0, 0, -1]], float)
+    solution = linprog([0, 0, 0, 0, 1], A_ub=np.vstack([keep, closeness]),
+                       b_ub=np.r_[b_ub, base.activation_gib, -base.activation_gib],
+                       bounds=[(0, None), (0, None), (0, None), (widest_margin / 2, 1.0), (0, None)])
+    activation, fixed, per_rank, margin = solution.x[:4] if solution.success else widest.x
+    memory = dataclasses.replace(base, activation_gib=float(activation), lora_slot_gib_fixed=float(fixed),
+                                 lora_slot_gib_per_rank=float(per_rank))
+    resident = base.weights_gib + design @ np.array([activation, fixed, per_rank])
+    agree = (resident >= lower + base.weights_gib - 1e-9) & (resident <= upper + base.weights_gib + 1e-9)
+    return memory, {"rows": len(rows), "failed_rows": int((rows["status"] != "ok").sum()),
+                    "margin_gib": float(margin), "verdicts_right_pct": float(100 * agree.mean())}
