@@ -3,7 +3,8 @@
 A row describes one vLLM benchmark run: the server flags (``srv_*``), the workload (per-adapter Poisson rates
 from ``bench_adapter_rates`` cycled over ``num_adapters`` adapters, or ``adapter_rate_values`` x
 ``adapter_rate_counts``; ranks cycled from ``dummy_lora_ranks_cycle``; ShareGPT or fixed-length prompts; or
-vLLM's ``--request-rate inf`` burst of ``bench_num_prompts``), the duration, and what was measured. Rows that
+vLLM's ``--request-rate inf`` burst of ``bench_num_prompts``, or ``bench_num_prompts`` at a per-adapter
+``bench_request_rate_by_lora``), the duration, and what was measured. Rows that
 cannot be replayed are reported with their CSV line number and the reason, never dropped silently.
 """
 
@@ -144,17 +145,24 @@ def _workload(row: dict, enable_lora: bool) -> WorkloadSpec:
         adapters = tuple(AdapterSpec(f"a{i}", ranks[i % len(ranks)], rate) for i, rate in enumerate(rates))
         return WorkloadSpec(adapters, lengths, ArrivalSpec("poisson"), float(row["bench_total_time"]),
                             name=str(row.get("exp_name", "")))
+    n_adapters = _prompt_adapters(row) if enable_lora else 1
+    per_adapter = row.get("bench_request_rate_by_lora")
+    if _finite(row.get("bench_num_prompts")) and _finite(per_adapter):
+        # The benchmark fork's per-LoRA rate: each adapter its own Poisson stream until the prompts are sent.
+        requests, rate = _int(row, "bench_num_prompts"), float(per_adapter)
+        adapters = tuple(AdapterSpec(f"a{i}", ranks[i % len(ranks)], rate) for i in range(n_adapters))
+        return WorkloadSpec(adapters, lengths, ArrivalSpec("poisson"), requests / (rate * n_adapters),
+                            num_requests=requests, name=str(row.get("exp_name", "")))
     if _finite(row.get("bench_num_prompts")) and str(row.get("bench_request_rate")) == "inf":
-        n_adapters = _burst_adapters(row) if enable_lora else 1
         adapters = tuple(AdapterSpec(f"a{i}", ranks[i % len(ranks)], 1.0) for i in range(n_adapters))
         return WorkloadSpec(adapters, lengths, ArrivalSpec("burst"), 1.0, num_requests=_int(row, "bench_num_prompts"),
                             name=str(row.get("exp_name", "")))
     raise DataError("bench_total_time / bench_num_prompts: neither a timed rate run nor a request-rate-inf burst")
 
 
-def _burst_adapters(row: dict) -> int:
-    """Adapters a burst run spread its prompts over: ``num_adapters``, else the benchmark's ``--restrict-loras``
-    (``bench_restrict_loras``, or the last field of the published LoRA-overhead runs' names
+def _prompt_adapters(row: dict) -> int:
+    """Adapters a run without a rate list spread its prompts over: ``num_adapters``, else the benchmark's
+    ``--restrict-loras`` (``bench_restrict_loras``, or the last field of the published LoRA-overhead runs' names
     ``_{max_num_seqs}_{max_loras}_{rank}__{input}_{output}_{restrict}``), else every slot."""
     for column in ("num_adapters", "bench_restrict_loras"):
         if _finite(row.get(column)):

@@ -280,8 +280,9 @@ def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, se
     frame = read_runs(runs)
     if group:
         try:
-            frame = frame[frame.get("dataset_group", pd.Series("", index=frame.index)).astype(str)
-                          .str.contains(group, regex=True)]
+            pattern = re.compile(group)
+            groups = frame.get("dataset_group", pd.Series("", index=frame.index)).astype(str)
+            frame = frame[groups.map(lambda g: pattern.search(g) is not None)]
         except re.error as exc:
             raise DataError(f"--group {group!r}: not a regular expression ({exc})") from None
         if frame.empty:

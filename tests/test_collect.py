@@ -48,10 +48,8 @@ def write_json(path, data) -> str:
 def test_collect_against_serve_reproduces_the_twin(tmp_path):
     """One simulated minute at speed 20 over HTTP: throughput within 5% of `simulate` on the same stream.
 
-    Measured with the README's "Real serving" commands on the 2-core dev box (three runs): throughput
-    1094.0-1094.2 vs 1094.4 tok/s, mean ITL 23.9-24.0 vs 24.1 ms, mean TTFT 361-365 vs 324 ms (wall-clock
-    HTTP and event-loop delays are multiplied by the speed: 2 ms of wall time is 40 ms here; 336 ms at
-    speed 5).
+    TTFT can only grow over HTTP: wall-clock HTTP and event-loop delays are multiplied by the speed (2 ms of
+    wall time is 40 ms of twin time here), more so on a busy machine; the bound allows 10 ms of wall time.
     """
     workload = write_json(tmp_path / "w.json", WORKLOAD)
     profile = load_profile(None)
@@ -65,7 +63,7 @@ def test_collect_against_serve_reproduces_the_twin(tmp_path):
     assert row["status"] == "ok" and row["speed"] == 20.0 and row["failed_requests"] == 0
     assert row["total_throughput_tok_s"] == pytest.approx(twin.total_throughput, rel=0.05)
     assert row["mean_itl_ms"] == pytest.approx(twin.mean_itl_ms, rel=0.15)
-    assert row["mean_ttft_ms"] == pytest.approx(twin.mean_ttft_ms, rel=0.5)
+    assert twin.mean_ttft_ms * 0.95 <= row["mean_ttft_ms"] <= twin.mean_ttft_ms + 20.0 * 10.0
     assert row["successful_requests"] + row["unfinished_requests"] == twin.arrived_requests
     assert row["model"] == profile.model and "twin" in row["vllm_version"] and row["npy_samples"] > 10
     assert (row["srv_max_loras"], row["srv_max_lora_rank"], row["srv_max_num_seqs"]) == (2, 16, 2048)  # as served
