@@ -174,20 +174,9 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Scorers
 
-    ``"twin"`` runs the Digital Twin for ``window_s`` simulated seconds, with requests drawn from the episode's
-    seed. After the first 20% of the window it compares, per GPU, the tokens of requests finishing with those
-    of requests arriving (in a window of minutes, requests still running at the end would otherwise count as
-    unserved), and calls the GPU starved when it served less than 90% and a request that arrived before the
-    last 10% of the window has not started (``adaptergym.envs.scoring.steady_state``). Short windows are
-    conservative: a GPU near its capacity, or with far fewer slots than adapters, can take minutes to settle
-    and is called starved until it does; a larger ``window_s`` settles more, at proportional cost.
-
-    ``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency); whether vLLM
-    starts is still the twin's exact memory check. ``"analytic"`` (fast mode while no surrogate is trained) is a
-    closed-form capacity from the profile's step-time model, optimistic by 8-20% at saturation and blind to adapter
-    loading and latency (``adaptergym.envs.scoring.AnalyticScorer``); it is only used when asked for by name.
-    ``"auto"`` is the surrogate when one is trained for the profile and the objective needs no latency, else the
-    twin. ``info["scorer"]`` always names the one used.
+    ``scorer`` picks who judges the episode: ``"twin"`` (the Digital Twin over ``window_s``), ``"surrogate"``
+    or ``"analytic"`` (fast mode), or ``"auto"``; ``adaptergym.envs.scoring`` says how each decides what a
+    GPU serves and whether it starves. ``info["scorer"]`` always names the one used.
 
     ## Version History
 

@@ -1,9 +1,21 @@
 """Scorers: what an environment asks at the end of an episode, "how does this placement serve its load?".
 
-``twin`` runs the Digital Twin over a short window; ``surrogate`` asks the learned per-GPU model of
-``adaptergym.surrogate`` (fast mode); ``analytic`` is a closed-form capacity estimate from the profile (fast,
-and cruder). All return a :class:`FleetScore` with the same fields, so an environment's reward does not depend
-on which one scored it (``info["scorer"]`` says which did).
+All return a :class:`FleetScore` with the same fields, so an environment's reward does not depend on which one
+scored it (``info["scorer"]`` says which did).
+
+``"twin"`` runs the Digital Twin for ``window_s`` simulated seconds, with requests drawn from the episode's
+seed. After the first 20% of the window it compares, per GPU, the tokens of requests finishing with those
+of requests arriving (in a window of minutes, requests still running at the end would otherwise count as
+unserved), and calls the GPU starved when it served less than 90% and a request that arrived before the
+last 10% of the window has not started (:func:`steady_state`). Short windows are conservative: a GPU near
+its capacity, or with far fewer slots than adapters, can take minutes to settle and is called starved until
+it does; a larger ``window_s`` settles more, at proportional cost.
+
+``"surrogate"`` asks the learned per-GPU model of ``adaptergym.surrogate`` (fast mode; no latency); whether
+vLLM starts is still the twin's exact memory check. ``"analytic"`` (fast mode while no surrogate is trained)
+is a closed-form capacity from the profile's step-time model, optimistic at saturation and blind to adapter
+loading and latency (:class:`AnalyticScorer`); it is only used when asked for by name. ``"auto"`` is the
+surrogate when one is trained for the profile and the objective needs no latency, else the twin.
 """
 
 from __future__ import annotations
