@@ -35,4 +35,5 @@ from baselines import (  # noqa: E402, F401
     exact,
     greedy,
     heuristics,
+    optuna_search,
 )

@@ -12,7 +12,14 @@ import numpy as np
 
 from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
-from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement, verify_gpu
+from adaptergym.placement import (
+    VERIFY_DURATION_S,
+    GpuAssignment,
+    GpuVerdict,
+    Placement,
+    Verification,
+    verify_gpu,
+)
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines.capacity import CapacityModel
@@ -91,7 +98,8 @@ def to_placement(groups: Sequence[Sequence[Copy]], max_loras: Sequence[int],
 
 class Verifier:
     """Per-GPU verification (:func:`adaptergym.placement.verify_gpu`) with a cache: a GPU whose adapters,
-    traffic shares and flags did not change is not simulated again."""
+    traffic shares and flags did not change is not simulated again (a cached verdict may carry another GPU
+    index than the one asked about; its figures are the same)."""
 
     def __init__(self, workload: WorkloadSpec, profile: TwinProfile, seed: int = 0,
                  duration_s: float = VERIFY_DURATION_S) -> None:
@@ -99,20 +107,24 @@ class Verifier:
         self.profile = profile
         self.seed = seed
         self.duration_s = duration_s
-        self._cache: dict[tuple, bool] = {}
+        self._cache: dict[tuple, GpuVerdict] = {}
         self.runs = 0
+
+    def verification(self, placement: Placement) -> Verification:
+        """What :func:`adaptergym.placement.verify` says of ``placement`` (same seed and duration)."""
+        copies = placement.copies()
+        return Verification(tuple(self.verdict(g, copies) for g in placement.assignments))
 
     def starved(self, placement: Placement) -> list[bool]:
         """Whether each GPU of ``placement`` starves alone on its share of the traffic."""
-        copies = placement.copies()
-        return [self.gpu_starved(g, copies) for g in placement.assignments]
+        return [g.starved for g in self.verification(placement).gpus]
 
-    def gpu_starved(self, gpu: GpuAssignment, copies: Counter[str]) -> bool:
+    def verdict(self, gpu: GpuAssignment, copies: Counter[str]) -> GpuVerdict:
         key = (gpu.adapters, tuple(copies[a] for a in gpu.adapters), gpu.max_loras, gpu.max_cpu_loras)
         if key not in self._cache:
             self.runs += 1
             self._cache[key] = verify_gpu(self.workload, gpu, copies, self.profile, seed=self.seed,
-                                          duration_s=self.duration_s).starved
+                                          duration_s=self.duration_s)
         return self._cache[key]
 
     def ok(self, placement: Placement) -> bool:

@@ -21,6 +21,7 @@ verified and repaired the same way: the same GPUs, no hot spot, so a lower p99 T
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -190,16 +191,20 @@ class _Packer:
         return groups
 
 
-def spread_into(groups: list[list[Copy]], copies: list[Copy], capacity: CapacityModel) -> list[list[Copy]] | None:
+def spread_into(groups: list[list[Copy]], copies: list[Copy], capacity: CapacityModel,
+                weights: Sequence[float] | None = None) -> list[list[Copy]] | None:
     """Add ``copies`` to ``groups`` (in place), largest first, each to the GPU left least loaded relative to its
-    capacity (at its ``max_lora_rank`` and adapter count once it joins), never two copies of one adapter on a
-    GPU; None if a copy has nowhere to go."""
+    capacity (at its ``max_lora_rank`` and adapter count once it joins) times its weight (default 1: an even
+    spread; the ``optuna`` policy searches uneven ones), never two copies of one adapter on a GPU; None if a
+    copy has nowhere to go."""
+    scale = list(weights) if weights is not None else [1.0] * len(groups)
     loads = [sum(c.load_tok_s for c in g) for g in groups]
     covers = [group_cover(g) if g else 0 for g in groups]
     members = [{c.index for c in g} for g in groups]
     for c in sorted(copies, key=lambda c: -c.load_tok_s):
-        options = [((loads[k] + c.load_tok_s) / capacity.admissible_tok_s(max(covers[k], c.rank), len(groups[k]) + 1),
-                    k) for k in range(len(groups)) if c.index not in members[k]]
+        options = [((loads[k] + c.load_tok_s)
+                    / (scale[k] * capacity.admissible_tok_s(max(covers[k], c.rank), len(groups[k]) + 1)), k)
+                   for k in range(len(groups)) if c.index not in members[k]]
         if not options:
             return None
         k = min(options)[1]
