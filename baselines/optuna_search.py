@@ -119,8 +119,8 @@ class OptunaPolicy:
 
     Args:
         objective: ``"gpus"`` (fewest GPUs without starvation) or ``"latency"`` (lowest p99 TTFT on that many).
-        n_trials: trials per study (the latency objective runs two studies); 20 took 20-90 s on 120-150
-            zipf-large adapters on the 2-core dev box (trials that starve simulate slowest).
+        n_trials: trials per study (the latency objective runs two studies); 40 took 44 s and 181 s on two
+            zipf-large workloads of 151 and 123 adapters on the 2-core dev box (starved trials simulate slowest).
         n_jobs: trials run in parallel threads (Optuna's ``n_jobs``).
         storage: an Optuna RDB URL shared by many workers (None: in memory, this process only).
         study_name: the study to join in ``storage`` (default: one per workload, profile, seed and objective).

@@ -20,6 +20,8 @@ COMMANDS = {
     "collect": "adaptergym.cli.collect:Collect",
     "sweep": "adaptergym.cli.sweep:Sweep",
     "surrogate": "adaptergym.cli.surrogate:SurrogateCommand",
+    "place": "adaptergym.cli.place:Place",
+    "leaderboard": "adaptergym.cli.leaderboard:Leaderboard",
 }
 
 
