@@ -131,12 +131,16 @@ def test_budget_max_loras_and_max_num_seqs_are_never_exceeded(case, seed):
 
     eng = engine_for(profile, draw_requests(spec, seed), jumps=False, max_loras=max_loras,
                      max_num_batched_tokens=budget, max_num_seqs=seqs)
-    while eng.now < 15.0 and not eng.drained:
+    for _ in range(200_000):  # bounded: a loop that stops advancing time fails instead of hanging
+        if eng.now >= 15.0 or eng.drained:
+            break
         idle = eng.n_running == 0 and eng.n_waiting == 0
-        eng.run_until((float(eng.arrival_s[eng.n_arrived]) if idle else eng.now) + 1e-9)  # exactly one step
+        # exactly one step (an arrival during the last step is already due: the next step takes it)
+        eng.run_until(max(eng.now, float(eng.arrival_s[eng.n_arrived]) if idle else eng.now) + 1e-9)
         tokens, adapters, sequences = eng.last_step
         assert tokens <= budget and adapters <= max_loras and sequences <= seqs
         assert 0 <= eng.free_blocks <= eng.total_blocks
+    assert eng.now >= 15.0 or eng.drained
     m = summarize(eng.record(15.0))
     assert m.total_throughput <= m.offered_throughput + 1e-9
     assert m.successful_requests + m.refused_requests <= m.arrived_requests
