@@ -66,7 +66,7 @@ class WaitingQueue:
             return heap[0][0] if heap else -1
         if not active:
             return -1
-        rid = min(self._head[a] for a in active)
+        rid = min(map(self._head.__getitem__, active))  # C-level loop: this runs once per admission attempt
         return rid if rid != NO_HEAD else -1
 
     def take(self, rid: int, adapter: int) -> None:
