@@ -17,7 +17,7 @@ from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.capacity import capacity_model
+from baselines.capacity import CapacityModel, capacity_model
 from baselines.common import (
     Copy,
     Verifier,
@@ -46,6 +46,18 @@ def _gpu_counts(workload: WorkloadSpec, profile: TwinProfile, copies: list[Copy]
     return list(range(start, max(start, len(copies)) + 1))
 
 
+def _hot_copies(workload: WorkloadSpec, model: CapacityModel) -> list[Copy]:
+    """The workload's adapters, hot ones replicated so each copy takes at most ``HOT_FILL`` of a GPU."""
+    return make_copies(workload, model, copies_needed(workload, model, HOT_FILL))
+
+
+def _servable(workload: WorkloadSpec, profile: TwinProfile) -> CapacityModel:
+    """The capacity model, after refusing a workload no GPU can serve (one-line error)."""
+    model = capacity_model(profile, workload.lengths)
+    model.check_servable(workload)
+    return model
+
+
 @dataclass
 class RoundRobinPolicy:
     """vLLM out of the box: copies dealt in workload order to ``N`` GPUs (copy ``k`` to GPU ``k mod N``),
@@ -60,9 +72,7 @@ class RoundRobinPolicy:
         check_objective(self.name, self.objective)
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = capacity_model(profile, workload.lengths)
-        model.check_servable(workload)
-        copies = make_copies(workload, model, copies_needed(workload, model, HOT_FILL))
+        copies = _hot_copies(workload, _servable(workload, profile))
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def deal(n: int) -> Placement:
@@ -87,9 +97,8 @@ class RandomPolicy:
         check_objective(self.name, self.objective)
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = capacity_model(profile, workload.lengths)
-        model.check_servable(workload)
-        copies = make_copies(workload, model, copies_needed(workload, model, HOT_FILL))
+        model = _servable(workload, profile)
+        copies = _hot_copies(workload, model)
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def draw(n: int) -> Placement:
@@ -118,8 +127,7 @@ class FirstFitDecreasingPolicy:
         check_objective(self.name, self.objective, ("gpus",))
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = capacity_model(profile, workload.lengths)
-        model.check_servable(workload)
+        model = _servable(workload, profile)
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def one(count: int) -> float:
@@ -148,8 +156,7 @@ class RankAwarePolicy:
         check_objective(self.name, self.objective, ("gpus",))
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = capacity_model(profile, workload.lengths)
-        model.check_servable(workload)
+        model = _servable(workload, profile)
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def pack(fill: float) -> Placement:
