@@ -241,6 +241,12 @@ class ReplicaEngine:
         if isinstance(rows, slice):
             self.n_running = rows.start
             return
+        if rows.size == 1:  # the usual case: shift the tail left by one (numpy handles the overlap)
+            r = int(rows[0])
+            self._r[:, r:n - 1] = self._r[:, r + 1:n]
+            self._r_last[r:n - 1] = self._r_last[r + 1:n]
+            self.n_running = n - 1
+            return
         keep = np.ones(n, bool)
         keep[rows] = False
         m = n - rows.size
