@@ -29,13 +29,13 @@ from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.record import RunRecord
 from adaptergym.workload.requests import RequestBatch
 
-#: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
 #: A long run is first simulated this long (s); if it keeps up there, the window stands for the whole run.
 STEADY_WINDOW_S = 900.0
 #: Keeping up: served throughput at least this share of the offered load...
 KEEPS_UP = 0.98
 #: ...and the waiting queue never longer than this share of the window's requests.
 KEEPS_UP_WAITING_SHARE = 0.01
+#: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
 ANCHOR_COLUMNS = {"total_throughput": "dt_total_throughput", "mean_itl_ms": "dt_itl", "mean_ttft_ms": "dt_ttft"}
 REPORT_METRICS = {"total_throughput": "total_throughput", "mean_itl_ms": "mean_itl", "mean_tpot_ms": "mean_tpot",
                   "mean_ttft_ms": "mean_ttft"}
@@ -106,7 +106,7 @@ class Report:
         """One row per replayed run: line, model, statuses, and each metric measured and predicted."""
         return pd.DataFrame([{"line": p.line, "run_id": p.run_id, "model": p.model, "status": p.measured_status,
                               "predicted_status": p.predicted_status,
-                              **{f"{m}": p.measured.get(m, math.nan) for m in REPORT_METRICS},
+                              **{m: p.measured.get(m, math.nan) for m in REPORT_METRICS},
                               **{f"{m}_twin": p.predicted.get(m, math.nan) for m in REPORT_METRICS}}
                              for p in self.predictions])
 
