@@ -88,25 +88,27 @@ class ReplicaEngine:
         self.generated = np.zeros(n, np.int64)  # tokens generated so far, kept for preempted/finished requests
         self.flags = bytearray(n)  # 0: ours, REFUSED: waiting queue was full, ROUTED_AWAY: another replica's
         self._last_token_s = np.full(n, np.nan)
-        self.waiting = WaitingQueue(len(self.adapter_ids))
+        self._active: set[int] = set()  # adapters with a request in the running batch
+        self.waiting = WaitingQueue(len(self.adapter_ids), self._active)
         self.n_arrived = 0
         self.n_refused = 0
-        # Running batch in admission order: one int matrix (a row per field) so compaction is one operation.
+        # Running batch in admission order: one int64 matrix (a row per field) so compaction is one operation;
+        # its last row holds float64 times (each request's last token, s), read through a float view.
         cap = max(1, self.max_seqs)
-        self._r = np.zeros((7, min(cap, max(n, 64))), np.int64)
-        self._r_last = np.zeros(self._r.shape[1])  # time of each request's last token, s
+        self._r = np.zeros((8, min(cap, max(n, 64))), np.int64)
         self._bind_rows()
         self.n_running = 0
         self._run_count = [0] * len(self.adapter_ids)
-        self._active: set[int] = set()
         self._rank_sum = 0
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
         self.last_step = (0, 0, 0)  # (tokens, distinct adapters, sequences) of the latest step, for checks
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
-        self.itl_counts = np.zeros(len(RAW_COUNTS))  # step counts weighted by the ITL gaps each step closes
-        self.step_counts = np.zeros(len(RAW_COUNTS))  # step counts summed over every step
+        self._itl_counts = np.zeros(len(RAW_COUNTS))  # step counts weighted by the ITL gaps each step closes
+        self._step_counts = np.zeros(len(RAW_COUNTS))  # step counts summed over every step
+        self._count_log: list[tuple[float, ...]] = []  # recent steps' counts, folded into the sums in blocks
+        self._gap_log: list[int] = []  # how many ITL gaps each of those steps closed
         self.area_running = 0.0
         self.area_waiting = 0.0
         self.area_kv_blocks = 0.0
@@ -115,7 +117,8 @@ class ReplicaEngine:
 
     def _bind_rows(self) -> None:
         (self._r_id, self._r_ntok, self._r_comp, self._r_out, self._r_gen, self._r_blocks,
-         self._r_adapter) = self._r  # ntok: prompt + generated tokens; comp: tokens whose KV is computed
+         self._r_adapter) = self._r[:7]  # ntok: prompt + generated tokens; comp: tokens whose KV is computed
+        self._r_last = self._r[7].view(np.float64)
 
     # ------------------------------------------------------------------ arrivals and routing
     @property
@@ -193,8 +196,11 @@ class ReplicaEngine:
         space = max(0, self.max_waiting - len(self.waiting))
         ours = [rid for rid in range(first, arrived) if flags[rid] == 0] if routed_away else range(first, arrived)
         if incoming > space:
-            for rid in ours[space:]:
-                flags[rid] = REFUSED
+            if routed_away:
+                for rid in ours[space:]:
+                    flags[rid] = REFUSED
+            else:
+                flags[first + space:arrived] = bytes((REFUSED,)) * (incoming - space)
             self.n_refused += incoming - space
             ours = ours[:space]
         self.waiting.push(ours, self._adapter_of)
@@ -205,10 +211,9 @@ class ReplicaEngine:
         k = self.n_running
         if k >= self._r.shape[1]:
             self._r = np.concatenate([self._r, np.zeros_like(self._r)], axis=1)
-            self._r_last = np.concatenate([self._r_last, np.zeros_like(self._r_last)])
             self._bind_rows()
         gen = int(self.generated[rid])
-        self._r[:, k] = (rid, self._prompt[rid] + gen, 0, self.output_tokens[rid], gen, 0, self._adapter_of[rid])
+        self._r[:7, k] = (rid, self._prompt[rid] + gen, 0, self.output_tokens[rid], gen, 0, self._adapter_of[rid])
         self._r_last[k] = self._last_token_s[rid]
         self.n_running = k + 1
 
@@ -217,6 +222,7 @@ class ReplicaEngine:
         load_ms = 0.0
         if self._run_count[adapter] == 0:
             self._active.add(adapter)
+            self.waiting.activate(adapter)
             self._rank_sum += self._ranks[adapter]
             if self.config.enable_lora:
                 load_ms = self.lora.activate(adapter, self._run_count)
@@ -241,17 +247,19 @@ class ReplicaEngine:
         if isinstance(rows, slice):
             self.n_running = rows.start
             return
-        if rows.size == 1:  # the usual case: shift the tail left by one (numpy handles the overlap)
-            r = int(rows[0])
-            self._r[:, r:n - 1] = self._r[:, r + 1:n]
-            self._r_last[r:n - 1] = self._r_last[r + 1:n]
-            self.n_running = n - 1
+        removed = rows.tolist()
+        if len(removed) <= 8:  # the usual case: close the gaps by shifting the runs between removed rows left
+            ends = [*removed[1:], n]
+            dst = removed[0]
+            for row, end in zip(removed, ends, strict=True):
+                self._r[:, dst:dst + end - row - 1] = self._r[:, row + 1:end]
+                dst += end - row - 1
+            self.n_running = dst
             return
         keep = np.ones(n, bool)
         keep[rows] = False
         m = n - rows.size
         self._r[:, :m] = self._r[:, :n][:, keep]
-        self._r_last[:m] = self._r_last[:n][keep]
         self.n_running = m
 
     # ------------------------------------------------------------------ scheduling
@@ -305,7 +313,7 @@ class ReplicaEngine:
         load_ms = 0.0
         bs, waiting, adapter_of = self.block_size, self.waiting, self._adapter_of
         while budget > 0 and self.n_running < self.max_seqs:
-            rid = waiting.peek(adapter_of, self._run_count, self._active, self.max_loras)
+            rid = waiting.peek(adapter_of, self.max_loras)
             if rid < 0:
                 break
             tokens = min(self._prompt[rid] + int(self.generated[rid]), budget)
@@ -350,13 +358,10 @@ class ReplicaEngine:
         if produced.all():  # no partial prefill chunk: work on slices, no gathers
             gaps = self._record_tokens(slice(0, s), end, step_ms)
         elif produced.any():
-            gaps = self._record_tokens(np.flatnonzero(produced), end, step_ms)
+            gaps = self._record_tokens(produced.nonzero()[0], end, step_ms)
         adapters = len(self._active)
-        counts = np.array((1, decode, tokens - decode, context, adapters, self._rank_sum, adapters * tokens,
-                           tokens > self.timer.graph_max_tokens, overhead_ms))
-        self.step_counts += counts
-        if gaps:
-            self.itl_counts += gaps * counts
+        self._log_counts((1, decode, tokens - decode, context, adapters, self._rank_sum, adapters * tokens,
+                          tokens > self.timer.graph_max_tokens, overhead_ms), gaps)
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         self.steps += 1
@@ -373,7 +378,7 @@ class ReplicaEngine:
         n_same = int(np.count_nonzero(last == self.now))
         if n_same:
             self.itl_hist[itl_bin(step_ms)] += n_same
-        firsts = np.flatnonzero(gen == 0)
+        firsts = (gen == 0).nonzero()[0]
         if n_same + firsts.size < gen.size:
             stalled = last[(gen > 0) & (last != self.now)]
             np.add.at(self.itl_hist, itl_bins((end - stalled) * 1000.0), 1)
@@ -384,7 +389,7 @@ class ReplicaEngine:
         if isinstance(rows, slice):  # ``gen`` is a view: the batch is updated in place
             self._r_ntok[rows] += 1
             self._r_last[rows] = end
-            done = np.flatnonzero(gen >= self._r_out[rows])
+            done = (gen >= self._r_out[rows]).nonzero()[0]
         else:
             self._r_gen[rows] = gen
             self._r_ntok[rows] += 1
@@ -394,6 +399,34 @@ class ReplicaEngine:
             self.finish_s[self._r_id[done]] = end
             self._remove_running(done)
         return n_same
+
+    def _log_counts(self, counts: tuple[float, ...], gaps: int) -> None:
+        """Add one step's (or jump's) ``RAW_COUNTS``; kept in a list and summed in blocks, which is cheaper
+        per step than numpy arithmetic on a 9-vector."""
+        self._count_log.append(counts)
+        self._gap_log.append(gaps)
+        if len(self._gap_log) >= 4096:
+            self._fold_counts()
+
+    def _fold_counts(self) -> None:
+        if self._gap_log:
+            counts = np.array(self._count_log, float)
+            self._step_counts += counts.sum(axis=0)
+            self._itl_counts += np.array(self._gap_log, float) @ counts
+            self._count_log.clear()
+            self._gap_log.clear()
+
+    @property
+    def step_counts(self) -> np.ndarray:
+        """``RAW_COUNTS`` summed over every step."""
+        self._fold_counts()
+        return self._step_counts
+
+    @property
+    def itl_counts(self) -> np.ndarray:
+        """``RAW_COUNTS`` summed over steps, each weighted by the inter-token gaps it closed."""
+        self._fold_counts()
+        return self._itl_counts
 
     def _account(self, dt_s: float, running: int, waiting: int, used_blocks: float) -> None:
         self.area_running += running * dt_s
@@ -446,15 +479,13 @@ class ReplicaEngine:
         bins = itl_bins(durations_ms)
         np.add.at(self.itl_hist, bins, n)
         adapters = len(self._active)
-        counts = k * np.array((1, n, 0, context0 + n * (k - 1) / 2, adapters, self._rank_sum, adapters * n,
-                               n > self.timer.graph_max_tokens, overhead_ms))
-        self.step_counts += counts
-        self.itl_counts += n * counts
+        self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * self._rank_sum,
+                          k * adapters * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
         self._account(total_ms / 1000.0, n, 0, used_mean)
         self.now = end
         self.steps += k
-        done = np.flatnonzero(gen >= out)
+        done = (gen >= out).nonzero()[0]
         if done.size:
             self.finish_s[self._r_id[done]] = end
             self._remove_running(done)

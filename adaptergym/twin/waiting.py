@@ -2,7 +2,8 @@
 
 Order is FCFS by request id, with preempted requests in front (most recently preempted first). vLLM walks the
 queue and skips a request whose adapter would exceed ``max_loras`` distinct adapters in the batch. Keeping one
-FIFO per adapter plus a heap of their heads gives the same order without walking past skipped requests.
+FIFO per adapter plus a heap of their heads gives the same order without walking past skipped requests; a second
+heap holds the heads of adapters in the running batch, for when every slot is taken.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ NO_HEAD = 1 << 62
 
 
 class WaitingQueue:
-    """Preempted requests first, then per-adapter FIFOs merged by request id."""
+    """Preempted requests first, then per-adapter FIFOs merged by request id.
 
-    def __init__(self, n_adapters: int) -> None:
+    ``active`` is the engine's set of adapters in the running batch (shared, not copied); the engine calls
+    :meth:`activate` when an adapter enters it.
+    """
+
+    def __init__(self, n_adapters: int, active: set[int]) -> None:
         self.preempted: deque[int] = deque()
         self._fifo: list[deque[int]] = [deque() for _ in range(n_adapters)]
         self._head = [NO_HEAD] * n_adapters
-        self._heap: list[tuple[int, int]] = []  # (head id, adapter); stale entries are skipped lazily
+        self._active = active
+        # Heaps of (head id, adapter); entries whose head moved on (or whose adapter left the batch, for the
+        # second) are stale and skipped lazily.
+        self._heap: list[tuple[int, int]] = []
+        self._active_heap: list[tuple[int, int]] = []
         self.fresh = 0
         self.last_position = -1
 
@@ -32,15 +41,25 @@ class WaitingQueue:
         self._fifo += [deque() for _ in range(count)]
         self._head += [NO_HEAD] * count
 
+    def _new_head(self, adapter: int, rid: int) -> None:
+        self._head[adapter] = rid
+        heapq.heappush(self._heap, (rid, adapter))
+        if adapter in self._active:
+            heapq.heappush(self._active_heap, (rid, adapter))
+
+    def activate(self, adapter: int) -> None:
+        """``adapter`` just entered the running batch: its head becomes a candidate when no slot is free."""
+        if self._head[adapter] != NO_HEAD:
+            heapq.heappush(self._active_heap, (self._head[adapter], adapter))
+
     def push(self, rids: Iterable[int], adapter_of: Sequence[int]) -> None:
         """Append newly arrived requests (ids increasing)."""
-        fifo, head, heap = self._fifo, self._head, self._heap
+        fifo = self._fifo
         for rid in rids:
             adapter = adapter_of[rid]
             queue = fifo[adapter]
             if not queue:
-                head[adapter] = rid
-                heapq.heappush(heap, (rid, adapter))
+                self._new_head(adapter, rid)
             queue.append(rid)
             self.fresh += 1
 
@@ -48,26 +67,27 @@ class WaitingQueue:
         """Put preempted requests in front; vLLM preempts newest first, so the oldest ends up first in line."""
         self.preempted.extendleft(reversed(rids_newest_last))
 
-    def peek(self, adapter_of: Sequence[int], run_count: Sequence[int], active: set[int], max_loras: int) -> int:
+    def peek(self, adapter_of: Sequence[int], max_loras: int) -> int:
         """Id of the request vLLM would admit next (skipping adapters without a slot), or -1.
 
         ``last_position`` records where it was found (its index among preempted requests, or -1) for :meth:`take`.
         """
+        active, head = self._active, self._head
         free_slot = len(active) < max_loras
         for position, rid in enumerate(self.preempted):
-            if free_slot or run_count[adapter_of[rid]] > 0:
+            if free_slot or adapter_of[rid] in active:
                 self.last_position = position
                 return rid
         self.last_position = -1
         if free_slot:
-            heap, head = self._heap, self._head
+            heap = self._heap
             while heap and heap[0][0] != head[heap[0][1]]:
                 heapq.heappop(heap)
-            return heap[0][0] if heap else -1
-        if not active:
-            return -1
-        rid = min(map(self._head.__getitem__, active))  # C-level loop: this runs once per admission attempt
-        return rid if rid != NO_HEAD else -1
+        else:
+            heap = self._active_heap
+            while heap and (heap[0][1] not in active or heap[0][0] != head[heap[0][1]]):
+                heapq.heappop(heap)
+        return heap[0][0] if heap else -1
 
     def take(self, rid: int, adapter: int) -> None:
         """Remove the request :meth:`peek` just returned."""
@@ -78,7 +98,6 @@ class WaitingQueue:
         queue.popleft()
         self.fresh -= 1
         if queue:
-            self._head[adapter] = queue[0]
-            heapq.heappush(self._heap, (queue[0], adapter))
+            self._new_head(adapter, queue[0])
         else:
             self._head[adapter] = NO_HEAD
