@@ -76,10 +76,11 @@ class ReplicaEngine:
         # Per-request inputs and results (grown by ``submit`` in online use).
         n = len(requests)
         self.n_requests = n
-        self.arrival_s = requests.arrival_s.copy()
-        self.adapter = requests.adapter.copy()
-        self.input_tokens = requests.input_tokens.copy()
-        self.output_tokens = requests.output_tokens.copy()
+        # The request arrays are only read (``submit`` writes into the arrays ``_grow`` makes), so not copied.
+        self.arrival_s = requests.arrival_s
+        self.adapter = requests.adapter
+        self.input_tokens = requests.input_tokens
+        self.output_tokens = requests.output_tokens
         self._adapter_of = self.adapter.tolist()
         self._prompt = self.input_tokens.tolist()
         self.first_token_s = np.full(n, np.nan)
@@ -521,7 +522,7 @@ class ReplicaEngine:
         """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out)."""
         n = self.n_requests
         flags = np.frombuffer(bytes(self.flags), np.uint8)[:n]
-        mine = flags != ROUTED_AWAY
+        mine = flags != ROUTED_AWAY if ROUTED_AWAY in self.flags else slice(None)  # a view when all are ours
         sim_time = max(self.now, 1e-12)
         return RunRecord(
             startup=self.startup,
