@@ -75,21 +75,39 @@ def test_same_seed_identical_metrics_and_other_seed_differs():
     assert a.total_throughput != c.total_throughput
 
 
-def test_decode_jumps_change_nothing():
+@pytest.mark.parametrize("adapters, rates, max_loras, pressure", [
+    (6, [2.0, 1.0], 3, "kv"),  # KV pressure: preemptions inside and around jumps
+    (16, [0.05], 2, "slots"),  # requests wait for a slot while the batch decodes: jumps with a waiting queue
+])
+def test_decode_jumps_change_nothing(adapters, rates, max_loras, pressure):
     profile = toy_profile(kv_tokens=4000, max_model_len=512)
-    w = cycled_workload(6, [2.0, 1.0], [8, 16], duration_s=60)
+    w = cycled_workload(adapters, rates, [8, 16], duration_s=60)
     from adaptergym.simulation import draw_requests
 
     req = draw_requests(w, seed=1)
-    records = []
+    records, step_calls = [], []
     for jumps in (True, False):
-        eng = engine_for(profile, req, jumps=jumps, max_loras=3)
+        eng = engine_for(profile, req, jumps=jumps, max_loras=max_loras)
+        calls = 0
+        step = eng.step
+
+        def counted_step(step=step) -> bool:
+            nonlocal calls
+            calls += 1
+            return step()
+
+        eng.step = counted_step
         eng.run_until(60.0)
         records.append(summarize(eng.record(60.0)))
-    assert records[0].preemptions > 0  # the case exercises KV pressure
-    for field in ("successful_requests", "preemptions", "steps", "loads_from_cpu"):
+        step_calls.append(calls)
+    if pressure == "kv":
+        assert records[0].preemptions > 0
+    else:
+        assert records[0].mean_waiting > 1.0
+    assert step_calls[0] < 0.5 * step_calls[1]  # the jumps did most of the work
+    for field in ("successful_requests", "preemptions", "steps", "loads_from_cpu", "loads_from_disk"):
         assert getattr(records[0], field) == getattr(records[1], field)
-    for field in ("total_throughput", "mean_ttft_ms", "mean_itl_ms", "p99_ttft_ms"):
+    for field in ("total_throughput", "mean_ttft_ms", "mean_itl_ms", "p99_ttft_ms", "mean_waiting"):
         assert getattr(records[0], field) == pytest.approx(getattr(records[1], field), rel=1e-9)
 
 

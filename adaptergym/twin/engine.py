@@ -6,9 +6,9 @@ then admits waiting requests FCFS (preempted ones first) unless a preemption hap
 request whose adapter would exceed ``max_loras`` distinct adapters in the batch is skipped, not blocking.
 
 Running-request state lives in numpy arrays, so a step costs a handful of vector operations rather than one
-Python iteration per request; and runs of pure-decode steps with nothing waiting are advanced in one jump
-(step times form an arithmetic series because only the context grows), up to the next arrival, finish or
-KV-block shortage.
+Python iteration per request; and runs of pure-decode steps in which no waiting request can be admitted
+(nothing waits, or what waits needs an adapter slot) are advanced in one jump (step times form an arithmetic
+series because only the context grows), up to the next arrival, finish or KV-block shortage.
 """
 
 from __future__ import annotations
@@ -440,21 +440,22 @@ class ReplicaEngine:
     def _decode_jump(self, t_limit: float) -> bool:
         """Advance k >= 2 identical pure-decode steps at once; False when the state does not allow it.
 
-        Allowed when nothing waits, every running request decodes (one token each, all within the token
-        budget) and produced a token in the previous step. k stops at the first finish, at the last step
-        starting before ``t_limit`` (the next arrival or the run's end), and before KV blocks run out, so no
-        event is skipped.
+        Allowed when no waiting request can be admitted (:meth:`_nothing_admissible`), every running request
+        decodes (one token each, all within the token budget) and produced a token in the previous step. k stops
+        at the first finish (which may free an adapter slot), at the last step starting before ``t_limit`` (the
+        next arrival or the run's end), and before KV blocks run out, so no event is skipped.
         """
         n, bs = self.n_running, self.block_size
         comp, ntok = self._r_comp[:n], self._r_ntok[:n]
-        if len(self.waiting) or n > self.budget or not (ntok - comp == 1).all():
+        if n > self.budget or not self._nothing_admissible() or not (ntok - comp == 1).all():
             return False
         if not (self._r_last[:n] == self.now).all():
             return False
         gen, out = self._r_gen[:n], self._r_out[:n]
         k = int((out - gen).min())
         context0 = int(comp.sum()) + n
-        overhead_ms = self.timer.scheduler_ms(n, 0)
+        waiting = len(self.waiting)
+        overhead_ms = self.timer.scheduler_ms(n, waiting)
         d0 = self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum) + overhead_ms
         delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
         k = min(k, _steps_before(t_limit - self.now, d0, delta))
@@ -483,7 +484,7 @@ class ReplicaEngine:
         self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * self._rank_sum,
                           k * adapters * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
-        self._account(total_ms / 1000.0, n, 0, used_mean)
+        self._account(total_ms / 1000.0, n, waiting, used_mean)
         self.now = end
         self.steps += k
         done = (gen >= out).nonzero()[0]
@@ -491,6 +492,18 @@ class ReplicaEngine:
             self.finish_s[self._r_id[done]] = end
             self._remove_running(done)
         return True
+
+    def _nothing_admissible(self) -> bool:
+        """Whether the next step would admit no waiting request; until a request finishes or arrives this
+        stays so (the batch keeps its adapters and sequences, free KV blocks only shrink)."""
+        n = self.n_running
+        if not len(self.waiting) or n >= self.max_seqs or n >= self.budget:
+            return True
+        rid = self.waiting.peek(self._adapter_of, self.max_loras)
+        if rid < 0:
+            return True
+        tokens = min(self._prompt[rid] + int(self.generated[rid]), self.budget - n)
+        return -(-tokens // self.block_size) > self.free_blocks
 
     # ------------------------------------------------------------------ driving
     def run_until(self, t_stop: float) -> None:
