@@ -270,14 +270,15 @@ class ReplicaEngine:
         if n == 0:
             return np.zeros(0, np.int64), self.budget, False
         new = self._r_ntok[:n] - self._r_comp[:n]
-        cum = np.cumsum(new)
-        if cum[-1] > self.budget:
+        total = int(new.sum())
+        if total > self.budget:  # the budget runs out inside the batch: cut there
+            cum = np.cumsum(new)
             s = int(np.searchsorted(cum, self.budget, side="left")) + 1
             new = new[:s]
             new[-1] -= int(cum[s - 1]) - self.budget
             budget_left = 0
         else:
-            s, budget_left = n, self.budget - int(cum[-1])
+            s, budget_left = n, self.budget - total
         need = (self._r_comp[:s] + new + (bs - 1)) // bs - self._r_blocks[:s]
         total_need = int(need.sum())
         if total_need <= self.free_blocks:
