@@ -13,7 +13,9 @@ function, :func:`verify`, judges them all the same way::
 evenly, so each GPU serves ``rate / copies`` of it. GPU ``k`` is judged alone on its share
 (:func:`gpu_workload`): exactly the run ``adaptergym simulate --workload gpu_k.json --max-loras M
 --max-cpu-loras C --duration D --seed S`` makes (:meth:`GpuVerdict.simulate_command` spells it), with the
-papers' starvation rule over the whole run (served tokens/s 10% or more short of offered). This is the
+papers' starvation rule over the whole run (served tokens/s 10% or more short of offered); ``D`` is the
+verification window, stretched for a GPU too lightly loaded to see :data:`MIN_VERIFIED_REQUESTS` requests in
+it. This is the
 fleet twin run under even routing in distribution: ``simulate_placement(..., router="even")`` deals each
 replicated adapter's requests round-robin, which gives every copy a share of ``rate / copies`` too, and
 replicas never interact; the per-GPU runs differ from it only in which random requests each GPU draws
@@ -42,6 +44,10 @@ from adaptergym.workload import AdapterSpec, WorkloadSpec
 #: Simulated seconds a placement is verified over unless asked otherwise (the papers' runs last an hour;
 #: ten minutes keeps a 300-adapter verification well under a second and still spans thousands of requests).
 VERIFY_DURATION_S = 600.0
+#: A GPU too lightly loaded to see this many requests in the verification window is simulated for longer, until
+#: it expects to: with a few dozen requests, one long request still running at the end is 10% of the tokens
+#: and the 90% rule would call an idle GPU starved.
+MIN_VERIFIED_REQUESTS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +162,7 @@ class GpuVerdict:
         """The CLI run that reproduces this verdict, given this GPU's :func:`gpu_workload` saved as JSON."""
         c = self.config
         return (f"adaptergym simulate --workload {workload_path} --max-loras {c.max_loras} --max-cpu-loras "
-                f"{c.max_cpu_loras} --max-lora-rank {c.max_lora_rank} --duration {self.duration_s:g} "
+                f"{c.max_cpu_loras} --max-lora-rank {c.max_lora_rank} --duration {self.duration_s:.12g} "
                 f"--seed {self.seed} --json")
 
 
@@ -188,9 +194,11 @@ class Verification:
 
 def verify_gpu(workload: WorkloadSpec, assignment: GpuAssignment, copies: Counter[str], profile: TwinProfile,
                *, seed: int = 0, duration_s: float = VERIFY_DURATION_S) -> GpuVerdict:
-    """Simulate one GPU alone on its share of ``workload`` (what ``adaptergym simulate`` runs for it)."""
+    """Simulate one GPU alone on its share of ``workload`` (what ``adaptergym simulate`` runs for it) for
+    ``duration_s``, or longer when its share is too light for :data:`MIN_VERIFIED_REQUESTS` requests."""
     share = gpu_workload(workload, assignment, copies)
     config = assignment.config([a.rank for a in share.adapters]).resolved(profile)
+    duration_s = max(duration_s, MIN_VERIFIED_REQUESTS / max(share.total_rate, 1e-9))
     record = run_replica(profile, config, draw_requests(share, seed, duration_s))
     done = np.isfinite(record.finish_s) & (record.finish_s <= record.duration_s + 1e-9)
     ttft = (record.first_token_s[done] - record.arrival_s[done]) * 1000.0
