@@ -9,8 +9,14 @@ import pytest
 
 from adaptergym import ReplicaPlan, ServerConfig, load_profile, simulate_placement
 from adaptergym.cli.main import main
-from adaptergym.placement import (MIN_VERIFIED_REQUESTS, VERIFY_DURATION_S, GpuAssignment, Placement, gpu_workload,
-                                  verify)
+from adaptergym.placement import (
+    MIN_VERIFIED_REQUESTS,
+    VERIFY_DURATION_S,
+    GpuAssignment,
+    Placement,
+    gpu_workload,
+    verify,
+)
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 
 PROFILE = load_profile(None)

@@ -533,7 +533,11 @@ class ReplicaEngine:
         return self.n_arrived >= self.n_requests and self.n_running == 0 and not len(self.waiting)
 
     def record(self, duration_s: float) -> RunRecord:
-        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out)."""
+        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out).
+
+        When every request is this replica's the arrays are views of the engine's, not copies: take the record
+        once the run is over, or copy what must outlive further steps (as ``RunRecord.arrived_before`` does).
+        """
         n = self.n_requests
         flags = np.frombuffer(bytes(self.flags), np.uint8)[:n]
         mine = flags != ROUTED_AWAY if ROUTED_AWAY in self.flags else slice(None)  # a view when all are ours
