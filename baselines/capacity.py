@@ -10,6 +10,15 @@ time; fewer slots add loads), so the grid point bounds the counts up to the next
 papers' rule) when it serves less than 90% of what it is offered, so a starvation-free GPU is offered at most
 ``peak / 0.9``: :meth:`CapacityModel.admissible_tok_s`.
 
+``edge_tok_s(rank, adapters)`` is what the lower bound uses instead: the largest offered load the twin serves
+without starving such a GPU, judged as placement verification judges (:data:`VERIFY_DURATION_S`, the 90%
+rule), found by bisection below ``peak / 0.9`` and rounded up. It is lower than ``peak / 0.9``, far lower with
+many adapters: the peak is measured with a deep queue, where the scheduler keeps batching adapters that hold a
+slot, while at the edge of starvation every adapter must be cycled through the slots
+(``python examples/bound_tightness.py``). Edges cost about 35 s per rank class, so the default profile's
+edges at ShareGPT lengths ship in ``adaptergym/data/capacity/`` (``python -m baselines.edge_table`` writes
+them again); other profiles and lengths measure theirs on first use.
+
 The model's one assumption: a GPU's adapters share its traffic about evenly. A GPU holding one very hot adapter
 and many cold ones behaves like a GPU with fewer adapters, so it can exceed its count's peak.
 """
@@ -24,10 +33,14 @@ import numpy as np
 
 from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
 from adaptergym.errors import WorkloadError
-from adaptergym.metrics import STARVATION_THRESHOLD
+from adaptergym.metrics import STARVATION_THRESHOLD, summarize
+from adaptergym.placement import VERIFY_DURATION_S
 from adaptergym.profile import TwinProfile
+from adaptergym.simulation import draw_requests
+from adaptergym.twin import ServerConfig, run_replica
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
-from adaptergym.workload import LengthSpec, WorkloadSpec
+from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
+from baselines.edge_table import shipped_edges
 
 #: Simulated seconds of each peak measurement (its second half is measured).
 PEAK_WINDOW_S = 240.0
@@ -35,6 +48,8 @@ PEAK_WINDOW_S = 240.0
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: From this count on, fewer slots than adapters are tried too (count / 2, count / 4): at saturation they serve more.
 FEWER_SLOTS_FROM = 16
+#: Bisection steps of an edge measurement, between half of ``peak / 0.9`` and ``peak / 0.9`` (precision 1.6%).
+EDGE_STEPS = 5
 
 
 @dataclass
@@ -53,6 +68,7 @@ class CapacityModel:
     tokens_per_request: float = field(init=False)
     max_slots: dict[int, int] = field(init=False)
     _peak: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
+    _edge: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.tokens_per_request = mean_request_tokens(self.lengths)
@@ -68,14 +84,40 @@ class CapacityModel:
         """Saturated tokens/s of one GPU whose ``max_lora_rank`` covers ``rank`` holding ``adapters`` adapters."""
         cover, count = rank_cover(rank), self.grid_count(adapters)
         if (cover, count) not in self._peak:
-            cap = max(1, self.max_slots[cover])
-            levels = {min(count, cap)}
-            if count >= FEWER_SLOTS_FROM:
-                levels |= {min(count // 2, cap), min(count // 4, cap)}
             self._peak[(cover, count)] = max(
                 saturated_throughput(self.profile, self.lengths, adapters=count, rank=cover, max_loras=level,
-                                     duration_s=PEAK_WINDOW_S) for level in sorted(levels))
+                                     duration_s=PEAK_WINDOW_S) for level in self._levels(cover, count))
         return self._peak[(cover, count)]
+
+    def _levels(self, cover: int, count: int) -> list[int]:
+        """The ``max_loras`` levels a GPU of ``count`` adapters is measured at (fewer slots too from
+        :data:`FEWER_SLOTS_FROM` adapters on), within what starts at its rank."""
+        cap = max(1, self.max_slots[cover])
+        divisors = (1, 2, 4) if count >= FEWER_SLOTS_FROM else (1,)
+        return sorted({min(count // d, cap) for d in divisors})
+
+    def edge_tok_s(self, rank: int, adapters: int = 1) -> float:
+        """The most offered tokens/s the twin serves without starving a GPU (``max_lora_rank`` covering
+        ``rank``, ``adapters`` equal-rate adapters, best level) under placement verification (module doc)."""
+        cover, count = rank_cover(rank), self.grid_count(adapters)
+        if (cover, count) not in self._edge:
+            self._edge.update(shipped_edges(self.profile, self.lengths))
+        if (cover, count) not in self._edge:
+            low, high = 0.5 * self.admissible_tok_s(cover, count), self.admissible_tok_s(cover, count)
+            for _ in range(EDGE_STEPS):
+                mid = (low + high) / 2
+                served = max(self._served_share(cover, count, level, mid) for level in self._levels(cover, count))
+                low, high = (mid, high) if served >= 1.0 - STARVATION_THRESHOLD else (low, mid)
+            self._edge[(cover, count)] = high
+        return self._edge[(cover, count)]
+
+    def _served_share(self, cover: int, count: int, max_loras: int, load_tok_s: float) -> float:
+        rate = load_tok_s / self.tokens_per_request / count
+        spec = WorkloadSpec(tuple(AdapterSpec(f"edge-{i}", cover, rate) for i in range(count)), self.lengths,
+                            duration_s=VERIFY_DURATION_S)
+        config = ServerConfig(max_loras=max_loras, max_cpu_loras=count, max_lora_rank=cover).resolved(self.profile)
+        metrics = summarize(run_replica(self.profile, config, draw_requests(spec, 0, VERIFY_DURATION_S)))
+        return metrics.total_throughput / metrics.offered_throughput
 
     def admissible_tok_s(self, rank: int, adapters: int = 1) -> float:
         """The most offered tokens/s a GPU (``max_lora_rank`` covering ``rank``, ``adapters`` adapters) can take
@@ -103,3 +145,4 @@ def capacity_model(profile: TwinProfile, lengths: LengthSpec) -> CapacityModel:
     if key not in _MODELS:
         _MODELS[key] = CapacityModel(profile, lengths)
     return _MODELS[key]
+

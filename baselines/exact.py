@@ -4,16 +4,19 @@ divided by.
 **Capacity model** (:mod:`baselines.capacity`). A GPU whose ``max_lora_rank`` covers rank ``r`` and that holds
 ``c`` adapters serves at most ``peak(r, c)`` tokens/s (the twin's saturated throughput with ``c`` equal-rate
 adapters at its best slot level, read at the grid count at or below ``c``), and is starvation-free only if it
-is offered at most ``A(r, c) = peak(r, c) / 0.9`` tokens/s (the papers' rule: served >= 90% of offered).
-Offered loads are expected ones: rate x mean prompt + output tokens of the workload's length distribution.
+is offered at most ``A(r, c) = peak(r, c) / 0.9`` tokens/s (the papers' rule: served >= 90% of offered). The
+bound uses the tighter ``E(r, c)``, the largest load the twin serves without starving such a GPU under
+placement verification (``CapacityModel.edge_tok_s``): at the edge of starvation the queue is short and every
+adapter cycles through the slots, so ``E`` falls well below ``A`` as ``c`` grows. Offered loads are expected
+ones: rate x mean prompt + output tokens of the workload's length distribution.
 
 **Lower bound** (:func:`lower_bound_gpus`). GPU *types* ``t = (k, b)``: rank class ``k`` (the vLLM
 ``max_lora_rank`` values covering the workload's adapters) and count bucket ``b`` (adapters from grid count
-``g_b`` up to the next grid count, exclusive; capacity ``A(k, g_b)``). The MILP chooses integer ``n_t`` GPUs of
+``g_b`` up to the next grid count, exclusive; capacity ``E(k, g_b)``). The MILP chooses integer ``n_t`` GPUs of
 each type, adapter copies ``x_jt >= 0`` and load ``f_jt >= 0`` of class ``j <= k`` on them, with every class's
 adapters placed at least once (``sum_t x_jt >= N_j``) and its load placed (``sum_t f_jt = L_j``), each type's
 copies within its bucket (``sum_j x_jt <= (g_{b+1} - 1) n_t``) and load within its capacity (``sum_j f_jt <=
-A_t n_t``), and no copy carrying more than one GPU (``f_jt <= A_t x_jt``); it minimises ``sum_t n_t``. Any
+E_t n_t``), and no copy carrying more than one GPU (``f_jt <= E_t x_jt``); it minimises ``sum_t n_t``. Any
 starvation-free placement is a feasible point (type each GPU by its largest adapter and its adapter count), so
 under the capacity model the optimum bounds every placement from below. Copies and loads are continuous, so it
 is cheap on any workload size. It ignores what else costs capacity (adapter loads below saturation, queueing,
@@ -23,8 +26,8 @@ uneven splits), which is why real placements sit above it.
 ``ceil`` as many copies, each its even share, on distinct GPUs): each GPU takes one type, holds at most as many
 adapters as its bucket and the slots that start at its rank allow (every adapter gets a slot: ``max_loras`` =
 its adapter count), and is offered at most ``fill x A_t``; solved to optimality with ``scipy.optimize.milp``
-(HiGHS). ``fill`` starts at 1 (the bound's own capacity: a placement that verifies there is optimal for the
-twin too) and steps down by 0.05 until the twin verifies the placement. Binary variables grow as adapters x
+(HiGHS). ``fill`` starts at 1 (``A_t`` is at least the edge, so no placement the twin verifies packs tighter)
+and steps down by 0.05 until the twin verifies the placement. Binary variables grow as adapters x
 GPUs, so it refuses workloads of more than ``max_adapters`` adapters.
 """
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,12 +72,13 @@ BOUND_TIME_LIMIT_S = 5.0
 FILLS = tuple(np.round(np.arange(1.0, 0.24, -0.05), 2))
 
 
-def gpu_types(model: CapacityModel, covers: list[int], adapters: int) -> list[tuple[int, int, int, float]]:
-    """GPU types of the capacity model for a workload of ``adapters`` adapters: ``(class index, cover, most
-    adapters, admissible tokens/s)`` per rank class and count bucket (module doc)."""
+def gpu_types(covers: list[int], adapters: int,
+              capacity: Callable[[int, int], float]) -> list[tuple[int, int, int, float]]:
+    """GPU types for a workload of ``adapters`` adapters: ``(class index, cover, most adapters, capacity
+    tokens/s)`` per rank class and count bucket (module doc); ``capacity(cover, grid count)``."""
     grid = [g for g in COUNTS if g <= max(adapters, 1)]
     tops = [nxt - 1 for nxt in grid[1:]] + [max(adapters, 1)]
-    return [(k, cover, top, model.admissible_tok_s(cover, low))
+    return [(k, cover, top, capacity(cover, low))
             for k, cover in enumerate(covers) for low, top in zip(grid, tops, strict=True)]
 
 
@@ -85,7 +90,7 @@ def lower_bound_gpus(workload: WorkloadSpec, profile: TwinProfile) -> int:
     covers = sorted({rank_cover(a.rank) for a in workload.adapters})
     groups = _load_groups(workload, model, covers)
     cls, size, loads, hottest = (np.array(column) for column in zip(*groups, strict=True))
-    types = gpu_types(model, covers, len(workload.adapters))
+    types = gpu_types(covers, len(workload.adapters), model.edge_tok_s)
     kind = np.array([k for k, *_ in types])
     top = np.array([float(t) for _, _, t, _ in types])
     admissible = np.array([a for *_, a in types])
@@ -186,7 +191,7 @@ def solve_packing(copies: list[Copy], model: CapacityModel, fill: float,
     start = first_fit_decreasing(copies, lambda cover, count: fill * model.admissible_tok_s(cover, count), model)
     n, g_max = len(copies), len(start)
     covers = sorted({rank_cover(c.rank) for c in copies})
-    types = gpu_types(model, covers, len({c.index for c in copies}))
+    types = gpu_types(covers, len({c.index for c in copies}), model.admissible_tok_s)
     m = len(types)
     cls_of = [covers.index(rank_cover(c.rank)) for c in copies]
     nx = n * g_max
