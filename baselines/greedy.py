@@ -12,6 +12,10 @@
    A starved GPU is split in two (its copies dealt alternately by decreasing load), or, when it holds one copy,
    that adapter gets one more copy (its traffic is re-split); ``max_loras`` of changed GPUs is chosen again by
    the surrogate, and only they are simulated again. Repeat until no GPU starves.
+4. **Shrink.** One GPU fewer at a time, the copies re-spread evenly, while the twin starves none. A GPU the
+   surrogate's ``max_loras`` starves gets the nearest other levels tried by the twin
+   (:data:`LEVEL_RETRIES` of them): near the edge the surrogate tends to give every adapter a slot, where
+   fewer slots serve more.
 
 With ``objective="latency"`` the packed GPU count is kept and the copies are re-spread over that many GPUs,
 each to the GPU whose load relative to its capacity stays lowest (longest-processing-time first), then
@@ -21,13 +25,14 @@ verified and repaired the same way: the same GPUs, no hot spot, so a lower p99 T
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
+from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import VERIFY_DURATION_S, Placement
@@ -48,6 +53,8 @@ HOT_FILL = 0.9
 PREFIX_REACH = 1.5
 #: The surrogate's verdict: starved at this probability or above.
 STARVED_PROBABILITY = 0.5
+#: When shrinking, how many other ``max_loras`` levels the twin tries on a GPU the surrogate's level starves.
+LEVEL_RETRIES = 4
 
 
 @dataclass
@@ -119,19 +126,37 @@ class GreedyPolicy:
 
     def _shrink(self, groups: list[list[Copy]], levels: list[int], packer: _Packer,
                 verifier: Verifier) -> Placement:
-        """One GPU fewer at a time, copies re-spread (:func:`spread`) and ``max_loras`` chosen again, while the
-        twin still starves none: the surrogate's packing is only as tight as its errors allow, and the twin has
-        the last word (module doc, step 4)."""
+        """One GPU fewer at a time, copies re-spread (:func:`spread`) and ``max_loras`` chosen again (by the
+        surrogate, then by the twin where that starves: :func:`_twin_levels`), while the twin still starves none:
+        the surrogate's packing is only as tight as its errors allow, and the twin has the last word (module
+        doc, step 4)."""
         best = to_placement(groups, levels)
         for gpus in range(len(groups) - 1, 0, -1):
             trial = spread(packer.copies, gpus, packer.capacity)
             if len(trial) > gpus:
                 break
-            placement = to_placement(trial, packer.levels(trial))
-            if not verifier.ok(placement):
+            placement = _twin_levels(to_placement(trial, packer.levels(trial)), verifier)
+            if placement is None:
                 break
             best = placement
         return best
+
+
+def _twin_levels(placement: Placement, verifier: Verifier) -> Placement | None:
+    """``placement`` with each GPU the twin starves moved to the nearest other ``max_loras`` level that it does
+    not (up to :data:`LEVEL_RETRIES` tried per GPU); None if some GPU starves at every level tried."""
+    copies = placement.copies()
+    gpus = []
+    for gpu in placement.assignments:
+        if verifier.verdict(gpu, copies).starved:
+            others = [level for level in MAX_LORAS_LEVELS if level <= len(gpu.adapters) and level != gpu.max_loras]
+            nearest = sorted(others, key=lambda level: abs(math.log(level / gpu.max_loras)))[:LEVEL_RETRIES]
+            gpu = next((g for g in (replace(gpu, max_loras=level) for level in nearest)
+                        if not verifier.verdict(g, copies).starved), None)
+            if gpu is None:
+                return None
+        gpus.append(gpu)
+    return Placement(tuple(gpus))
 
 
 def replicate(before: list[list[Copy]], kept: list[list[Copy]], starved: list[Copy]) -> list[list[Copy]]:
