@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +73,22 @@ BOUND_TIME_LIMIT_S = 5.0
 
 #: Fill levels the exact policy tries, from the bound's own capacity down.
 FILLS = tuple(np.round(np.arange(1.0, 0.24, -0.05), 2))
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Process-level stdout to /dev/null while HiGHS solves: on some MILPs it prints a debug line
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") even when silent, an upstream bug that
+    would break ``adaptergym place --json``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def gpu_types(covers: list[int], adapters: int,
@@ -112,8 +131,9 @@ def lower_bound_gpus(workload: WorkloadSpec, profile: TwinProfile) -> int:
                     (np.concatenate([r + o for (r, _, _), o in zip(blocks, offsets, strict=True)]),
                      np.concatenate([c for _, c, _ in blocks]))), shape=(sum(sizes), 2 * p + m)).tocsr()
     integer = np.r_[np.zeros(2 * p), np.ones(m)]
-    result = milp(integer, constraints=LinearConstraint(a, np.concatenate(lows), np.concatenate(highs)),
-                  integrality=integer, bounds=Bounds(0, np.inf), options={"time_limit": BOUND_TIME_LIMIT_S})
+    with _quiet_stdout():
+        result = milp(integer, constraints=LinearConstraint(a, np.concatenate(lows), np.concatenate(highs)),
+                      integrality=integer, bounds=Bounds(0, np.inf), options={"time_limit": BOUND_TIME_LIMIT_S})
     bound = getattr(result, "mip_dual_bound", None)
     if result.status not in (0, 1) or bound is None or not np.isfinite(bound):
         raise ConfigError(f"lower bound: the MILP failed ({result.message})")
@@ -227,8 +247,9 @@ def solve_packing(copies: list[Copy], model: CapacityModel, fill: float,
             rows.append(({**{y(g, t): 1.0 for t in range(m)}, **{y(g + 1, t): -1.0 for t in range(m)}}, 0.0, np.inf))
     n_vars = nx + g_max * m
     cost = np.r_[np.zeros(nx), np.ones(g_max * m)]
-    result = milp(cost, constraints=_constraints(rows, n_vars), integrality=np.ones(n_vars),
-                  bounds=Bounds(0, 1), options={"time_limit": time_limit_s})
+    with _quiet_stdout():
+        result = milp(cost, constraints=_constraints(rows, n_vars), integrality=np.ones(n_vars),
+                      bounds=Bounds(0, 1), options={"time_limit": time_limit_s})
     if result.x is None:
         return start, False
     chosen = result.x[:nx].reshape(n, g_max) > 0.5

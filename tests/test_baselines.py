@@ -138,3 +138,13 @@ def test_place_refuses_a_trace(tmp_path, capsys):
     trace.write_text("arrival_s,adapter_id,input_tokens,output_tokens\n0.1,a,10,10\n")
     assert main(["place", "--workload", str(trace), "--policy", "greedy"]) == 1
     assert "trace" in capsys.readouterr().err
+
+
+def test_the_bound_prints_nothing(capfd):
+    """HiGHS prints a debug line to the process's stdout on this workload's MILP (an upstream bug); the bound
+    keeps it off stdout, which `adaptergym place --json` owns."""
+    from adaptergym.scenarios import get_scenario
+
+    capfd.readouterr()
+    lower_bound_gpus(get_scenario("zipf-large").workload(1_000_007), PROFILE)
+    assert capfd.readouterr().out == ""
