@@ -313,13 +313,12 @@ class ReplicaEngine:
         """Admit waiting requests FCFS under the budget, free KV blocks, max_num_seqs and max_loras."""
         chunks: list[int] = []
         load_ms = 0.0
-        bs, waiting, adapter_of = self.block_size, self.waiting, self._adapter_of
+        waiting, adapter_of = self.waiting, self._adapter_of
         while budget > 0 and self.n_running < self.max_seqs:
             rid = waiting.peek(adapter_of, self.max_loras)
             if rid < 0:
                 break
-            tokens = min(self._prompt[rid] + int(self.generated[rid]), budget)
-            blocks = -(-tokens // bs)
+            tokens, blocks = self._first_chunk(rid, budget)
             if blocks > self.free_blocks:
                 break
             adapter = adapter_of[rid]
@@ -501,10 +500,13 @@ class ReplicaEngine:
         if not len(self.waiting) or n >= self.max_seqs or n >= self.budget:
             return True
         rid = self.waiting.peek(self._adapter_of, self.max_loras)
-        if rid < 0:
-            return True
-        tokens = min(self._prompt[rid] + int(self.generated[rid]), self.budget - n)
-        return -(-tokens // self.block_size) > self.free_blocks
+        return rid < 0 or self._first_chunk(rid, self.budget - n)[1] > self.free_blocks
+
+    def _first_chunk(self, rid: int, budget: int) -> tuple[int, int]:
+        """Tokens and KV blocks of waiting request ``rid``'s first step within ``budget`` (a preempted request
+        recomputes its generated tokens too)."""
+        tokens = min(self._prompt[rid] + int(self.generated[rid]), budget)
+        return tokens, -(-tokens // self.block_size)
 
     # ------------------------------------------------------------------ driving
     def run_until(self, t_stop: float) -> None:
