@@ -9,7 +9,6 @@ run. A policy that refuses a workload (``exact`` above 40 adapters) leaves no ro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from adaptergym.cli.base import format_value
 from adaptergym.errors import AdapterGymError, ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.scenarios import get_scenario
@@ -55,20 +55,12 @@ class Board:
         summary = self.summary()
         lines = ["| " + " | ".join(summary.columns) + " |", "|" + "---|" * len(summary.columns)]
         for values in summary.itertuples(index=False):
-            lines.append("| " + " | ".join(_cell(v) for v in values) + " |")
+            lines.append("| " + " | ".join(format_value(v, large=",.0f", small=".2f") for v in values) + " |")
         refused: dict[str, list[str]] = {}
         for policy, scenario, seed, reason in self.skipped:
             refused.setdefault(f"{policy}: {reason}", []).append(f"{scenario}/{seed}")
         lines += [f"\n{reason} ({len(jobs)} workload(s) without a row)" for reason, jobs in refused.items()]
         return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "-"
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
-    return str(value)
 
 
 def seeds_of(text: str, scenario_names: Sequence[str]) -> list[int]:

@@ -44,11 +44,13 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
 
 
-def format_value(value: Any) -> str:
+def format_value(value: Any, large: str = ",.1f", small: str = ".3g") -> str:
+    """A table cell: floats of 100 or more in the ``large`` format spec, smaller ones in ``small``, non-finite
+    ones as ``-``."""
     if isinstance(value, float):
         if not math.isfinite(value):
             return "-"
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+        return f"{value:{large}}" if abs(value) >= 100 else f"{value:{small}}"
     return str(value)
 
 
