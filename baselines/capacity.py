@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
 from adaptergym.errors import WorkloadError
-from adaptergym.metrics import STARVATION_THRESHOLD, summarize
-from adaptergym.placement import VERIFY_DURATION_S
+from adaptergym.metrics import STARVATION_THRESHOLD
+from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
-from adaptergym.simulation import draw_requests
-from adaptergym.twin import ServerConfig, run_replica
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
 from baselines.edge_table import shipped_edges
@@ -72,6 +71,7 @@ class CapacityModel:
 
     def __post_init__(self) -> None:
         self.tokens_per_request = mean_request_tokens(self.lengths)
+        self._edge.update(shipped_edges(self.profile, self.lengths))
         caps = slot_caps(self.profile, MAX_LORAS_LEVELS)
         self.max_slots = {r: MAX_LORAS_LEVELS[c - 1] if c else 0 for r, c in caps.items()}
 
@@ -101,23 +101,22 @@ class CapacityModel:
         ``rank``, ``adapters`` equal-rate adapters, best level) under placement verification (module doc)."""
         cover, count = rank_cover(rank), self.grid_count(adapters)
         if (cover, count) not in self._edge:
-            self._edge.update(shipped_edges(self.profile, self.lengths))
-        if (cover, count) not in self._edge:
             low, high = 0.5 * self.admissible_tok_s(cover, count), self.admissible_tok_s(cover, count)
             for _ in range(EDGE_STEPS):
                 mid = (low + high) / 2
-                served = max(self._served_share(cover, count, level, mid) for level in self._levels(cover, count))
-                low, high = (mid, high) if served >= 1.0 - STARVATION_THRESHOLD else (low, mid)
+                served = any(self._served(cover, count, level, mid) for level in self._levels(cover, count))
+                low, high = (mid, high) if served else (low, mid)
             self._edge[(cover, count)] = high
         return self._edge[(cover, count)]
 
-    def _served_share(self, cover: int, count: int, max_loras: int, load_tok_s: float) -> float:
+    def _served(self, cover: int, count: int, max_loras: int, load_tok_s: float) -> bool:
+        """Whether placement verification finds one GPU of ``count`` equal-rate adapters, offered
+        ``load_tok_s`` at ``max_loras`` slots, free of starvation."""
+        ids = tuple(f"edge-{i}" for i in range(count))
         rate = load_tok_s / self.tokens_per_request / count
-        spec = WorkloadSpec(tuple(AdapterSpec(f"edge-{i}", cover, rate) for i in range(count)), self.lengths,
-                            duration_s=VERIFY_DURATION_S)
-        config = ServerConfig(max_loras=max_loras, max_cpu_loras=count, max_lora_rank=cover).resolved(self.profile)
-        metrics = summarize(run_replica(self.profile, config, draw_requests(spec, 0, VERIFY_DURATION_S)))
-        return metrics.total_throughput / metrics.offered_throughput
+        workload = WorkloadSpec(tuple(AdapterSpec(i, cover, rate) for i in ids), self.lengths,
+                                duration_s=VERIFY_DURATION_S)
+        return not verify_gpu(workload, GpuAssignment(0, ids, max_loras), Counter(ids), self.profile).starved
 
     def admissible_tok_s(self, rank: int, adapters: int = 1) -> float:
         """The most offered tokens/s a GPU (``max_lora_rank`` covering ``rank``, ``adapters`` adapters) can take
