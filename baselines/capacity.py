@@ -145,3 +145,10 @@ def capacity_model(profile: TwinProfile, lengths: LengthSpec) -> CapacityModel:
         _MODELS[key] = CapacityModel(profile, lengths)
     return _MODELS[key]
 
+
+def servable_model(profile: TwinProfile, workload: WorkloadSpec) -> CapacityModel:
+    """The capacity model of ``workload``'s lengths, after refusing a workload no GPU can serve (one-line error)."""
+    model = capacity_model(profile, workload.lengths)
+    model.check_servable(workload)
+    return model
+

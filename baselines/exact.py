@@ -52,7 +52,7 @@ from adaptergym.placement import Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.capacity import COUNTS, CapacityModel, capacity_model
+from baselines.capacity import COUNTS, CapacityModel, servable_model
 from baselines.common import (
     Copy,
     Verifier,
@@ -104,8 +104,7 @@ def gpu_types(covers: list[int], adapters: int,
 def lower_bound_gpus(workload: WorkloadSpec, profile: TwinProfile) -> int:
     """The fewest GPUs any starvation-free placement of ``workload`` can use under the capacity model
     (module doc: a MILP over GPU types with continuous copies and loads)."""
-    model = capacity_model(profile, workload.lengths)
-    model.check_servable(workload)
+    model = servable_model(profile, workload)
     covers = sorted({rank_cover(a.rank) for a in workload.adapters})
     groups = _load_groups(workload, model, covers)
     cls, size, loads, hottest = (np.array(column) for column in zip(*groups, strict=True))
@@ -190,8 +189,7 @@ class ExactPolicy:
         if len(workload.adapters) > self.max_adapters:
             raise ConfigError(f"exact: {len(workload.adapters)} adapters > max_adapters {self.max_adapters}; the "
                               "MILP grows as adapters x GPUs (use lower_bound_gpus for a bound, or another policy)")
-        model = capacity_model(profile, workload.lengths)
-        model.check_servable(workload)
+        model = servable_model(profile, workload)
         verifier = Verifier(workload, profile, seed, self.verify_s)
         for fill in FILLS:
             copies = make_copies(workload, model, copies_needed(workload, model, fill))

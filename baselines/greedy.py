@@ -39,7 +39,7 @@ from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.capacity import CapacityModel, capacity_model
+from baselines.capacity import CapacityModel, servable_model
 from baselines.common import Copy, Verifier, check_objective, copies_needed, group_cover, make_copies, to_placement
 
 if TYPE_CHECKING:
@@ -87,8 +87,7 @@ class GreedyPolicy:
         if surrogate is None:
             raise ConfigError(f"greedy: no surrogate ships for profile {profile.name!r}; generate its dataset with "
                               f"`{regenerate_command(profile.name)}`, or pick a policy without one (e.g. exact)")
-        capacity = capacity_model(profile, workload.lengths)
-        capacity.check_servable(workload)
+        capacity = servable_model(profile, workload)
         copies = make_copies(workload, capacity, copies_needed(workload, capacity, HOT_FILL))
         packer = _Packer(surrogate, self.model, capacity, workload, copies)
         groups = packer.pack()

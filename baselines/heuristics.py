@@ -17,7 +17,7 @@ from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.capacity import CapacityModel, capacity_model
+from baselines.capacity import CapacityModel, servable_model
 from baselines.common import (
     Copy,
     Verifier,
@@ -51,13 +51,6 @@ def _hot_copies(workload: WorkloadSpec, model: CapacityModel) -> list[Copy]:
     return make_copies(workload, model, copies_needed(workload, model, HOT_FILL))
 
 
-def _servable(workload: WorkloadSpec, profile: TwinProfile) -> CapacityModel:
-    """The capacity model, after refusing a workload no GPU can serve (one-line error)."""
-    model = capacity_model(profile, workload.lengths)
-    model.check_servable(workload)
-    return model
-
-
 @dataclass
 class RoundRobinPolicy:
     """vLLM out of the box: copies dealt in workload order to ``N`` GPUs (copy ``k`` to GPU ``k mod N``),
@@ -72,7 +65,7 @@ class RoundRobinPolicy:
         check_objective(self.name, self.objective)
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        copies = _hot_copies(workload, _servable(workload, profile))
+        copies = _hot_copies(workload, servable_model(profile, workload))
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def deal(n: int) -> Placement:
@@ -97,7 +90,7 @@ class RandomPolicy:
         check_objective(self.name, self.objective)
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = _servable(workload, profile)
+        model = servable_model(profile, workload)
         copies = _hot_copies(workload, model)
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
@@ -127,7 +120,7 @@ class FirstFitDecreasingPolicy:
         check_objective(self.name, self.objective, ("gpus",))
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = _servable(workload, profile)
+        model = servable_model(profile, workload)
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def one(count: int) -> float:
@@ -156,7 +149,7 @@ class RankAwarePolicy:
         check_objective(self.name, self.objective, ("gpus",))
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = _servable(workload, profile)
+        model = servable_model(profile, workload)
         verifier = Verifier(workload, profile, seed, self.verify_s)
 
         def pack(fill: float) -> Placement:

@@ -40,7 +40,7 @@ from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.capacity import CapacityModel, capacity_model
+from baselines.capacity import CapacityModel, servable_model
 from baselines.common import Copy, Verifier, check_objective, copies_needed, group_cover, make_copies, to_placement
 from baselines.exact import lower_bound_gpus
 from baselines.greedy import spread_into
@@ -144,8 +144,7 @@ class OptunaPolicy:
             raise ConfigError(f"n_jobs: {self.n_jobs} must be >= 1 (or -1: one per CPU)")
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
-        model = capacity_model(profile, workload.lengths)
-        model.check_servable(workload)
+        model = servable_model(profile, workload)
         low = lower_bound_gpus(workload, profile)
         space = _Space(workload, model, low, 2 * low + 1)
         verifier = Verifier(workload, profile, seed, self.verify_s)
