@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -78,9 +80,12 @@ def test_same_seed_identical_metrics_and_other_seed_differs():
 @pytest.mark.parametrize("adapters, rates, max_loras, pressure", [
     (6, [2.0, 1.0], 3, "kv"),  # KV pressure: preemptions inside and around jumps
     (16, [0.05], 2, "slots"),  # requests wait for a slot while the batch decodes: jumps with a waiting queue
+    (8, [3.0], 8, "queue"),  # overloaded with a short queue: jumps over arrivals that join it or are refused
 ])
 def test_decode_jumps_change_nothing(adapters, rates, max_loras, pressure):
     profile = toy_profile(kv_tokens=4000, max_model_len=512)
+    if pressure == "queue":
+        profile = dataclasses.replace(profile, engine=dataclasses.replace(profile.engine, max_waiting_requests=40))
     w = cycled_workload(adapters, rates, [8, 16], duration_s=60)
     from adaptergym.simulation import draw_requests
 
@@ -102,10 +107,13 @@ def test_decode_jumps_change_nothing(adapters, rates, max_loras, pressure):
         step_calls.append(calls)
     if pressure == "kv":
         assert records[0].preemptions > 0
+    elif pressure == "queue":
+        assert records[0].refused_requests > 0 and records[0].max_waiting >= 40  # preempted requests may exceed it
     else:
         assert records[0].mean_waiting > 1.0
     assert step_calls[0] < 0.5 * step_calls[1]  # the jumps did most of the work
-    for field in ("successful_requests", "preemptions", "steps", "loads_from_cpu", "loads_from_disk"):
+    for field in ("successful_requests", "preemptions", "steps", "loads_from_cpu", "loads_from_disk",
+                  "refused_requests", "max_waiting"):
         assert getattr(records[0], field) == getattr(records[1], field)
     for field in ("total_throughput", "mean_ttft_ms", "mean_itl_ms", "p99_ttft_ms", "mean_waiting"):
         assert getattr(records[0], field) == pytest.approx(getattr(records[1], field), rel=1e-9)

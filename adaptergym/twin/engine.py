@@ -7,8 +7,10 @@ request whose adapter would exceed ``max_loras`` distinct adapters in the batch 
 
 Running-request state lives in numpy arrays, so a step costs a handful of vector operations rather than one
 Python iteration per request; and runs of pure-decode steps in which no waiting request can be admitted
-(nothing waits, or what waits needs an adapter slot) are advanced in one jump (step times form an arithmetic
-series because only the context grows), up to the next arrival, finish or KV-block shortage.
+(nothing waits, or what waits needs an adapter slot or KV blocks) are advanced in one jump (step times form an
+arithmetic series because only the context grows), up to the next finish, KV-block shortage, or arrival that
+could be admitted. Arrivals that cannot be (the queue is full, or they would queue behind a request that
+cannot start either) only join the queue or are refused, and the jump accounts for them exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ ITL_MIN_MS = 0.01
 ITL_BINS = 4000
 ROUTED_AWAY = 2
 REFUSED = 1
+# Whether the next step admits a waiting request (see ``ReplicaEngine._admission``).
+ADMITS, BLOCKED, AWAITS_ARRIVAL = 0, 1, 2
 
 
 def itl_bin(gap_ms: float) -> int:
@@ -185,9 +189,11 @@ class ReplicaEngine:
         """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""
         return sorted(self._active)
 
-    def _take_arrivals(self) -> None:
-        """Move requests that arrived by ``now`` into the waiting queue, refusing those over the cap."""
-        arrived = int(np.searchsorted(self.arrival_s[: self.n_requests], self.now, side="right"))
+    def _take_arrivals(self, until: float | None = None) -> None:
+        """Move requests that arrived by ``until`` (default: now) into the waiting queue, refusing those over
+        the cap."""
+        t = self.now if until is None else until
+        arrived = int(np.searchsorted(self.arrival_s[: self.n_requests], t, side="right"))
         first = self.n_arrived
         if arrived <= first:
             return
@@ -429,33 +435,39 @@ class ReplicaEngine:
         self._fold_counts()
         return self._itl_counts
 
-    def _account(self, dt_s: float, running: int, waiting: int, used_blocks: float) -> None:
+    def _account(self, dt_s: float, running: int, waiting: int, used_blocks: float,
+                 waiting_area_s: float | None = None) -> None:
+        """Time-weighted statistics of ``dt_s`` seconds; a jump during which the queue grew passes its
+        waiting area and its largest queue instead of one count."""
         self.area_running += running * dt_s
-        self.area_waiting += waiting * dt_s
+        self.area_waiting += waiting * dt_s if waiting_area_s is None else waiting_area_s
         self.area_kv_blocks += used_blocks * dt_s
         self.max_waiting_seen = max(self.max_waiting_seen, waiting)
         self.max_running_seen = max(self.max_running_seen, running)
 
     # ------------------------------------------------------------------ decode jumps
-    def _decode_jump(self, t_limit: float) -> bool:
+    def _decode_jump(self, next_arrival: float, t_stop: float) -> bool:
         """Advance k >= 2 identical pure-decode steps at once; False when the state does not allow it.
 
-        Allowed when no waiting request can be admitted (:meth:`_nothing_admissible`), every running request
-        decodes (one token each, all within the token budget) and produced a token in the previous step. k stops
-        at the first finish (which may free an adapter slot), at the last step starting before ``t_limit`` (the
-        next arrival or the run's end), and before KV blocks run out, so no event is skipped.
+        Allowed when no waiting request can be admitted (:meth:`_admission`), every running request decodes
+        (one token each, all within the token budget) and produced a token in the previous step. k stops at the
+        first finish (which may free an adapter slot), at the last step starting before ``t_stop`` or before an
+        arrival that could be admitted (:meth:`_arrivals_matter_from`), and before KV blocks run out, so no
+        event is skipped.
         """
         n, bs = self.n_running, self.block_size
         comp, ntok = self._r_comp[:n], self._r_ntok[:n]
-        if n > self.budget or not self._nothing_admissible() or not (ntok - comp == 1).all():
+        if n > self.budget or not (ntok - comp == 1).all() or not (self._r_last[:n] == self.now).all():
             return False
-        if not (self._r_last[:n] == self.now).all():
+        admission = self._admission()
+        if admission == ADMITS:
             return False
         gen, out = self._r_gen[:n], self._r_out[:n]
         k = int((out - gen).min())
         context0 = int(comp.sum()) + n
         waiting = len(self.waiting)
         overhead_ms = self.timer.scheduler_ms(n, waiting)
+        t_limit = min(t_stop, self._arrivals_matter_from(admission, next_arrival))
         d0 = self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum) + overhead_ms
         delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
         k = min(k, _steps_before(t_limit - self.now, d0, delta))
@@ -484,7 +496,14 @@ class ReplicaEngine:
         self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * self._rank_sum,
                           k * adapters * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
-        self._account(total_ms / 1000.0, n, waiting, used_mean)
+        last_start = end - float(durations_ms[-1]) / 1000.0
+        if next_arrival <= last_start and waiting < self.max_waiting:  # the queue grew during the jump
+            queued = self._queue_at_step_starts(durations_ms)
+            self._account(total_ms / 1000.0, n, int(queued[-1]), used_mean, float(queued @ durations_ms) / 1000.0)
+        else:
+            self._account(total_ms / 1000.0, n, waiting, used_mean)
+        if next_arrival <= last_start:  # what arrived by the last step's start is queued (or refused) by now
+            self._take_arrivals(last_start)
         self.now = end
         self.steps += k
         done = (gen >= out).nonzero()[0]
@@ -493,14 +512,54 @@ class ReplicaEngine:
             self._remove_running(done)
         return True
 
-    def _nothing_admissible(self) -> bool:
-        """Whether the next step would admit no waiting request; until a request finishes or arrives this
-        stays so (the batch keeps its adapters and sequences, free KV blocks only shrink)."""
+    def _admission(self) -> int:
+        """Whether the next step admits a waiting request (``ADMITS``); if not, whether that holds whatever
+        arrives (``BLOCKED``: the batch is full, the queue is full, or the next candidate lacks KV blocks and
+        arrivals queue behind it) or an arrival could be admitted (``AWAITS_ARRIVAL``: no candidate waits).
+        Until a request finishes, this stays so (the batch keeps its adapters and sequences, free KV blocks only
+        shrink)."""
         n = self.n_running
-        if not len(self.waiting) or n >= self.max_seqs or n >= self.budget:
-            return True
-        rid = self.waiting.peek(self._adapter_of, self.max_loras)
-        return rid < 0 or self._first_chunk(rid, self.budget - n)[1] > self.free_blocks
+        if n >= self.max_seqs or n >= self.budget:
+            return BLOCKED
+        rid = self.waiting.peek(self._adapter_of, self.max_loras) if len(self.waiting) else -1
+        if rid >= 0:
+            return BLOCKED if self._first_chunk(rid, self.budget - n)[1] > self.free_blocks else ADMITS
+        return BLOCKED if len(self.waiting) >= self.max_waiting else AWAITS_ARRIVAL
+
+    def _arrivals_matter_from(self, admission: int, next_arrival: float) -> float:
+        """The first arrival time from which a jump must stop: one that could be admitted, or (when the
+        scheduler's time depends on the queue) one that joins it."""
+        if self.timer.per_waiting_ms != 0.0 and len(self.waiting) < self.max_waiting:
+            return next_arrival
+        if admission == BLOCKED:
+            return math.inf
+        if len(self._active) < self.max_loras:
+            return next_arrival
+        return self._next_arrival_of_active_adapter()
+
+    def _next_arrival_of_active_adapter(self) -> float:
+        """Arrival time of the next request whose adapter is in the batch: with every slot taken, only such a
+        request could be admitted."""
+        active = np.fromiter(self._active, np.int64, len(self._active))
+        start, size = self.n_arrived, 64
+        while start < self.n_requests:
+            hits = np.flatnonzero(np.isin(self.adapter[start:min(start + size, self.n_requests)], active))
+            if hits.size:
+                return float(self.arrival_s[start + hits[0]])
+            start, size = start + size, size * 4
+        return math.inf
+
+    def _queue_at_step_starts(self, durations_ms: np.ndarray) -> np.ndarray:
+        """Queue length at the start of each of a jump's steps, as the per-step loop would have it: arrivals up
+        to a step's start join the queue (requests routed to other replicas do not) until it is full."""
+        starts = self.now + np.concatenate(([0.0], np.cumsum(durations_ms[:-1]))) / 1000.0
+        first = self.n_arrived
+        arrived = np.searchsorted(self.arrival_s[first:self.n_requests], starts, side="right")
+        last = first + int(arrived[-1])
+        if self.flags.count(ROUTED_AWAY, first, last):
+            ours = np.frombuffer(self.flags, np.uint8, last - first, first) != ROUTED_AWAY
+            arrived = np.concatenate(([0], np.cumsum(ours)))[arrived]
+        return np.minimum(len(self.waiting) + arrived, max(self.max_waiting, len(self.waiting)))
 
     def _first_chunk(self, rid: int, budget: int) -> tuple[int, int]:
         """Tokens and KV blocks of waiting request ``rid``'s first step within ``budget`` (a preempted request
@@ -523,7 +582,7 @@ class ReplicaEngine:
                     return
                 self.now = min(next_arrival, t_stop)
                 continue
-            if self.jumps and self.n_running and self._decode_jump(min(next_arrival, t_stop)):
+            if self.jumps and self.n_running and self._decode_jump(next_arrival, t_stop):
                 continue
             if not self.step():  # nothing admissible and nothing running: wait for the next arrival
                 if next_arrival == math.inf:

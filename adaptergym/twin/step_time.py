@@ -40,6 +40,11 @@ class StepTimer:
         """How much one more token of attended context adds to a step, ms."""
         return self._per_ctx
 
+    @property
+    def per_waiting_ms(self) -> float:
+        """How much one more waiting request adds to a scheduler pass, ms."""
+        return self._sched[2]
+
     def step_ms(
         self, decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float,
         adapter_rank_sum: float,
