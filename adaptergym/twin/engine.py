@@ -459,18 +459,21 @@ class ReplicaEngine:
         comp, ntok = self._r_comp[:n], self._r_ntok[:n]
         if n > self.budget or not (ntok - comp == 1).all() or not (self._r_last[:n] == self.now).all():
             return False
+        gen, out = self._r_gen[:n], self._r_out[:n]
+        k = int((out - gen).min())
+        if k < 2:
+            return False
         admission = self._admission()
         if admission == ADMITS:
             return False
-        gen, out = self._r_gen[:n], self._r_out[:n]
-        k = int((out - gen).min())
         context0 = int(comp.sum()) + n
         waiting = len(self.waiting)
         overhead_ms = self.timer.scheduler_ms(n, waiting)
-        t_limit = min(t_stop, self._arrivals_matter_from(admission, next_arrival))
         d0 = self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum) + overhead_ms
         delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
-        k = min(k, _steps_before(t_limit - self.now, d0, delta))
+        k = min(k, _steps_before(t_stop - self.now, d0, delta))
+        if next_arrival < t_stop and _steps_before(next_arrival - self.now, d0, delta) < k:
+            k = min(k, _steps_before(self._arrivals_matter_from(admission, next_arrival) - self.now, d0, delta))
         if k < 2:
             return False
         blocks = self._r_blocks[:n]
@@ -540,10 +543,11 @@ class ReplicaEngine:
     def _next_arrival_of_active_adapter(self) -> float:
         """Arrival time of the next request whose adapter is in the batch: with every slot taken, only such a
         request could be admitted."""
-        active = np.fromiter(self._active, np.int64, len(self._active))
-        start, size = self.n_arrived, 64
+        in_batch = np.zeros(len(self._run_count), bool)
+        in_batch[list(self._active)] = True
+        start, size = self.n_arrived, 16
         while start < self.n_requests:
-            hits = np.flatnonzero(np.isin(self.adapter[start:min(start + size, self.n_requests)], active))
+            hits = np.flatnonzero(in_batch[self.adapter[start:min(start + size, self.n_requests)]])
             if hits.size:
                 return float(self.arrival_s[start + hits[0]])
             start, size = start + size, size * 4
