@@ -71,7 +71,7 @@ def calibrate(
             profile, else the default profile).
         data_dir: folder with ``kv_capacity.csv``, ``raw_estimator_runs/``, ``raw_scheduler_overhead/`` and
             ``anchor_twin_constants.json`` (default: the folder of ``runs``); each is optional.
-        holdout: regex on ``dataset_group``; matching rows are not used.
+        holdout: regex on ``dataset_group``; matching rows are not used ('' uses every row).
         rounds: end-to-end refit rounds; duration_s: simulated seconds per training run.
     """
     base_profile = _base(base, model)
@@ -80,10 +80,10 @@ def calibrate(
     items, problems = replays(frame)
     items = [i for i in items if i.model == model]
     try:
-        pattern = re.compile(holdout)
+        pattern = re.compile(holdout) if holdout else None
     except re.error as exc:
         raise DataError(f"--holdout {holdout!r}: not a regular expression ({exc})") from None
-    train = [i for i in items if not pattern.search(i.group)]
+    train = [i for i in items if pattern is None or not pattern.search(i.group)]
     if not [i for i in train if i.status == "ok"]:
         raise DataError(f"--model {model!r}: no usable ok runs outside --holdout {holdout!r} in {runs} "
                         f"(models present: {sorted(set(frame['model'].dropna()))})")

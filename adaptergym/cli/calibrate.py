@@ -27,7 +27,8 @@ class Calibrate(Command):
                             "(default: the model's shipped profile, else the default profile)")
         parser.add_argument("--data-dir", default=None, help="folder of the micro-benchmarks (default: the CSV's)")
         parser.add_argument("--holdout", default=DEFAULT_HOLDOUT,
-                            help=f"regex on dataset_group: rows never used in the fit (default {DEFAULT_HOLDOUT!r})")
+                            help="regex on dataset_group: rows never used in the fit; '' uses every row "
+                            f"(default {DEFAULT_HOLDOUT!r})")
         parser.add_argument("--rounds", type=int, default=3, help="end-to-end refit rounds")
         parser.add_argument("--sim-seconds", type=float, default=600.0,
                             help="simulated seconds per training run in the end-to-end fit")
