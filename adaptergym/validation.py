@@ -103,8 +103,9 @@ class Report:
         return out
 
     def rows(self) -> pd.DataFrame:
-        """One row per replayed run: line, model, statuses, and each metric measured and predicted."""
-        return pd.DataFrame([{"line": p.line, "run_id": p.run_id, "model": p.model, "status": p.measured_status,
+        """One row per replayed run: line, run, group, model, statuses, and each metric measured and predicted."""
+        return pd.DataFrame([{"line": p.line, "run_id": p.run_id, "dataset_group": p.group, "model": p.model,
+                              "status": p.measured_status,
                               "predicted_status": p.predicted_status,
                               **{m: p.measured.get(m, math.nan) for m in REPORT_METRICS},
                               **{f"{m}_twin": p.predicted.get(m, math.nan) for m in REPORT_METRICS}}

@@ -50,6 +50,7 @@ def test_validate_on_checked_in_real_rows(sample_report):
     assert any(p.measured_status == "kv_insufficient_for_max_model_len" for p in report.predictions)
     # the table is the standard MAPE of the per-row predictions
     rows = report.rows()
+    assert rows["dataset_group"].str.startswith("digital_twin_modelling/real_results/").all()
     for model, group in rows[rows["status"] == "ok"].groupby("model"):
         expected = mape(group["total_throughput"], group["total_throughput_twin"])
         assert report.models[model]["total_throughput"]["mape"] == pytest.approx(expected)
