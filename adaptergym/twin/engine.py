@@ -5,8 +5,11 @@ order) under the token budget, preempting the newest running request when a KV b
 then admits waiting requests FCFS (preempted ones first) unless a preemption happened in that step. A waiting
 request whose adapter would exceed ``max_loras`` distinct adapters in the batch is skipped, not blocking.
 
-Running-request state lives in numpy arrays, so a step costs a handful of vector operations rather than one
-Python iteration per request; and runs of pure-decode steps in which no waiting request can be admitted
+Requests that decode advance in lock step, one token per step, so their state is kept relative to a tick
+counter (tokens generated = tick - base): a step costs the same whatever the batch size. The KV blocks they need
+in a step come from counts per residue of their computed tokens modulo the block size, their finishes from a
+heap; requests still prefilling (or recomputing after preemption) are few and kept one by one. Runs of
+pure-decode steps in which no waiting request can be admitted
 (nothing waits, or what waits needs an adapter slot or KV blocks) are advanced in one jump (step times form an
 arithmetic series because only the context grows), up to the next finish, KV-block shortage, or arrival that
 could be admitted. Arrivals that cannot be (the queue is full, or they would queue behind a request that
@@ -15,6 +18,7 @@ cannot start either) only join the queue or are refused, and the jump accounts f
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -87,6 +91,7 @@ class ReplicaEngine:
         self.output_tokens = requests.output_tokens
         self._adapter_of = self.adapter.tolist()
         self._prompt = self.input_tokens.tolist()
+        self._output = self.output_tokens.tolist()
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, np.int64)
@@ -97,12 +102,16 @@ class ReplicaEngine:
         self.waiting = WaitingQueue(len(self.adapter_ids), self._active)
         self.n_arrived = 0
         self.n_refused = 0
-        # Running batch in admission order: one int64 matrix (a row per field) so compaction is one operation;
-        # its last row holds float64 times (each request's last token, s), read through a float view.
-        cap = max(1, self.max_seqs)
-        self._r = np.zeros((8, min(cap, max(n, 64))), np.int64)
-        self._bind_rows()
-        self.n_running = 0
+        # Running batch (see the module docstring).
+        self._order: dict[int, None] = {}  # running requests in admission order
+        self._prefill: dict[int, int] = {}  # running requests still prefilling -> tokens whose KV is computed
+        self._stalled: dict[int, float] = {}  # decoding requests a full token budget skipped -> last token time
+        self._tick = 0
+        self._base = [0] * n  # a decoding request has generated tick - base tokens
+        self._residue_count = [0] * self.block_size  # decoding requests per (computed tokens - tick) % block size
+        self._finish_heap: list[tuple[int, int]] = []  # (tick at which it finishes, request); stale entries skipped
+        self._n_decoding = 0
+        self._decoding_context = 0  # computed tokens of the decoding requests
         self._run_count = [0] * len(self.adapter_ids)
         self._rank_sum = 0
         # Clock and statistics.
@@ -120,12 +129,11 @@ class ReplicaEngine:
         self.max_waiting_seen = 0
         self.max_running_seen = 0
 
-    def _bind_rows(self) -> None:
-        (self._r_id, self._r_ntok, self._r_comp, self._r_out, self._r_gen, self._r_blocks,
-         self._r_adapter) = self._r[:7]  # ntok: prompt + generated tokens; comp: tokens whose KV is computed
-        self._r_last = self._r[7].view(np.float64)
-
     # ------------------------------------------------------------------ arrivals and routing
+    @property
+    def n_running(self) -> int:
+        return len(self._order)
+
     @property
     def n_waiting(self) -> int:
         return len(self.waiting)
@@ -150,6 +158,8 @@ class ReplicaEngine:
         self.input_tokens[rid], self.output_tokens[rid] = input_tokens, output_tokens
         self._adapter_of.append(adapter)
         self._prompt.append(input_tokens)
+        self._output.append(output_tokens)
+        self._base.append(0)
         self.flags.append(0)
         self.n_requests = rid + 1
         return rid
@@ -168,8 +178,9 @@ class ReplicaEngine:
     def generated_tokens(self) -> np.ndarray:
         """Tokens generated so far, per request id (live values for running requests); for streaming."""
         out = self.generated[: self.n_requests].copy()
-        n = self.n_running
-        out[self._r_id[:n]] = self._r_gen[:n]
+        for rid in self._order:
+            if rid not in self._prefill:
+                out[rid] = self._tick - self._base[rid]
         return out
 
     def exclude(self, rid: int) -> None:
@@ -214,16 +225,6 @@ class ReplicaEngine:
         self.n_arrived = arrived
 
     # ------------------------------------------------------------------ running batch
-    def _append_running(self, rid: int) -> None:
-        k = self.n_running
-        if k >= self._r.shape[1]:
-            self._r = np.concatenate([self._r, np.zeros_like(self._r)], axis=1)
-            self._bind_rows()
-        gen = int(self.generated[rid])
-        self._r[:7, k] = (rid, self._prompt[rid] + gen, 0, self.output_tokens[rid], gen, 0, self._adapter_of[rid])
-        self._r_last[k] = self._last_token_s[rid]
-        self.n_running = k + 1
-
     def _enter_batch(self, adapter: int) -> float:
         """Count a request of ``adapter`` into the batch; return the LoRA load time in ms."""
         load_ms = 0.0
@@ -236,91 +237,140 @@ class ReplicaEngine:
         self._run_count[adapter] += 1
         return load_ms
 
-    def _leave_batch(self, adapters: list[int]) -> None:
-        for adapter in adapters:
-            self._run_count[adapter] -= 1
-            if self._run_count[adapter] == 0:
-                self._active.discard(adapter)
-                self._rank_sum -= self._ranks[adapter]
+    def _leave_batch(self, adapter: int) -> None:
+        self._run_count[adapter] -= 1
+        if self._run_count[adapter] == 0:
+            self._active.discard(adapter)
+            self._rank_sum -= self._ranks[adapter]
 
-    def _remove_running(self, rows: np.ndarray | slice) -> None:
-        """Drop running requests at ``rows`` (freeing their KV blocks), keeping the others' order."""
-        n = self.n_running
-        ids = self._r_id[rows]
-        self.free_blocks += int(self._r_blocks[rows].sum())
-        self.generated[ids] = self._r_gen[rows]
-        self._last_token_s[ids] = self._r_last[rows]
-        self._leave_batch(self._r_adapter[rows].tolist())
-        if isinstance(rows, slice):
-            self.n_running = rows.start
-            return
-        removed = rows.tolist()
-        if len(removed) <= 8:  # the usual case: close the gaps by shifting the runs between removed rows left
-            ends = [*removed[1:], n]
-            dst = removed[0]
-            for row, end in zip(removed, ends, strict=True):
-                self._r[:, dst:dst + end - row - 1] = self._r[:, row + 1:end]
-                dst += end - row - 1
-            self.n_running = dst
-            return
-        keep = np.ones(n, bool)
-        keep[rows] = False
-        m = n - rows.size
-        self._r[:, :m] = self._r[:, :n][:, keep]
-        self.n_running = m
+    def _residue(self, rid: int) -> int:
+        """(computed tokens - tick) % block size of a decoding request: it needs a new KV block in the step
+        whose tick t has (residue + t) % block size == 0."""
+        return (self._prompt[rid] - self._base[rid] - 1) % self.block_size
+
+    def _start_decoding(self, rid: int, generated: int) -> None:
+        """``rid`` sampled its ``generated``-th token in the step that just advanced the tick."""
+        base = self._tick - generated
+        self._base[rid] = base
+        self._residue_count[self._residue(rid)] += 1
+        self._n_decoding += 1
+        self._decoding_context += self._prompt[rid] + generated - 1
+        heapq.heappush(self._finish_heap, (base + self._output[rid], rid))
+
+    def _stop_decoding(self, rid: int) -> int:
+        """Take ``rid`` out of the lock-step bookkeeping; returns the tokens it has generated."""
+        generated = self._tick - self._base[rid]
+        self._residue_count[self._residue(rid)] -= 1
+        self._n_decoding -= 1
+        self._decoding_context -= self._prompt[rid] + generated - 1
+        return generated
+
+    def _remove(self, rid: int, last_token_s: float) -> None:
+        """Take ``rid`` out of the running batch, freeing its KV blocks and keeping its progress (a decoding
+        request sampled its last token at ``last_token_s``, unless the budget left it out since)."""
+        del self._order[rid]
+        if rid in self._prefill:  # its progress and last token time are as they were before it was admitted
+            computed = self._prefill.pop(rid)
+        else:
+            self.generated[rid] = generated = self._stop_decoding(rid)
+            computed = self._prompt[rid] + generated - 1
+            self._last_token_s[rid] = self._stalled.pop(rid, last_token_s)
+        self.free_blocks += -(-computed // self.block_size)
+        self._leave_batch(self._adapter_of[rid])
+
+    def _finish(self, rid: int, end: float) -> None:
+        self.finish_s[rid] = end
+        self._remove(rid, end)
+
+    def _next_finish_tick(self) -> int:
+        """Tick at which the first decoding request finishes (stale heap entries dropped on the way)."""
+        heap, order, prefill, base, output = self._finish_heap, self._order, self._prefill, self._base, self._output
+        while heap:
+            tick, rid = heap[0]
+            if rid in order and rid not in prefill and base[rid] + output[rid] == tick:
+                return tick
+            heapq.heappop(heap)
+        return 1 << 62
+
+    def _finish_decoding(self, end: float) -> None:
+        """Finish the decoding requests whose last token was sampled in the step (or jump) ending at ``end``."""
+        while self._next_finish_tick() <= self._tick:
+            self._finish(heapq.heappop(self._finish_heap)[1], end)
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule_running(self) -> tuple[np.ndarray, int, bool]:
-        """Tokens for running requests [0, len) this step, the budget left, and whether any were preempted."""
-        n, bs = self.n_running, self.block_size
-        if n == 0:
-            return np.zeros(0, np.int64), self.budget, False
-        new = self._r_ntok[:n] - self._r_comp[:n]
-        total = int(new.sum())
-        if total > self.budget:  # the budget runs out inside the batch: cut there
-            cum = np.cumsum(new)
-            s = int(np.searchsorted(cum, self.budget, side="left")) + 1
-            new = new[:s]
-            new[-1] -= int(cum[s - 1]) - self.budget
+    def _schedule_running(self) -> tuple[list[tuple[int, int]], list[int], int, bool]:
+        """This step's prefill chunks of running requests (request, tokens), the decoding requests the token
+        budget leaves out, the budget left, and whether any request was preempted."""
+        bs, prefill, generated, prompt = self.block_size, self._prefill, self.generated, self._prompt
+        chunks = [(rid, prompt[rid] + int(generated[rid]) - computed) for rid, computed in prefill.items()]
+        total = self._n_decoding + sum(tokens for _, tokens in chunks)
+        skipped: list[int] = []
+        if total > self.budget:  # the budget runs out inside the batch: walk it in order
+            chunks, skipped = self._cut_at_budget()
             budget_left = 0
         else:
-            s, budget_left = n, self.budget - total
-        need = (self._r_comp[:s] + new + (bs - 1)) // bs - self._r_blocks[:s]
-        total_need = int(need.sum())
-        if total_need <= self.free_blocks:
-            self.free_blocks -= total_need
-            return new, budget_left, False
-        return self._schedule_with_preemption(new, need)
+            budget_left = self.budget - total
+        hit = -self._tick % bs
+        need = self._residue_count[hit] - sum(self._residue(rid) == hit for rid in skipped)
+        need += sum(-(-(prefill[rid] + tokens) // bs) + prefill[rid] // -bs for rid, tokens in chunks)
+        if need <= self.free_blocks:
+            self.free_blocks -= need
+            return chunks, skipped, budget_left, False
+        return self._schedule_with_preemption(chunks, skipped, need)
 
-    def _schedule_with_preemption(self, new: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, int, bool]:
-        """KV blocks ran out: preempt from the newest end, exactly as vLLM's request-by-request loop would.
+    def _cut_at_budget(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """Prefill chunks and left-out decoding requests when the budget runs out inside the batch: requests
+        take their tokens in admission order until it is spent."""
+        left, chunks, skipped = self.budget, [], []
+        for rid in self._order:
+            computed = self._prefill.get(rid)
+            if left == 0:
+                if computed is None:
+                    skipped.append(rid)
+                continue
+            if computed is None:
+                left -= 1
+            else:
+                tokens = min(self._prompt[rid] + int(self.generated[rid]) - computed, left)
+                chunks.append((rid, tokens))
+                left -= tokens
+        return chunks, skipped
 
-        Request ``i`` (in order) is scheduled if its blocks plus those of the requests scheduled before it fit
-        in the free blocks plus the blocks of the newest requests preempted so far; vLLM preempts the newest
-        running request until that holds, or preempts request ``i`` itself and stops.
+    def _schedule_with_preemption(self, chunks: list[tuple[int, int]], skipped: list[int],
+                                  need: int) -> tuple[list[tuple[int, int]], list[int], int, bool]:
+        """KV blocks ran out: preempt from the newest end, as vLLM's request-by-request loop would.
+
+        vLLM schedules request i if its blocks plus those of the requests scheduled before it fit in the free
+        blocks plus the blocks of the newest requests preempted so far, preempting the newest running request
+        until that holds, or request i itself (and then stops). That keeps the longest prefix whose needs fit
+        in the free blocks plus the blocks held by the rest: the newest requests are preempted until it fits.
         """
-        n = self.n_running
-        held_suffix = np.concatenate([np.cumsum(self._r_blocks[:n][::-1])[::-1], [0]])  # blocks of [m, n)
-        required = np.cumsum(need) - self.free_blocks
-        keep = n - np.searchsorted(held_suffix[::-1], required, side="left")  # largest m covering required
-        failing = np.flatnonzero(keep <= np.arange(new.size))
-        scheduled = int(failing[0]) if failing.size else new.size
-        first_preempted = scheduled if failing.size else int(keep[scheduled - 1])
-        if first_preempted < n:
-            ids = self._r_id[first_preempted:n].tolist()
-            self.preemptions[ids] += 1
-            self._r_comp[first_preempted:n] = 0  # recompute: the KV is dropped
-            self._remove_running(slice(first_preempted, n))
-            self.waiting.push_preempted(ids)
-        self.free_blocks -= int(need[:scheduled].sum())
-        return new[:scheduled], 0, True
+        bs, hit = self.block_size, -self._tick % self.block_size
+        chunk_need = {rid: -(-(self._prefill[rid] + tokens) // bs) + self._prefill[rid] // -bs
+                      for rid, tokens in chunks}
+        left_out = set(skipped)
+        victims = []
+        while need > self.free_blocks:
+            rid = next(reversed(self._order))
+            if rid in self._prefill:
+                need -= chunk_need.get(rid, 0)
+            elif rid not in left_out and self._residue(rid) == hit:
+                need -= 1
+            victims.append(rid)
+            self.preemptions[rid] += 1
+            self._remove(rid, self.now)
+        self.free_blocks -= need
+        self.waiting.push_preempted(victims[::-1])
+        gone = set(victims)
+        return ([c for c in chunks if c[0] not in gone], [rid for rid in skipped if rid not in gone], 0, True)
 
-    def _admit_waiting(self, budget: int) -> tuple[list[int], float]:
-        """Admit waiting requests FCFS under the budget, free KV blocks, max_num_seqs and max_loras."""
-        chunks: list[int] = []
+    def _admit_waiting(self, budget: int) -> tuple[list[tuple[int, int]], float]:
+        """Admit waiting requests FCFS under the budget, free KV blocks, max_num_seqs and max_loras; returns
+        their first chunks (request, tokens) and the LoRA load time."""
+        admitted: list[tuple[int, int]] = []
         load_ms = 0.0
-        waiting, adapter_of = self.waiting, self._adapter_of
-        while budget > 0 and self.n_running < self.max_seqs:
+        waiting, adapter_of, order = self.waiting, self._adapter_of, self._order
+        while budget > 0 and len(order) < self.max_seqs:
             rid = waiting.peek(adapter_of, self.max_loras)
             if rid < 0:
                 break
@@ -330,82 +380,93 @@ class ReplicaEngine:
             adapter = adapter_of[rid]
             waiting.take(rid, adapter)
             self.free_blocks -= blocks
-            self._append_running(rid)
+            order[rid] = None
+            self._prefill[rid] = 0
             load_ms += self._enter_batch(adapter)
-            chunks.append(tokens)
+            admitted.append((rid, tokens))
             budget -= tokens
-        return chunks, load_ms
+        return admitted, load_ms
 
     # ------------------------------------------------------------------ one step
     def step(self) -> bool:
         """Run one engine step at ``now``; return False if nothing could be scheduled."""
         waiting_before = len(self.waiting)
-        running_before = self.n_running
-        new, budget, preempted = self._schedule_running()
+        running_before = len(self._order)
+        chunks, skipped, budget, preempted = self._schedule_running()
         load_ms = 0.0
-        if not preempted and budget > 0 and new.size == self.n_running and waiting_before:
-            chunks, load_ms = self._admit_waiting(budget)
-            if chunks:
-                new = np.concatenate([new, np.asarray(chunks, np.int64)])
-        s = new.size
-        if s == 0:
+        if not preempted and budget > 0 and waiting_before:
+            admitted, load_ms = self._admit_waiting(budget)
+            chunks += admitted
+        decoding = self._n_decoding - len(skipped)
+        if decoding + len(chunks) == 0:
             return False
-        comp = self._r_comp[:s]
-        tokens = int(new.sum())
-        decode = int(np.count_nonzero(new == 1))
-        context = int(comp.sum()) + tokens
+        prefill, prompt, generated = self._prefill, self._prompt, self.generated
+        tokens = decoding + sum(t for _, t in chunks)
+        decode = decoding + sum(t == 1 for _, t in chunks)
+        context = self._decoding_context + sum(prefill[rid] for rid, _ in chunks) + tokens
+        for rid in skipped:
+            context -= prompt[rid] + self._tick - self._base[rid] - 1
         overhead_ms = self.timer.scheduler_ms(running_before, waiting_before) + load_ms
         step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active), self._rank_sum) + overhead_ms
         end = self.now + step_ms / 1000.0
-        self.last_step = (tokens, len(self._active), s)
-        comp += new
-        self._r_blocks[:s] = (comp + (self.block_size - 1)) // self.block_size
-        produced = comp == self._r_ntok[:s]
-        gaps = 0
-        if produced.all():  # no partial prefill chunk: work on slices, no gathers
-            gaps = self._record_tokens(slice(0, s), end, step_ms)
-        elif produced.any():
-            gaps = self._record_tokens(produced.nonzero()[0], end, step_ms)
+        self.last_step = (tokens, len(self._active), decoding + len(chunks))
+        # Decoding requests each sample a token; those the budget left out keep their count (and their gap).
+        for rid in skipped:
+            self._residue_count[self._residue(rid)] -= 1
+            self._base[rid] += 1
+            self._residue_count[self._residue(rid)] += 1
+            heapq.heappush(self._finish_heap, (self._base[rid] + self._output[rid], rid))
+            self._stalled.setdefault(rid, self.now)
+        self._tick += 1
+        self._decoding_context += decoding
+        same, stalled = decoding, []
+        for rid, last in list(self._stalled.items()):
+            if rid not in skipped:
+                same -= 1
+                stalled.append(last)
+                del self._stalled[rid]
+        # Prefill chunks that reach the end of the prompt sample a token too.
+        firsts, done = [], []
+        for rid, chunk in chunks:
+            computed = prefill[rid] + chunk
+            gen = int(generated[rid])
+            if computed < prompt[rid] + gen:
+                prefill[rid] = computed
+                continue
+            del prefill[rid]
+            last = self._last_token_s[rid]
+            if last == self.now:
+                same += 1
+            elif gen == 0:
+                firsts.append(rid)
+            else:
+                stalled.append(last)
+            if gen + 1 >= self._output[rid]:
+                done.append((rid, gen + 1))
+            else:
+                self._start_decoding(rid, gen + 1)
+        if same:
+            self.itl_hist[itl_bin(step_ms)] += same
+        if stalled:
+            np.add.at(self.itl_hist, itl_bins((end - np.array(stalled)) * 1000.0), 1)
+        for rid in firsts:
+            if math.isnan(self.first_token_s[rid]):
+                self.first_token_s[rid] = end
+        for rid, gen in done:  # finished on their first sampled token after (re)computing the prompt
+            self.finish_s[rid] = end
+            self.generated[rid] = gen
+            self.free_blocks += -(-(prompt[rid] + gen - 1) // self.block_size)
+            self._last_token_s[rid] = end
+            del self._order[rid]
+            self._leave_batch(self._adapter_of[rid])
+        self._finish_decoding(end)
         adapters = len(self._active)
         self._log_counts((1, decode, tokens - decode, context, adapters, self._rank_sum, adapters * tokens,
-                          tokens > self.timer.graph_max_tokens, overhead_ms), gaps)
+                          tokens > self.timer.graph_max_tokens, overhead_ms), same)
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         self.steps += 1
         return True
-
-    def _record_tokens(self, rows: slice | np.ndarray, end: float, step_ms: float) -> int:
-        """Requests at ``rows`` sampled a token at ``end``: ITL gaps, first tokens, finishes.
-
-        Returns how many of them also sampled one at the step's start (their gap is exactly this step).
-        """
-        gen = self._r_gen[rows]
-        last = self._r_last[rows]
-        # Requests that also produced a token in the previous step all share the gap of this step.
-        n_same = int(np.count_nonzero(last == self.now))
-        if n_same:
-            self.itl_hist[itl_bin(step_ms)] += n_same
-        firsts = (gen == 0).nonzero()[0]
-        if n_same + firsts.size < gen.size:
-            stalled = last[(gen > 0) & (last != self.now)]
-            np.add.at(self.itl_hist, itl_bins((end - stalled) * 1000.0), 1)
-        if firsts.size:
-            ids = self._r_id[rows][firsts]
-            self.first_token_s[ids[np.isnan(self.first_token_s[ids])]] = end
-        gen += 1
-        if isinstance(rows, slice):  # ``gen`` is a view: the batch is updated in place
-            self._r_ntok[rows] += 1
-            self._r_last[rows] = end
-            done = (gen >= self._r_out[rows]).nonzero()[0]
-        else:
-            self._r_gen[rows] = gen
-            self._r_ntok[rows] += 1
-            self._r_last[rows] = end
-            done = rows[gen >= self._r_out[rows]]
-        if done.size:
-            self.finish_s[self._r_id[done]] = end
-            self._remove_running(done)
-        return n_same
 
     def _log_counts(self, counts: tuple[float, ...], gaps: int) -> None:
         """Add one step's (or jump's) ``RAW_COUNTS``; kept in a list and summed in blocks, which is cheaper
@@ -455,18 +516,16 @@ class ReplicaEngine:
         arrival that could be admitted (:meth:`_arrivals_matter_from`), and before KV blocks run out, so no
         event is skipped.
         """
-        n, bs = self.n_running, self.block_size
-        comp, ntok = self._r_comp[:n], self._r_ntok[:n]
-        if n > self.budget or not (ntok - comp == 1).all() or not (self._r_last[:n] == self.now).all():
+        n, bs = len(self._order), self.block_size
+        if n > self.budget or self._prefill or self._stalled:
             return False
-        gen, out = self._r_gen[:n], self._r_out[:n]
-        k = int((out - gen).min())
+        k = self._next_finish_tick() - self._tick
         if k < 2:
             return False
         admission = self._admission()
         if admission == ADMITS:
             return False
-        context0 = int(comp.sum()) + n
+        context0 = self._decoding_context + n
         waiting = len(self.waiting)
         overhead_ms = self.timer.scheduler_ms(n, waiting)
         d0 = self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum) + overhead_ms
@@ -476,9 +535,8 @@ class ReplicaEngine:
             k = min(k, _steps_before(self._arrivals_matter_from(admission, next_arrival) - self.now, d0, delta))
         if k < 2:
             return False
-        blocks = self._r_blocks[:n]
         if n * (k // bs + 1) > self.free_blocks:  # cheap bound failed: find the exact KV limit
-            k = _max_steps_within_blocks(comp, blocks, bs, self.free_blocks, k)
+            k = self._max_steps_within_blocks(k)
             if k < 2:
                 return False
         durations_ms = d0 + delta * np.arange(k)
@@ -486,15 +544,10 @@ class ReplicaEngine:
         total_ms = float(durations_ms.sum())
         end = self.now + total_ms / 1000.0
         used_before = self.total_blocks - self.free_blocks
-        comp += k
-        gen += k
-        ntok += k
-        new_blocks = (comp + (bs - 1)) // bs
-        self.free_blocks -= int((new_blocks - blocks).sum())
-        blocks[:] = new_blocks
-        self._r_last[:n] = end
-        bins = itl_bins(durations_ms)
-        np.add.at(self.itl_hist, bins, n)
+        self.free_blocks -= self._blocks_needed(k)
+        self._tick += k
+        self._decoding_context += n * k
+        np.add.at(self.itl_hist, itl_bins(durations_ms), n)
         adapters = len(self._active)
         self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * self._rank_sum,
                           k * adapters * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
@@ -509,11 +562,30 @@ class ReplicaEngine:
             self._take_arrivals(last_start)
         self.now = end
         self.steps += k
-        done = (gen >= out).nonzero()[0]
-        if done.size:
-            self.finish_s[self._r_id[done]] = end
-            self._remove_running(done)
+        self._finish_decoding(end)
         return True
+
+    def _blocks_needed(self, k: int) -> int:
+        """New KV blocks the decoding requests need over the next k steps: one whenever a request's computed
+        tokens cross a multiple of the block size, which happens at ticks fixed by its residue."""
+        bs, tick, total = self.block_size, self._tick, 0
+        for residue, count in enumerate(self._residue_count):
+            if count:
+                first = -(residue + tick) % bs  # steps until its first crossing
+                if first < k:
+                    total += count * ((k - 1 - first) // bs + 1)
+        return total
+
+    def _max_steps_within_blocks(self, k_max: int) -> int:
+        """Largest k <= k_max whose decode steps need at most the free KV blocks."""
+        lo, hi = 0, k_max
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._blocks_needed(mid) <= self.free_blocks:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def _admission(self) -> int:
         """Whether the next step admits a waiting request (``ADMITS``); if not, whether that holds whatever
@@ -652,18 +724,3 @@ def _steps_before(window_s: float, first_ms: float, delta_ms: float) -> int:
     while start(k) < window_ms:
         k += 1
     return k
-
-
-def _max_steps_within_blocks(comp: np.ndarray, blocks: np.ndarray, block_size: int, free: int, k_max: int) -> int:
-    """Largest k <= k_max such that k more tokens per request need at most ``free`` new KV blocks."""
-    def new_blocks(k: int) -> int:
-        return int(((comp + k + (block_size - 1)) // block_size - blocks).sum())
-
-    lo, hi = 0, k_max
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if new_blocks(mid) <= free:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
