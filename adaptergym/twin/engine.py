@@ -204,8 +204,11 @@ class ReplicaEngine:
         """Move requests that arrived by ``until`` (default: now) into the waiting queue, refusing those over
         the cap."""
         t = self.now if until is None else until
-        arrived = int(np.searchsorted(self.arrival_s[: self.n_requests], t, side="right"))
         first = self.n_arrived
+        if first + 1 < self.n_requests and self.arrival_s[first + 1] > t:  # the usual case: one at a time
+            arrived = first + 1 if self.arrival_s[first] <= t else first
+        else:
+            arrived = int(np.searchsorted(self.arrival_s[: self.n_requests], t, side="right"))
         if arrived <= first:
             return
         flags = self.flags
@@ -294,8 +297,11 @@ class ReplicaEngine:
 
     def _finish_decoding(self, end: float) -> None:
         """Finish the decoding requests whose last token was sampled in the step (or jump) ending at ``end``."""
-        while self._next_finish_tick() <= self._tick:
-            self._finish(heapq.heappop(self._finish_heap)[1], end)
+        heap, order, prefill, base, output = self._finish_heap, self._order, self._prefill, self._base, self._output
+        while heap and heap[0][0] <= self._tick:
+            tick, rid = heapq.heappop(heap)
+            if rid in order and rid not in prefill and base[rid] + output[rid] == tick:
+                self._finish(rid, end)
 
     # ------------------------------------------------------------------ scheduling
     def _schedule_running(self) -> tuple[list[tuple[int, int]], list[int], int, bool]:
@@ -303,16 +309,18 @@ class ReplicaEngine:
         budget leaves out, the budget left, and whether any request was preempted."""
         bs, prefill, generated, prompt = self.block_size, self._prefill, self.generated, self._prompt
         chunks = [(rid, prompt[rid] + int(generated[rid]) - computed) for rid, computed in prefill.items()]
-        total = self._n_decoding + sum(tokens for _, tokens in chunks)
+        total = self._n_decoding + sum(tokens for _, tokens in chunks) if chunks else self._n_decoding
         skipped: list[int] = []
+        hit = -self._tick % bs
+        need = self._residue_count[hit]
         if total > self.budget:  # the budget runs out inside the batch: walk it in order
             chunks, skipped = self._cut_at_budget()
             budget_left = 0
+            need -= sum(self._residue(rid) == hit for rid in skipped)
         else:
             budget_left = self.budget - total
-        hit = -self._tick % bs
-        need = self._residue_count[hit] - sum(self._residue(rid) == hit for rid in skipped)
-        need += sum(-(-(prefill[rid] + tokens) // bs) + prefill[rid] // -bs for rid, tokens in chunks)
+        for rid, tokens in chunks:
+            need += -(-(prefill[rid] + tokens) // bs) + prefill[rid] // -bs
         if need <= self.free_blocks:
             self.free_blocks -= need
             return chunks, skipped, budget_left, False
@@ -420,11 +428,12 @@ class ReplicaEngine:
         self._tick += 1
         self._decoding_context += decoding
         same, stalled = decoding, []
-        for rid, last in list(self._stalled.items()):
-            if rid not in skipped:
-                same -= 1
-                stalled.append(last)
-                del self._stalled[rid]
+        if self._stalled:
+            for rid, last in list(self._stalled.items()):
+                if rid not in skipped:
+                    same -= 1
+                    stalled.append(last)
+                    del self._stalled[rid]
         # Prefill chunks that reach the end of the prompt sample a token too.
         firsts, done = [], []
         for rid, chunk in chunks:
