@@ -23,18 +23,9 @@ import pandas as pd
 
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import TwinProfile, load_profile
-from adaptergym.real_runs import METRICS, Replay, RowProblem, read_runs, replays
+from adaptergym.real_runs import Replay, RowProblem, read_runs, replays
 from adaptergym.twin import check_startup
-from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.record import RunRecord
-from adaptergym.workload.requests import RequestBatch
 
-#: A long run is first simulated this long (s); if it keeps up there, the window stands for the whole run.
-STEADY_WINDOW_S = 900.0
-#: Keeping up: served throughput at least this share of the offered load...
-KEEPS_UP = 0.98
-#: ...and the waiting queue never longer than this share of the window's requests.
-KEEPS_UP_WAITING_SHARE = 0.01
 #: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
 ANCHOR_COLUMNS = {"total_throughput": "dt_total_throughput", "mean_itl_ms": "dt_itl", "mean_ttft_ms": "dt_ttft"}
 REPORT_METRICS = {"total_throughput": "total_throughput", "mean_itl_ms": "mean_itl", "mean_tpot_ms": "mean_tpot",
@@ -181,9 +172,10 @@ def error_table(predictions: Iterable[Prediction]) -> dict[str, dict[str, dict[s
     return table
 
 
-def replay(item: Replay, profile: TwinProfile, seed: int = 0) -> Prediction:
-    """Simulate one real run (start-up only when it was refused, or its workload is unknown)."""
-    from adaptergym.metrics import summarize
+def replay(item: Replay, profile: TwinProfile, seed: int = 0, full: bool = False) -> Prediction:
+    """Simulate one real run (start-up only when it was refused, or its workload is unknown); an hour-long run
+    is judged from part of it (see ``adaptergym.long_runs``) unless ``full``."""
+    from adaptergym.long_runs import judge_run
     from adaptergym.simulation import draw_requests
 
     config = item.config.resolved(profile)
@@ -192,39 +184,16 @@ def replay(item: Replay, profile: TwinProfile, seed: int = 0) -> Prediction:
     counts: tuple[float, ...] = ()
     step_counts: tuple[float, ...] = ()
     if startup.ok and item.measured_status_ok and item.workload is not None:
-        record = _simulate(profile, config, draw_requests(item.workload, seed))
-        metrics = summarize(record)
-        predicted = {m: float(getattr(metrics, m)) for m in (*METRICS.values(), "offered_throughput")}
+        predicted, record = judge_run(profile, config, draw_requests(item.workload, seed), full=full)
         counts = tuple(record.itl_counts.tolist()) if record.itl_counts is not None else ()
         step_counts = tuple(record.step_counts.tolist()) if record.step_counts is not None else ()
     return Prediction(item.line, item.run_id, item.group, item.model, item.status, startup.status,
                       item.measured, predicted, counts, step_counts)
 
 
-def _simulate(profile: TwinProfile, config: ServerConfig, requests: RequestBatch) -> RunRecord:
-    """The run's record; a long run that keeps up with its load over its first ``STEADY_WINDOW_S`` is judged on
-    that window (its means are the window's: the rest of the hour repeats it), one that falls behind runs on to
-    the end (its queue, and so its TTFT, grows all hour)."""
-    from adaptergym.metrics import summarize
-    from adaptergym.twin.replica import failed_record, new_engine
-
-    engine = new_engine(profile, config, requests)
-    if engine is None:
-        return failed_record(profile, config, requests, requests.duration_s)
-    if not requests.drain and requests.duration_s > STEADY_WINDOW_S:
-        engine.run_until(STEADY_WINDOW_S)
-        window = engine.record(STEADY_WINDOW_S).arrived_before(STEADY_WINDOW_S)
-        metrics = summarize(window)
-        if (metrics.total_throughput >= KEEPS_UP * metrics.offered_throughput
-                and window.max_waiting <= KEEPS_UP_WAITING_SHARE * len(window.arrival_s)):
-            return window
-    engine.run_until(math.inf if requests.drain else requests.duration_s)
-    return engine.record(max(engine.now, 1e-9) if requests.drain else requests.duration_s)
-
-
-def _replay_chunk(args: tuple[list[Replay], dict[str, TwinProfile], int]) -> list[Prediction]:
-    items, profiles, seed = args
-    return [replay(i, profiles[i.model], seed) for i in items]
+def _replay_chunk(args: tuple[list[Replay], dict[str, TwinProfile], int, bool]) -> list[Prediction]:
+    items, profiles, seed, full = args
+    return [replay(i, profiles[i.model], seed, full) for i in items]
 
 
 def resolve_profiles(models: Iterable[str], profile: str | TwinProfile | None) -> tuple[dict[str, TwinProfile],
@@ -241,8 +210,10 @@ def resolve_profiles(models: Iterable[str], profile: str | TwinProfile | None) -
 
 
 def predict_all(items: Sequence[Replay], profiles: dict[str, TwinProfile], *, seed: int = 0,
-                workers: int | None = None, progress: Callable[[int], None] | None = None) -> list[Prediction]:
-    """Replay every item, in parallel over ``workers`` processes (default: all cores); order is kept."""
+                workers: int | None = None, full: bool = False,
+                progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Replay every item (see :func:`replay`), in parallel over ``workers`` processes (default: all cores);
+    order is kept."""
     workers = workers or os.cpu_count() or 1
     # Expensive rows first, spread round-robin over small chunks, so cores finish together.
     order = sorted(range(len(items)), key=lambda i: -_cost(items[i]))
@@ -251,13 +222,13 @@ def predict_all(items: Sequence[Replay], profiles: dict[str, TwinProfile], *, se
     results: dict[int, Prediction] = {}
     if workers == 1:
         for chunk in chunks:
-            for i, p in zip(chunk, _replay_chunk(([items[i] for i in chunk], profiles, seed)), strict=True):
+            for i, p in zip(chunk, _replay_chunk(([items[i] for i in chunk], profiles, seed, full)), strict=True):
                 results[i] = p
             if progress:
                 progress(len(chunk))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            jobs = pool.map(_replay_chunk, [([items[i] for i in c], profiles, seed) for c in chunks])
+            jobs = pool.map(_replay_chunk, [([items[i] for i in c], profiles, seed, full) for c in chunks])
             for chunk, preds in zip(chunks, jobs, strict=True):
                 for i, p in zip(chunk, preds, strict=True):
                     results[i] = p
@@ -275,9 +246,9 @@ def _cost(item: Replay) -> float:
 
 def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, seed: int = 0,
              workers: int | None = None, anchor: str | Path | None = None, group: str | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Report:
+             full: bool = False, progress: Callable[[int, int], None] | None = None) -> Report:
     """Replay a real-runs CSV (only rows whose ``dataset_group`` matches ``group``, when given) and measure
-    the twin's error (see the module docstring)."""
+    the twin's error (see the module docstring); ``full`` simulates every hour-long run to its end."""
     frame = read_runs(runs)
     if group:
         try:
@@ -301,7 +272,7 @@ def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, se
         if progress:
             progress(done, len(items))
 
-    predictions = predict_all(items, profiles, seed=seed, workers=workers, progress=tick)
+    predictions = predict_all(items, profiles, seed=seed, workers=workers, full=full, progress=tick)
     anchor_path = Path(anchor) if anchor else Path(runs).with_name("anchor_twin_vs_real.csv")
     anchor_frame = pd.read_csv(anchor_path) if anchor_path.is_file() else None
     return Report(predictions, sorted(problems, key=lambda p: p.line), anchor_frame)

@@ -23,6 +23,8 @@ class Validate(Command):
                             "(default: anchor_twin_vs_real.csv beside --runs, when present)")
         parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the replayed request streams")
+        parser.add_argument("--full", action="store_true", help="simulate every hour-long run to its end "
+                            "(default: judge it from its first 900 s, see docs/validation.md)")
         parser.add_argument("--plot", default=None, help="PNG of predicted vs measured per metric")
         parser.add_argument("--rows", default=None, help="CSV of every replayed row, measured and predicted")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -33,7 +35,7 @@ class Validate(Command):
 
         with stage_progress(not (args.quiet or args.json)) as progress:
             report = validate(args.runs, args.profile, seed=args.seed, workers=args.workers, anchor=args.anchor,
-                              group=args.group,
+                              group=args.group, full=args.full,
                               progress=(lambda d, n: progress("replaying", d, n)) if progress else None)
         if args.plot:
             report.plot(args.plot)
