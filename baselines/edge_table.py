@@ -2,7 +2,7 @@
 35 s per rank class, so the default profile's, at ShareGPT lengths, ship as one JSON per (profile, lengths)
 in ``adaptergym/data/capacity/``. A table is used only by the exact profile it was measured with.
 
-    python -m baselines.edge_table      # measure the default profile's table again (2 min 17 s here)
+    python -m baselines.edge_table      # measure the default profile's table again (60 s here)
 """
 
 from __future__ import annotations
