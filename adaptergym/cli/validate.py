@@ -12,7 +12,8 @@ class Validate(Command):
     """Replay every ok and refused-start row of a real-runs CSV through the twin; print MAPE and SMAPE per model
     and metric (total throughput, mean ITL, mean TPOT, mean TTFT), start-up-outcome accuracy, and the published
     twin's errors on the same rows where anchor_twin_vs_real.csv covers them. Rows that cannot be replayed are
-    listed with their line number.
+    listed with their line number. Hour-long runs are judged from part of the hour (adaptergym.long_runs);
+    --full simulates every one to its end.
     """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -24,7 +25,7 @@ class Validate(Command):
         parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the replayed request streams")
         parser.add_argument("--full", action="store_true", help="simulate every hour-long run to its end "
-                            "(default: judge it from its first 900 s, see docs/validation.md)")
+                            "(default: judge it from part of the hour, see docs/validation.md)")
         parser.add_argument("--plot", default=None, help="PNG of predicted vs measured per metric")
         parser.add_argument("--rows", default=None, help="CSV of every replayed row, measured and predicted")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
