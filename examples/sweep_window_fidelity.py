@@ -5,7 +5,7 @@ steady state after a 20% warm-up) and run again for 3,600 s with the papers' def
 requests finished within the hour / 3,600 s; starved when it falls 10% short of the tokens that arrived).
 Points whose server does not start agree trivially and are left out. Figures are split at max_loras 4: with
 few slots and many adapters the twin's throughput climbs as the queue grows (each adapter load serves more
-queued requests), so a short window under-states an hour. Two processes; about six minutes.
+queued requests), so a short window under-states an hour. Two processes; about a minute.
 
     python examples/sweep_window_fidelity.py [POINTS]      # default: 120
 """

@@ -1,6 +1,6 @@
 """How often the environments' twin scorer, which simulates a short window, reaches the hour-long verdict on
 starvation. Random 100-adapter placements (even trials: load-balanced with noise; odd: uniform), each GPU judged
-by ``TwinScorer`` over a short window and by a 3,600-s twin run with the papers' rule. Takes about 3 minutes.
+by ``TwinScorer`` over a short window and by a 3,600-s twin run with the papers' rule. Takes about 80 s.
 
     python examples/window_fidelity.py [WINDOW_S ...]      # default: 120 300
 """
