@@ -8,12 +8,13 @@ request whose adapter would exceed ``max_loras`` distinct adapters in the batch 
 Requests that decode advance in lock step, one token per step, so their state is kept relative to a tick
 counter (tokens generated = tick - base): a step costs the same whatever the batch size. The KV blocks they need
 in a step come from counts per residue of their computed tokens modulo the block size, their finishes from a
-heap; requests still prefilling (or recomputing after preemption) are few and kept one by one. Runs of
-pure-decode steps in which no waiting request can be admitted
-(nothing waits, or what waits needs an adapter slot or KV blocks) are advanced in one jump (step times form an
-arithmetic series because only the context grows), up to the next finish, KV-block shortage, or arrival that
-could be admitted. Arrivals that cannot be (the queue is full, or they would queue behind a request that
-cannot start either) only join the queue or are refused, and the jump accounts for them exactly.
+heap; requests still prefilling (or recomputing after preemption) are few and kept one by one.
+
+Runs of pure-decode steps in which no waiting request can be admitted (nothing waits, or what waits needs an
+adapter slot or KV blocks) are advanced in one jump (step times form an arithmetic series because only the
+context grows), up to the next finish, KV-block shortage, or arrival that could be admitted. Arrivals that
+cannot be (the queue is full, or they would queue behind a request that cannot start either) only join the
+queue or are refused, and the jump accounts for them exactly.
 """
 
 from __future__ import annotations
@@ -282,6 +283,7 @@ class ReplicaEngine:
         self._leave_batch(self._adapter_of[rid])
 
     def _finish(self, rid: int, end: float) -> None:
+        """``rid`` sampled its last token in the step ending at ``end``."""
         self.finish_s[rid] = end
         self._remove(rid, end)
 
@@ -437,12 +439,10 @@ class ReplicaEngine:
         # Prefill chunks that reach the end of the prompt sample a token too.
         firsts, done = [], []
         for rid, chunk in chunks:
-            computed = prefill[rid] + chunk
+            prefill[rid] = computed = prefill[rid] + chunk
             gen = int(generated[rid])
             if computed < prompt[rid] + gen:
-                prefill[rid] = computed
                 continue
-            del prefill[rid]
             last = self._last_token_s[rid]
             if last == self.now:
                 same += 1
@@ -453,6 +453,7 @@ class ReplicaEngine:
             if gen + 1 >= self._output[rid]:
                 done.append((rid, gen + 1))
             else:
+                del prefill[rid]
                 self._start_decoding(rid, gen + 1)
         if same:
             self.itl_hist[itl_bin(step_ms)] += same
@@ -461,13 +462,9 @@ class ReplicaEngine:
         for rid in firsts:
             if math.isnan(self.first_token_s[rid]):
                 self.first_token_s[rid] = end
-        for rid, gen in done:  # finished on their first sampled token after (re)computing the prompt
-            self.finish_s[rid] = end
-            self.generated[rid] = gen
-            self.free_blocks += -(-(prompt[rid] + gen - 1) // self.block_size)
-            self._last_token_s[rid] = end
-            del self._order[rid]
-            self._leave_batch(self._adapter_of[rid])
+        for rid, gen in done:  # finished on the token sampled right after (re)computing the prompt
+            self._finish(rid, end)
+            self.generated[rid], self._last_token_s[rid] = gen, end
         self._finish_decoding(end)
         adapters = len(self._active)
         self._log_counts((1, decode, tokens - decode, context, adapters, self._rank_sum, adapters * tokens,
