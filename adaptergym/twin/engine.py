@@ -106,7 +106,6 @@ class ReplicaEngine:
         # Running batch (see the module docstring).
         self._order: dict[int, None] = {}  # running requests in admission order
         self._prefill: dict[int, int] = {}  # running requests still prefilling -> tokens whose KV is computed
-        self._stalled: dict[int, float] = {}  # decoding requests a full token budget skipped -> last token time
         self._tick = 0
         self._base = [0] * n  # a decoding request has generated tick - base tokens
         self._residue_count = [0] * self.block_size  # decoding requests per (computed tokens - tick) % block size
@@ -271,14 +270,14 @@ class ReplicaEngine:
 
     def _remove(self, rid: int, last_token_s: float) -> None:
         """Take ``rid`` out of the running batch, freeing its KV blocks and keeping its progress (a decoding
-        request sampled its last token at ``last_token_s``, unless the budget left it out since)."""
+        request sampled its last token at ``last_token_s``)."""
         del self._order[rid]
         if rid in self._prefill:  # its progress and last token time are as they were before it was admitted
             computed = self._prefill.pop(rid)
         else:
             self.generated[rid] = generated = self._stop_decoding(rid)
             computed = self._prompt[rid] + generated - 1
-            self._last_token_s[rid] = self._stalled.pop(rid, last_token_s)
+            self._last_token_s[rid] = last_token_s
         self.free_blocks += -(-computed // self.block_size)
         self._leave_batch(self._adapter_of[rid])
 
@@ -306,48 +305,39 @@ class ReplicaEngine:
                 self._finish(rid, end)
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule_running(self) -> tuple[list[tuple[int, int]], list[int], int, bool]:
-        """This step's prefill chunks of running requests (request, tokens), the decoding requests the token
-        budget leaves out, the budget left, and whether any request was preempted."""
+    def _schedule_running(self) -> tuple[list[tuple[int, int]], int, bool]:
+        """This step's prefill chunks of running requests (request, tokens), the budget left, and whether any
+        request was preempted; every decoding request takes one token.
+
+        vLLM hands the budget out in admission order, and decoding requests always come before prefilling
+        ones: a request is admitted only while budget is left, so whatever was admitted before it got its
+        whole prompt. So the budget can only run out inside the prefill chunks, which share what decoding
+        leaves (at most ``budget`` requests run: each took a token when admitted).
+        """
         bs, prefill, generated, prompt = self.block_size, self._prefill, self.generated, self._prompt
         chunks = [(rid, prompt[rid] + int(generated[rid]) - computed) for rid, computed in prefill.items()]
-        total = self._n_decoding + sum(tokens for _, tokens in chunks) if chunks else self._n_decoding
-        skipped: list[int] = []
-        hit = -self._tick % bs
-        need = self._residue_count[hit]
-        if total > self.budget:  # the budget runs out inside the batch: walk it in order
-            chunks, skipped = self._cut_at_budget()
-            budget_left = 0
-            need -= sum(self._residue(rid) == hit for rid in skipped)
+        left = self.budget - self._n_decoding
+        wanted = sum(tokens for _, tokens in chunks) if chunks else 0
+        if wanted > left:  # the budget runs out inside the prefill chunks
+            cut = []
+            for rid, tokens in chunks:
+                if left <= 0:
+                    break
+                cut.append((rid, min(tokens, left)))
+                left -= cut[-1][1]
+            chunks, budget_left = cut, 0
         else:
-            budget_left = self.budget - total
+            budget_left = left - wanted
+        need = self._residue_count[-self._tick % bs]
         for rid, tokens in chunks:
             need += -(-(prefill[rid] + tokens) // bs) + prefill[rid] // -bs
         if need <= self.free_blocks:
             self.free_blocks -= need
-            return chunks, skipped, budget_left, False
-        return self._schedule_with_preemption(chunks, skipped, need)
+            return chunks, budget_left, False
+        return self._schedule_with_preemption(chunks, need)
 
-    def _cut_at_budget(self) -> tuple[list[tuple[int, int]], list[int]]:
-        """Prefill chunks and left-out decoding requests when the budget runs out inside the batch: requests
-        take their tokens in admission order until it is spent."""
-        left, chunks, skipped = self.budget, [], []
-        for rid in self._order:
-            computed = self._prefill.get(rid)
-            if left == 0:
-                if computed is None:
-                    skipped.append(rid)
-                continue
-            if computed is None:
-                left -= 1
-            else:
-                tokens = min(self._prompt[rid] + int(self.generated[rid]) - computed, left)
-                chunks.append((rid, tokens))
-                left -= tokens
-        return chunks, skipped
-
-    def _schedule_with_preemption(self, chunks: list[tuple[int, int]], skipped: list[int],
-                                  need: int) -> tuple[list[tuple[int, int]], list[int], int, bool]:
+    def _schedule_with_preemption(self, chunks: list[tuple[int, int]],
+                                  need: int) -> tuple[list[tuple[int, int]], int, bool]:
         """KV blocks ran out: preempt from the newest end, as vLLM's request-by-request loop would.
 
         vLLM schedules request i if its blocks plus those of the requests scheduled before it fit in the free
@@ -358,13 +348,12 @@ class ReplicaEngine:
         bs, hit = self.block_size, -self._tick % self.block_size
         chunk_need = {rid: -(-(self._prefill[rid] + tokens) // bs) + self._prefill[rid] // -bs
                       for rid, tokens in chunks}
-        left_out = set(skipped)
         victims = []
         while need > self.free_blocks:
             rid = next(reversed(self._order))
             if rid in self._prefill:
                 need -= chunk_need.get(rid, 0)
-            elif rid not in left_out and self._residue(rid) == hit:
+            elif self._residue(rid) == hit:
                 need -= 1
             victims.append(rid)
             self.preemptions[rid] += 1
@@ -372,7 +361,7 @@ class ReplicaEngine:
         self.free_blocks -= need
         self.waiting.push_preempted(victims[::-1])
         gone = set(victims)
-        return ([c for c in chunks if c[0] not in gone], [rid for rid in skipped if rid not in gone], 0, True)
+        return [c for c in chunks if c[0] not in gone], 0, True
 
     def _admit_waiting(self, budget: int) -> tuple[list[tuple[int, int]], float]:
         """Admit waiting requests FCFS under the budget, free KV blocks, max_num_seqs and max_loras; returns
@@ -402,40 +391,26 @@ class ReplicaEngine:
         """Run one engine step at ``now``; return False if nothing could be scheduled."""
         waiting_before = len(self.waiting)
         running_before = len(self._order)
-        chunks, skipped, budget, preempted = self._schedule_running()
+        chunks, budget, preempted = self._schedule_running()
         load_ms = 0.0
         if not preempted and budget > 0 and waiting_before:
             admitted, load_ms = self._admit_waiting(budget)
             chunks += admitted
-        decoding = self._n_decoding - len(skipped)
+        decoding = self._n_decoding
         if decoding + len(chunks) == 0:
             return False
         prefill, prompt, generated = self._prefill, self._prompt, self.generated
         tokens = decoding + sum(t for _, t in chunks)
         decode = decoding + sum(t == 1 for _, t in chunks)
         context = self._decoding_context + sum(prefill[rid] for rid, _ in chunks) + tokens
-        for rid in skipped:
-            context -= prompt[rid] + self._tick - self._base[rid] - 1
         overhead_ms = self.timer.scheduler_ms(running_before, waiting_before) + load_ms
         step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active), self._rank_sum) + overhead_ms
         end = self.now + step_ms / 1000.0
         self.last_step = (tokens, len(self._active), decoding + len(chunks))
-        # Decoding requests each sample a token; those the budget left out keep their count (and their gap).
-        for rid in skipped:
-            self._residue_count[self._residue(rid)] -= 1
-            self._base[rid] += 1
-            self._residue_count[self._residue(rid)] += 1
-            heapq.heappush(self._finish_heap, (self._base[rid] + self._output[rid], rid))
-            self._stalled.setdefault(rid, self.now)
+        # Decoding requests each sample a token, one step after their last.
         self._tick += 1
         self._decoding_context += decoding
         same, stalled = decoding, []
-        if self._stalled:
-            for rid, last in list(self._stalled.items()):
-                if rid not in skipped:
-                    same -= 1
-                    stalled.append(last)
-                    del self._stalled[rid]
         # Prefill chunks that reach the end of the prompt sample a token too.
         firsts, done = [], []
         for rid, chunk in chunks:
@@ -523,7 +498,7 @@ class ReplicaEngine:
         event is skipped.
         """
         n, bs = len(self._order), self.block_size
-        if n > self.budget or self._prefill or self._stalled:
+        if n > self.budget or self._prefill:
             return False
         k = self._next_finish_tick() - self._tick
         if k < 2:
