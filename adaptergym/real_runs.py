@@ -95,6 +95,14 @@ def _file_lines(path: str | Path, n: int) -> np.ndarray:
     return np.asarray(starts[:n] + [0] * max(0, n - len(starts)))
 
 
+def group_pattern(regex: str, option: str) -> re.Pattern[str]:
+    """The compiled regex a command's ``option`` (``--group``, ``--holdout``) applies to ``dataset_group``."""
+    try:
+        return re.compile(regex)
+    except re.error as exc:
+        raise DataError(f"{option} {regex!r}: not a regular expression ({exc})") from None
+
+
 def replays(frame: pd.DataFrame) -> tuple[list[Replay], list[RowProblem]]:
     """Every row that can be replayed, and a problem for every row that cannot."""
     out: list[Replay] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import pandas as pd
 
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import TwinProfile, load_profile
-from adaptergym.real_runs import Replay, RowProblem, read_runs, replays
+from adaptergym.real_runs import Replay, RowProblem, group_pattern, read_runs, replays
 from adaptergym.twin import check_startup
 
 #: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
@@ -251,12 +250,9 @@ def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, se
     the twin's error (see the module docstring); ``full`` simulates every hour-long run to its end."""
     frame = read_runs(runs)
     if group:
-        try:
-            pattern = re.compile(group)
-            groups = frame.get("dataset_group", pd.Series("", index=frame.index)).astype(str)
-            frame = frame[groups.map(lambda g: pattern.search(g) is not None)]
-        except re.error as exc:
-            raise DataError(f"--group {group!r}: not a regular expression ({exc})") from None
+        pattern = group_pattern(group, "--group")
+        groups = frame.get("dataset_group", pd.Series("", index=frame.index)).astype(str)
+        frame = frame[groups.map(lambda g: pattern.search(g) is not None)]
         if frame.empty:
             raise DataError(f"--group {group!r}: no row's dataset_group matches it; drop --group or widen it")
     items, problems = replays(frame)

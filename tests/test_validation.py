@@ -78,6 +78,10 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert "--group 'no-such-group': no row's dataset_group matches" in capsys.readouterr().err
     assert main(["validate", "--runs", str(tmp_path / "none.csv")]) == 1
     assert "no such file" in capsys.readouterr().err
+    assert main(["validate", "--runs", str(SAMPLE), "--group", "["]) == 1
+    assert "--group '[': not a regular expression" in capsys.readouterr().err
+    assert main(["calibrate", "--runs", str(SAMPLE), "--model", "llama-3.1-8b-instruct", "--holdout", "("]) == 1
+    assert "--holdout '(': not a regular expression" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", [n for n in shipped_profiles() if "fitted_by" in load_profile(n).provenance])

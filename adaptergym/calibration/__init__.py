@@ -34,7 +34,7 @@ from adaptergym.profile import (
     TwinProfile,
     load_profile,
 )
-from adaptergym.real_runs import read_runs, replays
+from adaptergym.real_runs import group_pattern, read_runs, replays
 from adaptergym.twin.step_time import StepTimer
 
 #: Held out by default: the published twin's validation series, so our error is comparable with its error.
@@ -79,10 +79,7 @@ def calibrate(
     frame = read_runs(runs)
     items, problems = replays(frame)
     items = [i for i in items if i.model == model]
-    try:
-        pattern = re.compile(holdout) if holdout else None
-    except re.error as exc:
-        raise DataError(f"--holdout {holdout!r}: not a regular expression ({exc})") from None
+    pattern = group_pattern(holdout, "--holdout") if holdout else None
     train = [i for i in items if pattern is None or not pattern.search(i.group)]
     if not [i for i in train if i.status == "ok"]:
         raise DataError(f"--model {model!r}: no usable ok runs outside --holdout {holdout!r} in {runs} "
