@@ -24,8 +24,9 @@ import math
 
 import numpy as np
 
-from adaptergym.metrics import summarize
+from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile
+from adaptergym.real_runs import METRICS
 from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.engine import ReplicaEngine
 from adaptergym.twin.record import RunRecord
@@ -43,8 +44,8 @@ STATIONARY_S = 450.0
 #: First come, first served with a backlog: requests without a first token never fewer than this through the
 #: window's second half (those in their prefill count too, and a 2,048-token budget holds a few dozen prompts).
 BACKLOG_MIN = 256
-#: Means reported per run, as named in ``Metrics``.
-MEANS = ("total_throughput", "mean_itl_ms", "mean_tpot_ms", "mean_ttft_ms", "offered_throughput")
+#: Means reported per run, as named in ``Metrics``: the measured metrics plus the offered load.
+MEANS = (*METRICS.values(), "offered_throughput")
 
 
 def judge_run(profile: TwinProfile, config: ServerConfig, requests: RequestBatch, *,
@@ -62,7 +63,7 @@ def judge_run(profile: TwinProfile, config: ServerConfig, requests: RequestBatch
     metrics = summarize(window)
     if (metrics.total_throughput >= KEEPS_UP * metrics.offered_throughput
             and window.max_waiting <= KEEPS_UP_WAITING_SHARE * len(window.arrival_s)):
-        return _means(window)
+        return _picked(metrics), window
     if engine.max_loras >= len(engine.adapter_ids) and _backlogged(engine.record(engine.now)):
         return _means(fluid_queue_record(engine, duration))
     while engine.now < duration:
@@ -82,8 +83,11 @@ def judge_run(profile: TwinProfile, config: ServerConfig, requests: RequestBatch
 
 
 def _means(record: RunRecord) -> tuple[dict[str, float], RunRecord]:
-    metrics = summarize(record)
-    return {name: float(getattr(metrics, name)) for name in MEANS}, record
+    return _picked(summarize(record)), record
+
+
+def _picked(metrics: Metrics) -> dict[str, float]:
+    return {name: float(getattr(metrics, name)) for name in MEANS}
 
 
 def _backlogged(record: RunRecord) -> bool:

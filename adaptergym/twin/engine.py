@@ -298,11 +298,8 @@ class ReplicaEngine:
 
     def _finish_decoding(self, end: float) -> None:
         """Finish the decoding requests whose last token was sampled in the step (or jump) ending at ``end``."""
-        heap, order, prefill, base, output = self._finish_heap, self._order, self._prefill, self._base, self._output
-        while heap and heap[0][0] <= self._tick:
-            tick, rid = heapq.heappop(heap)
-            if rid in order and rid not in prefill and base[rid] + output[rid] == tick:
-                self._finish(rid, end)
+        while self._next_finish_tick() <= self._tick:
+            self._finish(heapq.heappop(self._finish_heap)[1], end)
 
     # ------------------------------------------------------------------ scheduling
     def _schedule_running(self) -> tuple[list[tuple[int, int]], int, bool]:
@@ -330,11 +327,16 @@ class ReplicaEngine:
             budget_left = left - wanted
         need = self._residue_count[-self._tick % bs]
         for rid, tokens in chunks:
-            need += -(-(prefill[rid] + tokens) // bs) + prefill[rid] // -bs
+            need += self._chunk_blocks(rid, tokens)
         if need <= self.free_blocks:
             self.free_blocks -= need
             return chunks, budget_left, False
         return self._schedule_with_preemption(chunks, need)
+
+    def _chunk_blocks(self, rid: int, tokens: int) -> int:
+        """KV blocks a prefill chunk of ``tokens`` adds to those ``rid`` holds (ceil(computed / block size))."""
+        computed, bs = self._prefill[rid], self.block_size
+        return -(-(computed + tokens) // bs) - -(-computed // bs)
 
     def _schedule_with_preemption(self, chunks: list[tuple[int, int]],
                                   need: int) -> tuple[list[tuple[int, int]], int, bool]:
@@ -345,14 +347,12 @@ class ReplicaEngine:
         until that holds, or request i itself (and then stops). That keeps the longest prefix whose needs fit
         in the free blocks plus the blocks held by the rest: the newest requests are preempted until it fits.
         """
-        bs, hit = self.block_size, -self._tick % self.block_size
-        chunk_need = {rid: -(-(self._prefill[rid] + tokens) // bs) + self._prefill[rid] // -bs
-                      for rid, tokens in chunks}
+        hit, chunk_tokens = -self._tick % self.block_size, dict(chunks)
         victims = []
         while need > self.free_blocks:
             rid = next(reversed(self._order))
             if rid in self._prefill:
-                need -= chunk_need.get(rid, 0)
+                need -= self._chunk_blocks(rid, chunk_tokens[rid]) if rid in chunk_tokens else 0
             elif self._residue(rid) == hit:
                 need -= 1
             victims.append(rid)
