@@ -29,7 +29,7 @@ STEP_FEATURES = (
     "lora_per_token_ms",  # per batched token, scaled by max_lora_rank/16 (punica shrink/expand)
     "lora_per_ktoken_ms",  # per 1,000 batched tokens whatever the rank (LoRA kernels' per-token launch work)
     "lora_per_adapter_ms",  # per distinct adapter in the batch
-    "lora_per_adapter_rank_ms",  # per distinct adapter, scaled by its rank/16
+    "lora_per_adapter_max_rank_ms",  # per distinct adapter, scaled by max_lora_rank/16 (slots are padded to it)
     "lora_per_slot_ms",  # per GPU adapter slot reserved (max_loras), even when idle: slot-wise kernel work
     "lora_per_slot_ktoken_ms",  # per slot per 1,000 batched tokens: LoRA kernels that walk every slot per token
     "lora_per_adapter_ktoken_ms",  # per distinct adapter per 1,000 batched tokens
@@ -112,11 +112,12 @@ class LoadTimeModel:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerOverhead:
-    """CPU time of one scheduler pass (ms), linear in running and waiting requests, clipped at 0."""
+    """CPU time of one scheduler pass (ms), clipped at 0: linear in running requests and in waiting requests it
+    walks past because every slot is taken by other adapters (vLLM's scheduler checks each one)."""
 
     base_ms: float = 0.2
     per_running_ms: float = 0.004
-    per_waiting_ms: float = 0.0002
+    per_skipped_ms: float = 0.0002
 
 
 @dataclass(frozen=True, slots=True)

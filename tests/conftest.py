@@ -26,7 +26,7 @@ def toy_profile(kv_tokens: int = 1 << 20, max_model_len: int = 4096, **coefficie
     memory = dataclasses.replace(memory, weights_gib=10.0 - 1.0 - kv_gib)
     return TwinProfile(name="toy", memory=memory, step_time=StepTimeModel(coeffs),
                        loading=LoadTimeModel({"16": 5.0}, {"16": 20.0}),
-                       scheduler=SchedulerOverhead(base_ms=0.0, per_running_ms=0.0, per_waiting_ms=0.0))
+                       scheduler=SchedulerOverhead(base_ms=0.0, per_running_ms=0.0, per_skipped_ms=0.0))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from tests.conftest import toy_profile
 
 
 @pytest.mark.parametrize("adapters, max_loras, rate", [
-    (4, 4, 4.0),  # every adapter has a slot: first come, first served, extrapolated as a fluid queue
+    (4, 4, 5.0),  # every adapter has a slot: first come, first served, extrapolated as a fluid queue
     (12, 3, 3.0),  # adapters compete for slots: a settled window and Little's law
 ])
 def test_an_overloaded_run_judged_from_part_of_it_matches_the_whole_run(adapters, max_loras, rate):

@@ -42,6 +42,19 @@ def test_single_request_latency_is_the_sum_of_step_times():
     assert m.loads_from_disk == 1 and m.successful_requests == 1
 
 
+def test_requests_skipped_for_want_of_a_slot_cost_scheduler_time_each_step():
+    # One slot: request 0 (adapter 0) runs three steps while requests 1-3 (adapter 1) wait; vLLM's scheduler
+    # walks past those three in each of the three steps, then admits all three at once (nothing left to skip).
+    requests = batch([0.0] * 4, [0, 1, 1, 1], [100] * 4, [3, 1, 1, 1], ranks=(16, 16))
+    config = ServerConfig(max_loras=1, max_lora_rank=16)
+    plain = simulate(requests, toy_profile(), config)
+    skip_ms = dataclasses.replace(toy_profile(), scheduler=dataclasses.replace(toy_profile().scheduler,
+                                                                               per_skipped_ms=1.0))
+    walked = simulate(requests, skip_ms, config)
+    assert walked.mean_ttft_ms - plain.mean_ttft_ms == pytest.approx((3 + 3 * 9) / 4, rel=1e-9)
+    assert walked.mean_e2e_ms - plain.mean_e2e_ms == pytest.approx((9 + 3 * 9) / 4, rel=1e-9)
+
+
 def test_preemption_happens_exactly_when_kv_blocks_run_out():
     profile = toy_profile(kv_tokens=160, max_model_len=128)  # 10 blocks of 16 tokens
     eng = engine_for(profile, batch([0.0, 0.0], [0, 0], [64, 64], [100, 100]))
@@ -77,13 +90,15 @@ def test_same_seed_identical_metrics_and_other_seed_differs():
     assert a.total_throughput != c.total_throughput
 
 
-@pytest.mark.parametrize("adapters, rates, max_loras, pressure", [
-    (6, [2.0, 1.0], 3, "kv"),  # KV pressure: preemptions inside and around jumps
-    (16, [0.05], 2, "slots"),  # requests wait for a slot while the batch decodes: jumps with a waiting queue
-    (8, [3.0], 8, "queue"),  # overloaded with a short queue: jumps over arrivals that join it or are refused
+@pytest.mark.parametrize("adapters, rates, max_loras, pressure, skip_ms", [
+    (6, [2.0, 1.0], 3, "kv", 0.0),  # KV pressure: preemptions inside and around jumps
+    (16, [0.05], 2, "slots", 0.0),  # requests wait for a slot while the batch decodes: jumps with a waiting queue
+    (16, [0.05], 2, "slots", 0.5),  # ...and each one the scheduler skips costs it time
+    (8, [3.0], 8, "queue", 0.0),  # overloaded with a short queue: jumps over arrivals that join it or are refused
 ])
-def test_decode_jumps_change_nothing(adapters, rates, max_loras, pressure):
+def test_decode_jumps_change_nothing(adapters, rates, max_loras, pressure, skip_ms):
     profile = toy_profile(kv_tokens=4000, max_model_len=512)
+    profile = dataclasses.replace(profile, scheduler=dataclasses.replace(profile.scheduler, per_skipped_ms=skip_ms))
     if pressure == "queue":
         profile = dataclasses.replace(profile, engine=dataclasses.replace(profile.engine, max_waiting_requests=40))
     w = cycled_workload(adapters, rates, [8, 16], duration_s=60)

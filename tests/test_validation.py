@@ -51,11 +51,15 @@ def test_validate_on_checked_in_real_rows(sample_report):
     # the table is the standard MAPE of the per-row predictions
     rows = report.rows()
     assert rows["dataset_group"].str.startswith("digital_twin_modelling/real_results/").all()
+    offered = pd.read_csv(SAMPLE).assign(line=lambda f: f.index + 2).set_index("line")["est_offered_load_tok_s"]
     for model, group in rows[rows["status"] == "ok"].groupby("model"):
         expected = mape(group["total_throughput"], group["total_throughput_twin"])
         assert report.models[model]["total_throughput"]["mape"] == pytest.approx(expected)
-        # light-load runs (no queue): the twin serves what arrives, as vLLM did, within 5%
-        assert expected < 5.0
+        # Light-load runs (no queue) serve what arrives, so each real run strays from its offered load by the
+        # luck of its Poisson arrivals (up to 5.4% here); the twin serves what arrives too, and is no further
+        # from the real runs than that scatter plus 2 points.
+        scatter = mape(group["total_throughput"], offered[group["line"]].to_numpy())
+        assert expected < scatter + 2.0
         assert report.models[model]["mean_itl"]["mape"] < 15.0
 
 
@@ -94,7 +98,7 @@ def test_calibrated_profile_reproduces_decode_microbenchmarks(name, shared_data)
     if rows.empty:
         pytest.skip(f"no decode micro-benchmarks of {profile.model}")
     timer = StepTimer(profile, 16, lora_enabled=False)
-    predicted = np.array([timer.step_ms(b, 0, c, 0, 0) + timer.scheduler_ms(b, 0)
+    predicted = np.array([timer.step_ms(b, 0, c, 0) + timer.scheduler_ms(b, 0)
                           for b, c in zip(rows["batch"], rows["context"], strict=True)])
     error = 100 * np.mean(np.abs(predicted - rows["step_ms"]) / rows["step_ms"])
     stated = profile.provenance["terms"]["step_time"]["decode_microbenchmark_mape"]
@@ -151,6 +155,45 @@ def test_memory_bracketed_by_start_up_outcomes_recovers_a_known_model():
     assert memory.lora_slot_gib_per_rank == pytest.approx(truth.memory.lora_slot_gib_per_rank, rel=0.15)
     with pytest.raises(DataError, match="need both"):
         fit_memory_from_startups(outcomes[outcomes["status"] == "ok"], guess)
+
+
+def test_scheduler_fit_recovers_a_known_cost_and_explains_the_measured_one(tmp_path, shared_data):
+    """Per-step scheduler time drawn from known coefficients is recovered; on vLLM's own measurements, running
+    requests and the requests skipped for want of a slot explain most of it."""
+    from adaptergym.calibration.micro import fit_scheduler
+
+    rng = np.random.default_rng(0)
+    n = 200
+    runs = pd.DataFrame({"gpu_loras": rng.choice([8, 32, 128], n), "cpu_loras": rng.choice([8, 64, 512], n),
+                         "avg_batch_size": rng.uniform(1, 500, n), "avg_waiting_queue": rng.uniform(0, 2e4, n),
+                         "steps": 10_000})
+    skipped = runs["avg_waiting_queue"] * np.clip(1 - runs["gpu_loras"] / runs["cpu_loras"], 0, 1)
+    runs["total_scheduling_time"] = runs["steps"] * (0.05 + 0.004 * runs["avg_batch_size"] + 3e-4 * skipped) / 1e3
+    runs.to_csv(tmp_path / "synthetic.csv", index=False)
+    known, fit = fit_scheduler(tmp_path)
+    assert known == pytest.approx({"base_ms": 0.05, "per_running_ms": 0.004, "per_skipped_ms": 3e-4}, rel=1e-6)
+    assert fit["runs"] == n and fit["rmse_ms"] < 1e-9
+    measured, fit = fit_scheduler(shared_data / "raw_scheduler_overhead")
+    assert measured["per_skipped_ms"] > 0 and fit["r2"] > 0.85
+
+
+def test_length_link_fit_recovers_a_known_correlation_and_the_shipped_one(shared_data):
+    """Runs whose KV usage follows a known copula correlation give it back; the real runs that kept up give the
+    shipped table's correlation."""
+    from adaptergym.calibration.lengths import fit_copula_correlation, held_tokens
+
+    profile = load_profile("llama-3.1-8b-instruct")
+    frame = read_runs(shared_data / "real_runs.csv")
+    items, _ = replays(frame)
+    train = {i.line: i.config for i in items if i.model == profile.model and i.status == "ok"
+             and not i.group.startswith("digital_twin_modelling/")}
+    shipped = fit_copula_correlation(frame, train, profile)
+    assert shipped["runs"] >= 30 and shipped["copula_correlation"] == pytest.approx(
+        shipped["shipped_copula_correlation"], abs=0.02)
+    # every kept-up run holding what a correlation of -0.1 would hold
+    ratio = held_tokens(-0.1, profile.engine.block_size) / shipped["kv_tokens_per_running_median"]
+    synthetic = frame.assign(npy_mean_kv_usage=frame["npy_mean_kv_usage"] * ratio)
+    assert fit_copula_correlation(synthetic, train, profile)["copula_correlation"] == pytest.approx(-0.1, abs=0.01)
 
 
 def test_a_light_hour_is_judged_from_its_first_900_s_as_the_whole_hour_would_be(sample_report):

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from adaptergym.calibration.end_to_end import Prior, fit_end_to_end
+from adaptergym.calibration.lengths import fit_copula_correlation
 from adaptergym.calibration.memory import fit_memory, fit_memory_from_startups
 from adaptergym.calibration.micro import (
     decode_error_pct,
@@ -101,6 +102,10 @@ def calibrate(
         report["terms"]["memory"] = {"source": "start-up outcomes of the training runs", **fit}
     profile = dataclasses.replace(profile, memory=memory)
 
+    lengths = fit_copula_correlation(frame, {i.line: i.config for i in train if i.status == "ok"}, profile)
+    if lengths:  # a check of the shared ShareGPT table (adaptergym/data/sharegpt_lengths.json), not a profile term
+        report["terms"]["sharegpt_lengths"] = {"source": "KV usage of the training runs that kept up", **lengths}
+
     scheduler, fit = fit_scheduler(folder / "raw_scheduler_overhead")
     if scheduler:
         profile = dataclasses.replace(profile, scheduler=SchedulerOverhead(**scheduler))
@@ -132,7 +137,7 @@ def calibrate(
     if len(rows):
         timer = StepTimer(profile, profile.engine.max_lora_rank, lora_enabled=False)
         report["terms"]["step_time"]["decode_microbenchmark_mape"] = decode_error_pct(
-            lambda batch, context: timer.step_ms(batch, 0, context, 0, 0) + timer.scheduler_ms(batch, 0), rows)
+            lambda batch, context: timer.step_ms(batch, 0, context, 0) + timer.scheduler_ms(batch, 0), rows)
     profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
                                   provenance={"fitted_by": "adaptergym calibrate", **report})
     return profile, report

@@ -81,7 +81,6 @@ class ReplicaEngine:
         self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
         self.lora = LoraCache(config.max_loras, int(config.max_cpu_loras or config.max_loras),
                               requests.adapter_ranks, profile.loading)
-        self._ranks = requests.adapter_ranks.tolist()
         # Per-request inputs and results (grown by ``submit`` in online use).
         n = len(requests)
         self.n_requests = n
@@ -113,7 +112,6 @@ class ReplicaEngine:
         self._n_decoding = 0
         self._decoding_context = 0  # computed tokens of the decoding requests
         self._run_count = [0] * len(self.adapter_ids)
-        self._rank_sum = 0
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
@@ -190,7 +188,6 @@ class ReplicaEngine:
     def add_adapter(self, adapter_id: str, rank: int) -> int:
         """Register one more adapter online (vLLM's ``/v1/load_lora_adapter``); returns its index."""
         self.adapter_ids = (*self.adapter_ids, adapter_id)
-        self._ranks.append(int(rank))
         self._run_count.append(0)
         self.waiting.add_adapters(1)
         self.lora.add_adapter(rank)
@@ -234,7 +231,6 @@ class ReplicaEngine:
         if self._run_count[adapter] == 0:
             self._active.add(adapter)
             self.waiting.activate(adapter)
-            self._rank_sum += self._ranks[adapter]
             if self.config.enable_lora:
                 load_ms = self.lora.activate(adapter, self._run_count)
         self._run_count[adapter] += 1
@@ -244,7 +240,7 @@ class ReplicaEngine:
         self._run_count[adapter] -= 1
         if self._run_count[adapter] == 0:
             self._active.discard(adapter)
-            self._rank_sum -= self._ranks[adapter]
+            self.waiting.deactivate(adapter)
 
     def _residue(self, rid: int) -> int:
         """(computed tokens - tick) % block size of a decoding request: it needs a new KV block in the step
@@ -403,8 +399,9 @@ class ReplicaEngine:
         tokens = decoding + sum(t for _, t in chunks)
         decode = decoding + sum(t == 1 for _, t in chunks)
         context = self._decoding_context + sum(prefill[rid] for rid, _ in chunks) + tokens
-        overhead_ms = self.timer.scheduler_ms(running_before, waiting_before) + load_ms
-        step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active), self._rank_sum) + overhead_ms
+        # The scheduler's walk over the queue passes every request whose adapter found no slot.
+        overhead_ms = self.timer.scheduler_ms(running_before, self.waiting.skipped(self.max_loras)) + load_ms
+        step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active)) + overhead_ms
         end = self.now + step_ms / 1000.0
         self.last_step = (tokens, len(self._active), decoding + len(chunks))
         # Decoding requests each sample a token, one step after their last.
@@ -442,7 +439,7 @@ class ReplicaEngine:
             self.generated[rid], self._last_token_s[rid] = gen, end
         self._finish_decoding(end)
         adapters = len(self._active)
-        self._log_counts((1, decode, tokens - decode, context, adapters, self._rank_sum, adapters * tokens,
+        self._log_counts((1, decode, tokens - decode, context, adapters, adapters * tokens,
                           tokens > self.timer.graph_max_tokens, overhead_ms), same)
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
@@ -508,8 +505,8 @@ class ReplicaEngine:
             return False
         context0 = self._decoding_context + n
         waiting = len(self.waiting)
-        overhead_ms = self.timer.scheduler_ms(n, waiting)
-        d0 = self.timer.step_ms(n, 0, context0, len(self._active), self._rank_sum) + overhead_ms
+        overhead_ms = self.timer.scheduler_ms(n, self.waiting.skipped(self.max_loras))
+        d0 = self.timer.step_ms(n, 0, context0, len(self._active)) + overhead_ms
         delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
         k = min(k, _steps_before(t_stop - self.now, d0, delta))
         if next_arrival < t_stop and _steps_before(next_arrival - self.now, d0, delta) < k:
@@ -530,7 +527,7 @@ class ReplicaEngine:
         self._decoding_context += n * k
         np.add.at(self.itl_hist, itl_bins(durations_ms), n)
         adapters = len(self._active)
-        self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * self._rank_sum,
+        self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters,
                           k * adapters * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
         last_start = end - float(durations_ms[-1]) / 1000.0
@@ -583,9 +580,10 @@ class ReplicaEngine:
         return BLOCKED if len(self.waiting) >= self.max_waiting else AWAITS_ARRIVAL
 
     def _arrivals_matter_from(self, admission: int, next_arrival: float) -> float:
-        """The first arrival time from which a jump must stop: one that could be admitted, or (when the
-        scheduler's time depends on the queue) one that joins it."""
-        if self.timer.per_waiting_ms != 0.0 and len(self.waiting) < self.max_waiting:
+        """The first arrival time from which a jump must stop: one that could be admitted, or (when every slot
+        is taken and skipped requests cost scheduler time) one that joins the queue."""
+        if (self.timer.per_skipped_ms != 0.0 and len(self._active) >= self.max_loras
+                and len(self.waiting) < self.max_waiting):
             return next_arrival
         if admission == BLOCKED:
             return math.inf

@@ -10,8 +10,8 @@ _RANK_UNIT = 16.0
 
 #: What the engine counts per step (summed, weighted by the inter-token gaps each step closes); the step
 #: model's features are linear in these for a fixed server config, so sums of raw counts give sums of features.
-RAW_COUNTS = ("steps", "decode_seqs", "prefill_tokens", "context_tokens", "adapters", "adapter_rank_sum",
-              "adapter_tokens", "eager", "overhead_ms")
+RAW_COUNTS = ("steps", "decode_seqs", "prefill_tokens", "context_tokens", "adapters", "adapter_tokens", "eager",
+              "overhead_ms")
 
 
 class StepTimer:
@@ -27,13 +27,13 @@ class StepTimer:
         self._per_decode = c["per_decode_seq_ms"] + per_token
         self._per_prefill = c["per_prefill_token_ms"] + per_token
         self._per_ctx = c["per_context_ktoken_ms"] / 1000.0
-        self._per_adapter = lora * c["lora_per_adapter_ms"]
+        self._per_adapter = lora * (c["lora_per_adapter_ms"]
+                                    + c["lora_per_adapter_max_rank_ms"] * max_lora_rank / _RANK_UNIT)
         self._per_adapter_token = lora * c["lora_per_adapter_ktoken_ms"] / 1000.0
-        self._per_rank = lora * c["lora_per_adapter_rank_ms"] / _RANK_UNIT
         self._eager = c["eager_ms"]
         self.graph_max_tokens = profile.engine.cuda_graph_max_tokens
         sched = profile.scheduler
-        self._sched = (sched.base_ms, sched.per_running_ms, sched.per_waiting_ms)
+        self._sched = (sched.base_ms, sched.per_running_ms, sched.per_skipped_ms)
 
     @property
     def context_ms_per_token(self) -> float:
@@ -41,14 +41,11 @@ class StepTimer:
         return self._per_ctx
 
     @property
-    def per_waiting_ms(self) -> float:
-        """How much one more waiting request adds to a scheduler pass, ms."""
+    def per_skipped_ms(self) -> float:
+        """How much one more skipped waiting request (its adapter has no slot) adds to a scheduler pass, ms."""
         return self._sched[2]
 
-    def step_ms(
-        self, decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float,
-        adapter_rank_sum: float,
-    ) -> float:
+    def step_ms(self, decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float) -> float:
         """GPU time of one forward pass, ms."""
         eager = self._eager if decode_seqs + prefill_tokens > self.graph_max_tokens else 0.0
         return (
@@ -58,13 +55,12 @@ class StepTimer:
             + self._per_prefill * prefill_tokens
             + self._per_ctx * context_tokens
             + (self._per_adapter + self._per_adapter_token * (decode_seqs + prefill_tokens)) * adapters
-            + self._per_rank * adapter_rank_sum
         )
 
-    def scheduler_ms(self, running: float, waiting: float) -> float:
-        """CPU time of one scheduler pass, ms."""
-        base, per_running, per_waiting = self._sched
-        return max(0.0, base + per_running * running + per_waiting * waiting)
+    def scheduler_ms(self, running: float, skipped: float) -> float:
+        """CPU time of one scheduler pass over ``running`` requests and ``skipped`` waiting ones, ms."""
+        base, per_running, per_skipped = self._sched
+        return max(0.0, base + per_running * running + per_skipped * skipped)
 
     def design(self, raw: np.ndarray) -> np.ndarray:
         """The step model's features (``STEP_FEATURES`` order) of summed raw counts (``RAW_COUNTS`` order).
@@ -72,7 +68,7 @@ class StepTimer:
         Summed over steps (or weighted by tokens), so ``design(raw) @ coefficients`` is the summed step time
         without scheduler overhead and loading: what calibration regresses measured latency on.
         """
-        steps, decode, prefill, context, adapters, rank_sum, adapter_tokens, eager, _ = np.moveaxis(
+        steps, decode, prefill, context, adapters, adapter_tokens, eager, _ = np.moveaxis(
             np.asarray(raw, float), -1, 0)
         lora = 1.0 if self.lora_enabled else 0.0
         columns = {
@@ -84,7 +80,7 @@ class StepTimer:
             "lora_per_token_ms": lora * (decode + prefill) * self.max_lora_rank / _RANK_UNIT,
             "lora_per_ktoken_ms": lora * (decode + prefill) / 1000.0,
             "lora_per_adapter_ms": lora * adapters,
-            "lora_per_adapter_rank_ms": lora * rank_sum / _RANK_UNIT,
+            "lora_per_adapter_max_rank_ms": lora * adapters * self.max_lora_rank / _RANK_UNIT,
             "lora_per_slot_ms": lora * self.max_loras * steps,
             "lora_per_slot_ktoken_ms": lora * self.max_loras * (decode + prefill) / 1000.0,
             "lora_per_adapter_ktoken_ms": lora * adapter_tokens / 1000.0,

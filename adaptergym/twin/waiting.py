@@ -3,7 +3,8 @@
 Order is FCFS by request id, with preempted requests in front (most recently preempted first). vLLM walks the
 queue and skips a request whose adapter would exceed ``max_loras`` distinct adapters in the batch. Keeping one
 FIFO per adapter plus a heap of their heads gives the same order without walking past skipped requests; a second
-heap holds the heads of adapters in the running batch, for when every slot is taken.
+heap holds the heads of adapters in the running batch, for when every slot is taken. The walk itself costs
+vLLM CPU time per skipped request, so the queue also counts the requests such a walk would pass over.
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ class WaitingQueue:
         self._heap: list[tuple[int, int]] = []
         self._active_heap: list[tuple[int, int]] = []
         self.fresh = 0
+        self._fresh_of_active = 0  # fresh requests whose adapter is in the running batch
         self.last_position = -1
 
     def __len__(self) -> int:
         return len(self.preempted) + self.fresh
+
+    def skipped(self, max_loras: int) -> int:
+        """Requests vLLM's walk over the queue skips when every slot is taken: those of adapters outside the
+        batch (preempted requests, few and in front, are not counted)."""
+        return self.fresh - self._fresh_of_active if len(self._active) >= max_loras else 0
 
     def add_adapters(self, count: int) -> None:
         self._fifo += [deque() for _ in range(count)]
@@ -49,12 +56,17 @@ class WaitingQueue:
 
     def activate(self, adapter: int) -> None:
         """``adapter`` just entered the running batch: its head becomes a candidate when no slot is free."""
+        self._fresh_of_active += len(self._fifo[adapter])
         if self._head[adapter] != NO_HEAD:
             heapq.heappush(self._active_heap, (self._head[adapter], adapter))
 
+    def deactivate(self, adapter: int) -> None:
+        """``adapter`` just left the running batch."""
+        self._fresh_of_active -= len(self._fifo[adapter])
+
     def push(self, rids: Iterable[int], adapter_of: Sequence[int]) -> None:
         """Append newly arrived requests (ids increasing)."""
-        fifo = self._fifo
+        fifo, active = self._fifo, self._active
         for rid in rids:
             adapter = adapter_of[rid]
             queue = fifo[adapter]
@@ -62,6 +74,7 @@ class WaitingQueue:
                 self._new_head(adapter, rid)
             queue.append(rid)
             self.fresh += 1
+            self._fresh_of_active += adapter in active
 
     def push_preempted(self, rids_newest_last: Sequence[int]) -> None:
         """Put preempted requests in front; vLLM preempts newest first, so the oldest ends up first in line."""
@@ -97,6 +110,7 @@ class WaitingQueue:
         queue = self._fifo[adapter]
         queue.popleft()
         self.fresh -= 1
+        self._fresh_of_active -= adapter in self._active
         if queue:
             self._new_head(adapter, queue[0])
         else:

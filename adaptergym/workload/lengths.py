@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 
 import numpy as np
+from scipy.special import ndtr
 
 from adaptergym.workload.spec import LengthSpec
 
 
 @cache
-def _sharegpt_table() -> dict:
+def sharegpt_table() -> dict:
+    """The shipped ShareGPT length model: quantile knots per length and their copula correlation."""
     return json.loads(resources.files("adaptergym.data").joinpath("sharegpt_lengths.json").read_text())
 
 
@@ -21,28 +24,42 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator) -> tuple[
     if spec.kind == "fixed":
         return np.full(n, spec.input_tokens, np.int64), np.full(n, spec.output_tokens, np.int64)
     if spec.kind == "sharegpt":
-        table = _sharegpt_table()
-        probs = table["probabilities"]
-
-        def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
-            i = np.interp(rng.random(m), probs, table["input_tokens"])
-            o = np.interp(rng.random(m), probs, table["output_tokens"])
-            return np.rint(i).astype(np.int64), np.rint(o).astype(np.int64)
-
-        cap = table["max_total_tokens"]
-    elif spec.kind == "lognormal":
-
-        def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
-            i = rng.lognormal(np.log(spec.input_median), spec.input_sigma, m)
-            o = rng.lognormal(np.log(spec.output_median), spec.output_sigma, m)
-            i = np.clip(np.rint(i), 1, spec.max_input_tokens)
-            return i.astype(np.int64), np.maximum(np.rint(o), 1).astype(np.int64)
-
-        cap = spec.max_total_tokens
-    else:
+        return sample_sharegpt(n, rng)
+    if spec.kind != "lognormal":
         raise ValueError(f"lengths of kind {spec.kind!r} come from the trace file, not a distribution")
+
+    def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
+        i = rng.lognormal(np.log(spec.input_median), spec.input_sigma, m)
+        o = rng.lognormal(np.log(spec.output_median), spec.output_sigma, m)
+        i = np.clip(np.rint(i), 1, spec.max_input_tokens)
+        return i.astype(np.int64), np.maximum(np.rint(o), 1).astype(np.int64)
+
+    return _capped(draw, n, spec.max_total_tokens)
+
+
+def sample_sharegpt(n: int, rng: np.random.Generator, correlation: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """ShareGPT-like pairs; ``correlation`` overrides the table's copula correlation (what calibration fits)."""
+    table = sharegpt_table()
+    probs = table["probabilities"]
+    rho = table["copula_correlation"] if correlation is None else correlation
+
+    def draw(m: int) -> tuple[np.ndarray, np.ndarray]:
+        # A Gaussian copula links the two quantiles: long prompts tend to get short answers.
+        z_in = rng.standard_normal(m)
+        z_out = rho * z_in + np.sqrt(1.0 - rho * rho) * rng.standard_normal(m)
+        i = np.interp(ndtr(z_in), probs, table["input_tokens"])
+        o = np.interp(ndtr(z_out), probs, table["output_tokens"])
+        return np.rint(i).astype(np.int64), np.rint(o).astype(np.int64)
+
+    return _capped(draw, n, table["max_total_tokens"])
+
+
+def _capped(draw: Callable[[int], tuple[np.ndarray, np.ndarray]], n: int, cap: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs from ``draw``, redrawing those over the prompt+output cap (vLLM's ShareGPT sampler drops
+    them)."""
     inp, out = draw(n)
-    # Resample pairs over the prompt+output cap, as vLLM's ShareGPT sampler filters them out.
     bad = np.flatnonzero(inp + out > cap)
     while bad.size:
         inp[bad], out[bad] = draw(bad.size)
