@@ -2,7 +2,7 @@
 35 s per rank class, so the default profile's, at ShareGPT lengths, ship as one JSON per (profile, lengths)
 in ``adaptergym/data/capacity/``. A table is used only by the exact profile it was measured with.
 
-    python -m baselines.edge_table      # measure the default profile's table again (60 s here)
+    python -m baselines.edge_table      # measure the default profile's table again (74 s here)
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ def shipped_edges(profile: TwinProfile, lengths: LengthSpec) -> dict[tuple[int, 
 
 
 def write_edge_table(profile: TwinProfile, lengths: LengthSpec) -> Path:
-    """Measure the edges of :data:`SHIPPED_COVERS` at every grid count and write their table."""
-    from baselines.capacity import COUNTS, capacity_model
+    """Measure the edges of :data:`SHIPPED_COVERS` at every grid count and write their table (a table already
+    there is removed first, so that it does not answer for the measurement)."""
+    from baselines.capacity import COUNTS, CapacityModel
 
-    model = capacity_model(profile, lengths)
+    path = _table_path(profile, lengths)
+    path.unlink(missing_ok=True)
+    model = CapacityModel(profile, lengths)
     edges = {str(cover): {str(count): model.edge_tok_s(cover, count) for count in COUNTS}
              for cover in SHIPPED_COVERS if model.max_slots[cover]}
-    path = _table_path(profile, lengths)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"profile_fingerprint": profile_fingerprint(profile), "lengths": asdict(lengths),
                                 "edges": edges}, indent=1) + "\n")
