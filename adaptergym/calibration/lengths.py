@@ -10,6 +10,7 @@ number of running requests. The copula correlation is the value at which the len
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -55,9 +56,12 @@ def kv_tokens_per_running(frame: pd.DataFrame, configs: dict[int, ServerConfig],
     return pd.Series(held, dtype=float)
 
 
+@cache
 def held_tokens(correlation: float, block_size: int) -> float:
     """Mean KV tokens a running request holds under the length model: over its decode steps it holds its
-    prompt plus the tokens generated so far, rounded up to whole blocks (half a block on average)."""
+    prompt plus the tokens generated so far, rounded up to whole blocks (half a block on average). Cached: the
+    fit checks the ends of its bracket before root-finding evaluates them again, and fits of other models reuse
+    the same evaluations."""
     prompt, output = sample_sharegpt(DRAWS, np.random.default_rng(0), correlation)
     prompt, output = prompt.astype(float), output.astype(float)
     return float((output * prompt + output * (output + 1) / 2).sum() / output.sum() + (block_size - 1) / 2)
