@@ -74,15 +74,21 @@ class Metrics:
 
     def to_dict(self, per_adapter: bool = True) -> dict[str, Any]:
         out = asdict(self)
-        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+        out = {k: finite_or_none(v) for k, v in out.items()}
         if not per_adapter:
             out.pop("per_adapter")
         else:
             out["per_adapter"] = {
-                k: {n: (None if isinstance(x, float) and not math.isfinite(x) else x) for n, x in v.items()}
+                k: {n: finite_or_none(x) for n, x in v.items()}
                 for k, v in out["per_adapter"].items()
             }
         return out
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with an undefined float (nan, inf: no request to average over) replaced by None, for JSON and
+    ``info`` dicts (NaN != NaN, so a NaN breaks equality checks such as gymnasium's determinism check)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def is_starved(total_throughput: float, offered_throughput: float) -> bool:

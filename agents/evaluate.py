@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -105,8 +106,13 @@ def row(env: gym.Env, name: str, seed: int, played: Played) -> dict[str, Any]:
     return {"scenario": scenario, "seed": seed, "policy": name, "reward": played.reward,
             "adapters": int(info["gpu_adapters"].sum()), "gpus": gpus, "lower_bound_gpus": bound,
             "ratio_to_bound": gpus / bound, "starved_gpus": int(info["starved_gpus"]),
-            "total_throughput": float(info["served_tok_s"]), "p99_ttft_ms": float(info["p99_ttft_ms"]),
+            "total_throughput": float(info["served_tok_s"]), "p99_ttft_ms": _nan_if_none(info["p99_ttft_ms"]),
             "decision_time_s": played.decision_time_s}
+
+
+def _nan_if_none(value: float | None) -> float:
+    """A table cell from an ``info`` value that is None when undefined (pandas averages skip NaN)."""
+    return math.nan if value is None else float(value)
 
 
 def evaluate(policy: Predictor, name: str, env: gym.Env, seeds: Sequence[int], *,

@@ -147,7 +147,7 @@ def test_placement_rows_are_leaderboard_rows_scored_by_the_twin(placement_run):
             assert r["gpus"] >= r["lower_bound_gpus"]
         assert r["ratio_to_bound"] == r["gpus"] / r["lower_bound_gpus"]
         assert r["total_throughput"] > 0 and r["decision_time_s"] > 0
-        assert np.isfinite(r["p99_ttft_ms"])  # only the twin measures latency (the fast scorers give nan)
+        assert np.isfinite(r["p99_ttft_ms"])  # only the twin measures latency (the fast scorers give None)
 
 
 def test_placement_rows_refuse_training_seeds_and_caching_agents(placement_run, caching_run):

@@ -122,8 +122,9 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ``reset``: ``"scorer"`` (``"twin"``, ``"surrogate"`` or ``"analytic"``), ``"workload_seed"`` (-1 when pinned),
     ``"num_adapters"``, ``"capacity_tok_s"``, ``"action_mask"``. ``step`` adds ``"invalid_action"``, ``"score"``
     (reward without penalty), ``"num_served"``, ``"max_loras"``, ``"max_lora_rank"``, ``"startup"``, ``"starved"``,
-    ``"offered_tok_s"``, ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (nan unless the twin scored), and
-    with the twin ``"metrics"``, its metrics over the window.
+    ``"offered_tok_s"``, ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (None unless the twin scored
+    and a request finished: never NaN), and with the twin ``"metrics"``, its metrics over the window (undefined
+    ones None).
 
     ## Arguments
 
@@ -265,7 +266,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "max_loras": int(self.levels[level]), "max_lora_rank": rank, "startup": score.startup[0],
             "starved": starved, "offered_tok_s": float(score.offered_tok_s[0]),
             "served_tok_s": float(score.served_tok_s[0]), "served_ratio": float(score.served_ratio[0]),
-            "p99_ttft_ms": float(score.p99_ttft_ms), "action_mask": self._mask.copy(),
+            "p99_ttft_ms": score.p99_ttft_ms, "action_mask": self._mask.copy(),
         }
         if score.metrics:
             info["metrics"] = score.metrics

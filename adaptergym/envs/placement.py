@@ -149,9 +149,10 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ``"scorer"`` (which scorer will score: ``"twin"``, ``"surrogate"`` or ``"analytic"``), ``"workload_seed"`` (-1
     when pinned), ``"num_adapters"``, ``"capacity_tok_s"``. The last step adds ``"scorer"``, ``"objective"``,
     ``"score"`` (the reward without penalties), ``"gpus_used"``, ``"starved_gpus"``, ``"offered_tok_s"``,
-    ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (nan unless the twin scored), per-GPU arrays
-    ``"gpu_adapters"``, ``"gpu_max_loras"``, ``"gpu_max_lora_rank"``, ``"gpu_served_ratio"`` (0 for empty GPUs),
-    ``"gpu_starved"``, and with the twin ``"metrics"``, the twin's fleet metrics over the window.
+    ``"served_tok_s"``, ``"served_ratio"``, ``"p99_ttft_ms"`` (None unless the twin scored and a request
+    finished: never NaN), per-GPU arrays ``"gpu_adapters"``, ``"gpu_max_loras"``, ``"gpu_max_lora_rank"``,
+    ``"gpu_served_ratio"`` (0 for empty GPUs), ``"gpu_starved"``, and with the twin ``"metrics"``, the twin's
+    fleet metrics over the window (undefined ones None).
 
     ## Arguments
 
@@ -382,7 +383,9 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._score = score
         n_used, n_starved = len(used), int(score.starved.sum())
         gpu_score = (self.num_gpus - n_used) / self.num_gpus
-        latency_score = self.latency_scale_ms / (self.latency_scale_ms + score.p99_ttft_ms)
+        # No latency to score (a scorer without latency, or no request finished in the window): 0.
+        p99 = score.p99_ttft_ms
+        latency_score = 0.0 if p99 is None else self.latency_scale_ms / (self.latency_scale_ms + p99)
         if n_starved:
             value = -n_starved / n_used
         elif self.objective == "gpus":
@@ -391,8 +394,6 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             value = latency_score
         else:
             value = self.weight * gpu_score + (1 - self.weight) * latency_score
-        if not np.isfinite(value):  # no request finished in the window: no latency to score
-            value = 0.0
         served_ratio = np.zeros(self.num_gpus)
         served_ratio[used] = score.served_ratio
         gpu_starved = np.zeros(self.num_gpus, bool)
@@ -401,7 +402,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         details = {
             "scorer": score.scorer, "objective": self.objective, "score": float(value), "gpus_used": n_used,
             "starved_gpus": n_starved, "offered_tok_s": offered, "served_tok_s": served,
-            "served_ratio": served / offered if offered > 0 else 1.0, "p99_ttft_ms": float(score.p99_ttft_ms),
+            "served_ratio": served / offered if offered > 0 else 1.0, "p99_ttft_ms": p99,
             "gpu_adapters": self._gpu_count.copy(), "gpu_max_loras": np.where(self._gpu_count > 0, self._gpu_slots, 0),
             "gpu_max_lora_rank": self._gpu_rank.copy(), "gpu_served_ratio": served_ratio, "gpu_starved": gpu_starved,
         }
@@ -424,7 +425,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                      "-" if score is None else ("yes" if score.starved[k] else "no")] for k, g in enumerate(used)]
             footer = (f"next: adapter {self._i + 1} of {self._n}" if score is None else
                       f"scored by {score.scorer}: {len(used)} GPUs, {int(score.starved.sum())} starved, "
-                      f"p99 TTFT {score.p99_ttft_ms:.0f} ms")
+                      + ("no p99 TTFT" if score.p99_ttft_ms is None else f"p99 TTFT {score.p99_ttft_ms:.0f} ms"))
             title = (f"{self._episode.workload.name or 'workload'}: {self._i}/{self._n} adapters placed, "
                      f"load {self._total_load:.2f} GPUs")
             return text_table(title, ["gpu", "adapters", "max_loras", "rank", "load", "served", "starved"], rows,

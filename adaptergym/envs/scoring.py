@@ -29,7 +29,7 @@ import numpy as np
 
 from adaptergym.envs.common import mean_lengths, mean_request_tokens
 from adaptergym.errors import ConfigError
-from adaptergym.metrics import STARVATION_THRESHOLD, summarize
+from adaptergym.metrics import STARVATION_THRESHOLD, finite_or_none, summarize
 from adaptergym.profile import TwinProfile
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ReplicaPlan, RunRecord, ServerConfig, check_startup, simulate_fleet
@@ -62,7 +62,7 @@ class FleetScore:
     offered_tok_s: np.ndarray
     served_tok_s: np.ndarray
     starved: np.ndarray
-    p99_ttft_ms: float = float("nan")  # fleet p99 TTFT; nan when the scorer does not predict latency
+    p99_ttft_ms: float | None = None  # fleet p99 TTFT; None when the scorer does not predict it or none finished
     metrics: dict[str, Any] = field(default_factory=dict)  # the twin's fleet Metrics over the window
 
     @property
@@ -147,7 +147,8 @@ class TwinScorer:
         backlog = np.array([s.backlog for s in states])
         fleet = summarize(records)
         return FleetScore(self.name, tuple(r.startup.status for r in records), offered, served,
-                          starved(served, offered) & backlog, fleet.p99_ttft_ms, fleet.to_dict(per_adapter=False))
+                          starved(served, offered) & backlog, finite_or_none(fleet.p99_ttft_ms),
+                          fleet.to_dict(per_adapter=False))
 
 
 class SurrogateScorer:
