@@ -1,8 +1,9 @@
 """The means of an hour-long run (throughput, mean ITL, TPOT and TTFT) without simulating all of it, so that
 replaying the hour-long real runs takes minutes.
 
-A run that keeps up with its load over its first ``WINDOW_S`` seconds repeats that window for the rest of the
-hour: the window's means stand for the hour. A run that has fallen behind is judged from its stationary service:
+A run that keeps up with its load over its first ``WINDOW_S`` seconds is its window once (whose start holds the
+warm-up: every adapter's first load from disk), then the window's second half repeated for the rest of the hour.
+A run that has fallen behind is judged from its stationary service:
 
 * every adapter has a slot, so the queue is first come, first served: once the window's second half kept a
   backlog, the rest of the hour is a fluid queue. Waiting requests get their first token in arrival order at the
@@ -63,7 +64,7 @@ def judge_run(profile: TwinProfile, config: ServerConfig, requests: RequestBatch
     metrics = summarize(window)
     if (metrics.total_throughput >= KEEPS_UP * metrics.offered_throughput
             and window.max_waiting <= KEEPS_UP_WAITING_SHARE * len(window.arrival_s)):
-        return _picked(metrics), window
+        return kept_up_means(window, metrics, duration), window
     if engine.max_loras >= len(engine.adapter_ids) and _backlogged(engine.record(engine.now)):
         return _means(fluid_queue_record(engine, duration))
     while engine.now < duration:
@@ -80,6 +81,25 @@ def judge_run(profile: TwinProfile, config: ServerConfig, requests: RequestBatch
         engine.run_until(min(engine.now + STATIONARY_S, duration))
     engine.run_until(duration)
     return _means(engine.record(duration))
+
+
+def kept_up_means(window: RunRecord, metrics: Metrics, duration_s: float) -> dict[str, float]:
+    """``MEANS`` over ``duration_s`` of a run that kept up through ``window`` (a record of its first seconds,
+    ``metrics`` its summary): throughput is the window's (it serves what arrives), latencies count the window once
+    and the requests that finished in its second half once more for each half-window left (same definitions as
+    ``adaptergym.metrics``)."""
+    half = window.duration_s / 2
+    done = np.isfinite(window.finish_s) & (window.finish_s <= window.duration_s)
+    weight = np.where(window.finish_s[done] > half, 1.0 + (duration_s - window.duration_s) / half, 1.0)
+    ttft_s = (window.first_token_s - window.arrival_s)[done]
+    gaps = window.output_tokens[done] - 1
+    multi = gaps > 0
+    decode_s = (window.finish_s - window.first_token_s)[done][multi]
+    means = _picked(metrics)
+    means.update(mean_itl_ms=float(1000 * (weight[multi] @ decode_s) / (weight[multi] @ gaps[multi])),
+                 mean_tpot_ms=float(1000 * (weight[multi] @ (decode_s / gaps[multi])) / weight[multi].sum()),
+                 mean_ttft_ms=float(1000 * (weight @ ttft_s) / weight.sum()))
+    return means
 
 
 def _means(record: RunRecord) -> tuple[dict[str, float], RunRecord]:

@@ -99,8 +99,14 @@ class LoadTimeModel:
 
     cpu_to_gpu_ms: dict[str, float] = field(default_factory=lambda: {"8": 6.0, "16": 6.5, "32": 7.0})
     disk_to_cpu_ms: dict[str, float] = field(default_factory=lambda: {"8": 20.0, "16": 25.0, "32": 35.0})
+    api_server_new_adapter_ms: float = field(default=0.0, metadata={
+        "help": "time vLLM's API server is held up by a request whose adapter it has not seen lately (see "
+                "adaptergym.twin.frontend); requests behind it wait"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.api_server_new_adapter_ms, (int, float)) or self.api_server_new_adapter_ms < 0:
+            raise ProfileError(f"loading.api_server_new_adapter_ms: {self.api_server_new_adapter_ms!r} must be a "
+                               "number >= 0")
         for name in ("cpu_to_gpu_ms", "disk_to_cpu_ms"):
             table = getattr(self, name)
             if not table:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from adaptergym.calibration.end_to_end import Prior, fit_end_to_end
 from adaptergym.calibration.lengths import fit_copula_correlation
+from adaptergym.calibration.loading import api_server_new_adapter_ms, loading_table
 from adaptergym.calibration.memory import fit_memory, fit_memory_from_startups
 from adaptergym.calibration.micro import (
     decode_error_pct,
@@ -24,12 +25,10 @@ from adaptergym.calibration.micro import (
     fit_decode,
     fit_prefill,
     fit_scheduler,
-    loading_table,
 )
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import (
     DEFAULT_PROFILE,
-    LoadTimeModel,
     SchedulerOverhead,
     StepTimeModel,
     TwinProfile,
@@ -113,8 +112,14 @@ def calibrate(
 
     loading, fit = loading_table(folder / "anchor_twin_constants.json", model)
     if loading:
-        profile = dataclasses.replace(profile, loading=LoadTimeModel(loading, profile.loading.disk_to_cpu_ms))
+        profile = dataclasses.replace(profile, loading=dataclasses.replace(profile.loading, cpu_to_gpu_ms=loading))
         report["terms"]["loading"] = fit
+    api_ms, fit = api_server_new_adapter_ms(frame, {i.line for i in train}, profile.loading)
+    if api_ms is not None:
+        profile = dataclasses.replace(profile, loading=dataclasses.replace(profile.loading,
+                                                                           api_server_new_adapter_ms=api_ms))
+        report["terms"]["api_server"] = {"source": "TTFT tails of training runs with few requests at once",
+                                         "new_adapter_ms": round(api_ms, 1), **fit}
 
     priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
     micro = folder / "raw_estimator_runs"

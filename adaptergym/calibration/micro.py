@@ -99,17 +99,6 @@ def fit_scheduler(root: Path) -> tuple[dict[str, float] | None, dict[str, Any]]:
              "r2": float(1.0 - residual.var() / per_step_ms.var())})
 
 
-def loading_table(constants: Path, model: str) -> tuple[dict[str, float] | None, dict[str, Any]]:
-    """CPU->GPU load ms per adapter rank (loaded at its own max_lora_rank), from the published measurements."""
-    if not constants.is_file():
-        return None, {}
-    table = json.loads(constants.read_text()).get("cpu_to_gpu_adapter_load_ms", {}).get(model)
-    if not table:
-        return None, {}
-    by_rank = {rank: float(table[rank][rank]) for rank in table if rank in table[rank]}
-    return by_rank, {"source": f"{constants.name}: cpu_to_gpu_adapter_load_ms (measured per rank)"}
-
-
 def decode_error_pct(step_ms: Callable[[float, float], float], rows: pd.DataFrame) -> float:
     """MAPE (%) of a step-time function ``(batch, context) -> ms`` on decode benchmark rows."""
     predicted = np.array([step_ms(b, c) for b, c in zip(rows["batch"], rows["context"], strict=True)])

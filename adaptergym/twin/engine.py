@@ -80,12 +80,13 @@ class ReplicaEngine:
         self.free_blocks = startup.kv_blocks
         self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
         self.lora = LoraCache(config.max_loras, int(config.max_cpu_loras or config.max_loras),
-                              requests.adapter_ranks, profile.loading)
+                              requests.adapter_ranks, profile.loading, requests.adapter_ids)
         # Per-request inputs and results (grown by ``submit`` in online use).
         n = len(requests)
         self.n_requests = n
         # The request arrays are only read (``submit`` writes into the arrays ``_grow`` makes), so not copied.
-        self.arrival_s = requests.arrival_s
+        self.arrival_s = requests.arrival_s  # when each request reaches the engine
+        self._sent_s = requests.sent_s  # when clients sent them, if earlier (the record counts latencies from it)
         self.adapter = requests.adapter
         self.input_tokens = requests.input_tokens
         self.output_tokens = requests.output_tokens
@@ -149,6 +150,9 @@ class ReplicaEngine:
         """Add one request online (arrivals must not go back in time); returns its id."""
         if self.n_requests and arrival_s < self.arrival_s[self.n_requests - 1]:
             raise ValueError("submit: arrivals must be in time order")
+        if self._sent_s is not None:
+            raise ValueError("submit: this engine's requests came through a modelled API server; submit online "
+                             "only to an engine built without one")
         rid = self.n_requests
         if rid >= self.arrival_s.size:
             self._grow(max(64, 2 * self.arrival_s.size))
@@ -190,7 +194,7 @@ class ReplicaEngine:
         self.adapter_ids = (*self.adapter_ids, adapter_id)
         self._run_count.append(0)
         self.waiting.add_adapters(1)
-        self.lora.add_adapter(rank)
+        self.lora.add_adapter(adapter_id, rank)
         return len(self.adapter_ids) - 1
 
     def running_adapters(self) -> list[int]:
@@ -225,22 +229,23 @@ class ReplicaEngine:
         self.n_arrived = arrived
 
     # ------------------------------------------------------------------ running batch
-    def _enter_batch(self, adapter: int) -> float:
-        """Count a request of ``adapter`` into the batch; return the LoRA load time in ms."""
-        load_ms = 0.0
+    def _enter_batch(self, adapter: int) -> bool:
+        """Count a request of ``adapter`` into the batch; True when its adapter must be loaded this step."""
+        must_load = False
         if self._run_count[adapter] == 0:
             self._active.add(adapter)
             self.waiting.activate(adapter)
-            if self.config.enable_lora:
-                load_ms = self.lora.activate(adapter, self._run_count)
+            must_load = self.config.enable_lora and self.lora.enter(adapter, self.steps)
         self._run_count[adapter] += 1
-        return load_ms
+        return must_load
 
     def _leave_batch(self, adapter: int) -> None:
+        """Count a request of ``adapter`` out of the batch (it was last in the step before ``self.steps``)."""
         self._run_count[adapter] -= 1
         if self._run_count[adapter] == 0:
             self._active.discard(adapter)
             self.waiting.deactivate(adapter)
+            self.lora.leave(adapter, self.steps - 1)
 
     def _residue(self, rid: int) -> int:
         """(computed tokens - tick) % block size of a decoding request: it needs a new KV block in the step
@@ -359,11 +364,11 @@ class ReplicaEngine:
         gone = set(victims)
         return [c for c in chunks if c[0] not in gone], 0, True
 
-    def _admit_waiting(self, budget: int) -> tuple[list[tuple[int, int]], float]:
+    def _admit_waiting(self, budget: int) -> tuple[list[tuple[int, int]], bool]:
         """Admit waiting requests FCFS under the budget, free KV blocks, max_num_seqs and max_loras; returns
-        their first chunks (request, tokens) and the LoRA load time."""
+        their first chunks (request, tokens) and whether an adapter must be loaded."""
         admitted: list[tuple[int, int]] = []
-        load_ms = 0.0
+        must_load = False
         waiting, adapter_of, order = self.waiting, self._adapter_of, self._order
         while budget > 0 and len(order) < self.max_seqs:
             rid = waiting.peek(adapter_of, self.max_loras)
@@ -377,10 +382,10 @@ class ReplicaEngine:
             self.free_blocks -= blocks
             order[rid] = None
             self._prefill[rid] = 0
-            load_ms += self._enter_batch(adapter)
+            must_load |= self._enter_batch(adapter)
             admitted.append((rid, tokens))
             budget -= tokens
-        return admitted, load_ms
+        return admitted, must_load
 
     # ------------------------------------------------------------------ one step
     def step(self) -> bool:
@@ -390,8 +395,10 @@ class ReplicaEngine:
         chunks, budget, preempted = self._schedule_running()
         load_ms = 0.0
         if not preempted and budget > 0 and waiting_before:
-            admitted, load_ms = self._admit_waiting(budget)
+            admitted, must_load = self._admit_waiting(budget)
             chunks += admitted
+            if must_load:  # vLLM loads the step's adapters before its forward pass: the whole batch waits
+                load_ms = self.lora.apply(self._active, self.steps)
         decoding = self._n_decoding
         if decoding + len(chunks) == 0:
             return False
@@ -404,6 +411,7 @@ class ReplicaEngine:
         step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active)) + overhead_ms
         end = self.now + step_ms / 1000.0
         self.last_step = (tokens, len(self._active), decoding + len(chunks))
+        self.steps += 1  # counted before requests finish: an adapter leaving was last in this step
         # Decoding requests each sample a token, one step after their last.
         self._tick += 1
         self._decoding_context += decoding
@@ -443,7 +451,6 @@ class ReplicaEngine:
                           tokens > self.timer.graph_max_tokens, overhead_ms), same)
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
-        self.steps += 1
         return True
 
     def _log_counts(self, counts: tuple[float, ...], gaps: int) -> None:
@@ -661,7 +668,7 @@ class ReplicaEngine:
         return RunRecord(
             startup=self.startup,
             duration_s=duration_s,
-            arrival_s=self.arrival_s[:n][mine],
+            arrival_s=(self.arrival_s if self._sent_s is None else self._sent_s)[:n][mine],
             adapter=self.adapter[:n][mine],
             input_tokens=self.input_tokens[:n][mine],
             output_tokens=self.output_tokens[:n][mine],

@@ -1,12 +1,26 @@
-"""LoRA adapter residency: GPU slots and the CPU cache, both LRU, and what a load costs."""
+"""LoRA adapter residency: GPU slots and the CPU cache, with vLLM's LRU order, and what loading costs.
+
+vLLM's worker applies the batch's adapters every step, one after the other in the iteration order of a set of
+LoRA requests (their names' hashes: a fixed, pseudo-random order), and each one it visits becomes the most
+recently used. An adapter that is not resident is loaded (from disk into the CPU cache if it is not there, then
+copied into a GPU slot), evicting the least recently used adapter of that tier, whether or not it is in the
+batch. When every slot holds an adapter of the previous step's batch, the least recently used one can be an
+adapter still in the batch that the walk has not reached yet: it is evicted, and reloaded when the walk reaches
+it, evicting the next one; such a cascade runs on until it evicts the adapter that left the batch. The whole
+batch waits for every copy (the loads run before the step's forward pass).
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
+import heapq
+from collections.abc import Sequence
 
 import numpy as np
 
 from adaptergym.profile import LoadTimeModel
+
+NEVER = -1 << 62
 
 
 def load_ms_by_rank(table: dict[str, float], ranks: np.ndarray) -> np.ndarray:
@@ -15,64 +29,96 @@ def load_ms_by_rank(table: dict[str, float], ranks: np.ndarray) -> np.ndarray:
     return np.interp(ranks, [r for r, _ in known], [ms for _, ms in known])
 
 
-class LoraCache:
-    """GPU slots (``max_loras``) backed by a CPU cache (``max_cpu_loras``), like vLLM's LRU worker manager.
+def visit_order(adapter_id: str) -> int:
+    """Where vLLM's per-step walk visits an adapter: a hash of its name, like the set it iterates."""
+    return int.from_bytes(hashlib.blake2b(adapter_id.encode(), digest_size=8).digest(), "little")
 
-    Activating an adapter that is not on the GPU evicts the least recently used GPU adapter that is not in
-    the running batch and copies it from CPU (loading it from disk first if it is not cached in CPU memory).
+
+class LoraCache:
+    """GPU slots (``max_loras``) backed by a CPU cache (``max_cpu_loras``), each least-recently-used.
+
+    The engine reports when an adapter enters the running batch (:meth:`enter`) and when it leaves
+    (:meth:`leave`); in a step where an entering adapter is not on the GPU it asks :meth:`apply` for the load
+    time of the step's walk over the batch. An adapter's recency is the last step it was in a batch, ties broken
+    by the walk's order; adapters in the batch are touched every step without being told.
     """
 
-    def __init__(self, max_loras: int, max_cpu_loras: int, ranks: np.ndarray, loading: LoadTimeModel) -> None:
+    def __init__(self, max_loras: int, max_cpu_loras: int, ranks: np.ndarray, loading: LoadTimeModel,
+                 adapter_ids: Sequence[str]) -> None:
         self.max_loras = max_loras
         self.max_cpu_loras = max_cpu_loras
-        self._gpu: OrderedDict[int, None] = OrderedDict()
-        self._cpu: OrderedDict[int, None] = OrderedDict()
+        self._gpu: set[int] = set()
+        self._cpu: set[int] = set()
         self._loading = loading
         self._cpu_to_gpu_ms = load_ms_by_rank(loading.cpu_to_gpu_ms, ranks).tolist()
         self._disk_to_cpu_ms = load_ms_by_rank(loading.disk_to_cpu_ms, ranks).tolist()
+        self._order = [visit_order(a) for a in adapter_ids]
+        self._entered = [NEVER] * len(adapter_ids)  # step at which the adapter last entered the batch
+        self._left = [NEVER] * len(adapter_ids)  # last step the adapter was in a batch, once it has left
         self.loads_from_disk = 0
         self.loads_from_cpu = 0
 
-    def activate(self, adapter: int, in_batch: list[int]) -> float:
-        """Make ``adapter`` resident on the GPU; return the load time in ms (0 if already there).
+    def enter(self, adapter: int, step: int) -> bool:
+        """``adapter`` joins the batch of ``step``; True when it is not on the GPU (the step must :meth:`apply`)."""
+        self._entered[adapter] = step
+        return adapter not in self._gpu
 
-        Args:
-            adapter: adapter index.
-            in_batch: per-adapter count of running requests (adapters with a count > 0 are never evicted).
-        """
-        if adapter in self._gpu:
-            self._gpu.move_to_end(adapter)
-            self._cpu.move_to_end(adapter)
-            return 0.0
-        cost = self._cpu_to_gpu_ms[adapter]
-        self.loads_from_cpu += 1
-        if adapter in self._cpu:
-            self._cpu.move_to_end(adapter)
-        else:
-            cost += self._disk_to_cpu_ms[adapter]
-            self.loads_from_disk += 1
-            if len(self._cpu) >= self.max_cpu_loras:
-                self._evict(self._cpu, in_batch, also=self._gpu)
-            self._cpu[adapter] = None
-        if len(self._gpu) >= self.max_loras:
-            self._evict(self._gpu, in_batch)
-        self._gpu[adapter] = None
+    def leave(self, adapter: int, last_step: int) -> None:
+        """``adapter`` has no request left in the batch; ``last_step`` is the last step it was in."""
+        self._left[adapter] = last_step
+
+    def apply(self, batch: set[int], step: int) -> float:
+        """vLLM's walk over the adapters of ``step``'s batch: load what is not resident; the load time in ms."""
+        cost = 0.0
+        touched: set[int] = set()
+        gpu_heap: list[tuple[tuple[int, int], int]] | None = None
+        cpu_heap: list[tuple[tuple[int, int], int]] | None = None
+        for adapter in sorted(batch, key=self._order.__getitem__):
+            if adapter not in self._cpu:
+                cost += self._disk_to_cpu_ms[adapter]
+                self.loads_from_disk += 1
+                if len(self._cpu) >= self.max_cpu_loras:
+                    cpu_heap = cpu_heap or self._by_recency(self._cpu, batch, step)
+                    victim = _pop_untouched(cpu_heap, self._cpu, touched)
+                    self._cpu.discard(victim)
+                    self._gpu.discard(victim)
+                self._cpu.add(adapter)
+            if adapter not in self._gpu:
+                cost += self._cpu_to_gpu_ms[adapter]
+                self.loads_from_cpu += 1
+                if len(self._gpu) >= self.max_loras:
+                    gpu_heap = gpu_heap or self._by_recency(self._gpu, batch, step)
+                    self._gpu.discard(_pop_untouched(gpu_heap, self._gpu, touched))
+                self._gpu.add(adapter)
+            touched.add(adapter)
         return cost
 
-    def add_adapter(self, rank: int) -> None:
+    def _by_recency(self, tier: set[int], batch: set[int], step: int) -> list[tuple[tuple[int, int], int]]:
+        """A heap of ``tier``'s adapters, least recently used first, as the walk of ``step`` begins: those in the
+        previous step's batch were touched then; the others when they were last in a batch."""
+        entered, left, order = self._entered, self._left, self._order
+        heap = [((step - 1 if a in batch and entered[a] < step else left[a], order[a]), a) for a in tier]
+        heapq.heapify(heap)
+        return heap
+
+    def add_adapter(self, adapter_id: str, rank: int) -> None:
         """Know the load costs of one more adapter (index = the next one), for adapters added online."""
         rank_arr = np.array([rank])
         self._cpu_to_gpu_ms.append(float(load_ms_by_rank(self._loading.cpu_to_gpu_ms, rank_arr)[0]))
         self._disk_to_cpu_ms.append(float(load_ms_by_rank(self._loading.disk_to_cpu_ms, rank_arr)[0]))
+        self._order.append(visit_order(adapter_id))
+        self._entered.append(NEVER)
+        self._left.append(NEVER)
 
     def discard(self, adapter: int) -> None:
         """Forget ``adapter`` in GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
-        self._gpu.pop(adapter, None)
-        self._cpu.pop(adapter, None)
+        self._gpu.discard(adapter)
+        self._cpu.discard(adapter)
 
-    @staticmethod
-    def _evict(cache: OrderedDict[int, None], in_batch: list[int], also: OrderedDict | None = None) -> None:
-        victim = next((a for a in cache if in_batch[a] == 0), next(iter(cache)))
-        del cache[victim]
-        if also is not None:
-            also.pop(victim, None)
+
+def _pop_untouched(heap: list[tuple[tuple[int, int], int]], tier: set[int], touched: set[int]) -> int:
+    """The least recently used adapter of ``tier`` that the walk has not touched yet."""
+    while True:
+        _, adapter = heapq.heappop(heap)
+        if adapter in tier and adapter not in touched:
+            return adapter

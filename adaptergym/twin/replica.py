@@ -11,6 +11,7 @@ from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.engine import ITL_BINS, ReplicaEngine
+from adaptergym.twin.frontend import through_api_server
 from adaptergym.twin.record import RunRecord
 from adaptergym.twin.startup import check_startup
 from adaptergym.workload.requests import RequestBatch
@@ -30,9 +31,15 @@ def check_ranks(requests: RequestBatch, config: ServerConfig, served: np.ndarray
 
 
 def new_engine(profile: TwinProfile, config: ServerConfig, requests: RequestBatch) -> ReplicaEngine | None:
-    """An engine ready to run, or None when vLLM would not start with this config."""
+    """An engine ready to run (its requests through vLLM's API server first), or None when vLLM would not start
+    with this config."""
     startup = check_startup(profile, config)
-    return ReplicaEngine(profile, config, requests, startup) if startup.ok else None
+    if not startup.ok:
+        return None
+    if config.enable_lora:
+        requests = through_api_server(requests, profile.loading.api_server_new_adapter_ms,
+                                      max(config.max_loras, int(config.max_num_seqs or profile.engine.max_num_seqs)))
+    return ReplicaEngine(profile, config, requests, startup)
 
 
 def failed_record(profile: TwinProfile, config: ServerConfig, requests: RequestBatch, duration_s: float) -> RunRecord:

@@ -20,6 +20,8 @@ class RequestBatch:
     """All requests of one run as parallel arrays, sorted by ``arrival_s``.
 
     ``adapter`` indexes ``adapter_ids``/``adapter_ranks``; ``duration_s`` is how long requests arrive.
+    ``sent_s``, when given, is when clients sent them, ``arrival_s`` then being when they reached the engine (see
+    ``adaptergym.twin.frontend``): latencies count from ``sent_s``.
     """
 
     arrival_s: np.ndarray
@@ -30,6 +32,7 @@ class RequestBatch:
     adapter_ranks: np.ndarray
     duration_s: float
     drain: bool = False
+    sent_s: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.arrival_s.size)
@@ -43,6 +46,7 @@ class RequestBatch:
         return RequestBatch(
             self.arrival_s[mask], self.adapter[mask], self.input_tokens[mask], self.output_tokens[mask],
             self.adapter_ids, self.adapter_ranks, self.duration_s, self.drain,
+            None if self.sent_s is None else self.sent_s[mask],
         )
 
 
