@@ -33,6 +33,8 @@ STEP_FEATURES = (
     "lora_per_slot_ms",  # per GPU adapter slot reserved (max_loras), even when idle: slot-wise kernel work
     "lora_per_slot_ktoken_ms",  # per slot per 1,000 batched tokens: LoRA kernels that walk every slot per token
     "lora_per_adapter_ktoken_ms",  # per distinct adapter per 1,000 batched tokens
+    "lora_per_adapter_kcached_ms",  # per distinct adapter per 1,000 adapters in the CPU cache (vLLM lists the
+    # cache for each adapter of the batch every step)
     "eager_ms",  # extra cost of a step too large for CUDA graphs (tokens > engine.cuda_graph_max_tokens)
 )
 

@@ -234,7 +234,9 @@ class AnalyticScorer:
         key = (plan.max_lora_rank, plan.max_loras)
         timer = self._timers.setdefault(key, StepTimer(self.profile, plan.max_lora_rank, True, plan.max_loras))
         distinct = min(plan.max_loras, ranks.size)
-        step_ms = timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), distinct) + timer.scheduler_ms(n, 0)
+        cached = min(int(config.max_cpu_loras or config.max_loras), ranks.size)
+        step_ms = (timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), distinct, cached)
+                   + timer.scheduler_ms(n, 0))
         return n * (prompt + output) / output / (step_ms / 1000.0)
 
     def score(self, workload: WorkloadSpec, plans: Sequence[GpuPlan], seed: int) -> FleetScore:

@@ -408,7 +408,8 @@ class ReplicaEngine:
         context = self._decoding_context + sum(prefill[rid] for rid, _ in chunks) + tokens
         # The scheduler's walk over the queue passes every request whose adapter found no slot.
         overhead_ms = self.timer.scheduler_ms(running_before, self.waiting.skipped(self.max_loras)) + load_ms
-        step_ms = self.timer.step_ms(decode, tokens - decode, context, len(self._active)) + overhead_ms
+        step_ms = overhead_ms + self.timer.step_ms(decode, tokens - decode, context, len(self._active),
+                                                   self.lora.cached)
         end = self.now + step_ms / 1000.0
         self.last_step = (tokens, len(self._active), decoding + len(chunks))
         self.steps += 1  # counted before requests finish: an adapter leaving was last in this step
@@ -448,14 +449,14 @@ class ReplicaEngine:
         self._finish_decoding(end)
         adapters = len(self._active)
         self._log_counts((1, decode, tokens - decode, context, adapters, adapters * tokens,
-                          tokens > self.timer.graph_max_tokens, overhead_ms), same)
+                          tokens > self.timer.graph_max_tokens, adapters * self.lora.cached, overhead_ms), same)
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         return True
 
     def _log_counts(self, counts: tuple[float, ...], gaps: int) -> None:
         """Add one step's (or jump's) ``RAW_COUNTS``; kept in a list and summed in blocks, which is cheaper
-        per step than numpy arithmetic on a 9-vector."""
+        per step than numpy arithmetic on a short vector."""
         self._count_log.append(counts)
         self._gap_log.append(gaps)
         if len(self._gap_log) >= 4096:
@@ -513,7 +514,7 @@ class ReplicaEngine:
         context0 = self._decoding_context + n
         waiting = len(self.waiting)
         overhead_ms = self.timer.scheduler_ms(n, self.waiting.skipped(self.max_loras))
-        d0 = self.timer.step_ms(n, 0, context0, len(self._active)) + overhead_ms
+        d0 = self.timer.step_ms(n, 0, context0, len(self._active), self.lora.cached) + overhead_ms
         delta = self.timer.context_ms_per_token * n  # each step attends n more tokens
         k = min(k, _steps_before(t_stop - self.now, d0, delta))
         if next_arrival < t_stop and _steps_before(next_arrival - self.now, d0, delta) < k:
@@ -534,8 +535,8 @@ class ReplicaEngine:
         self._decoding_context += n * k
         np.add.at(self.itl_hist, itl_bins(durations_ms), n)
         adapters = len(self._active)
-        self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters,
-                          k * adapters * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
+        self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * adapters * n,
+                          k * (n > self.timer.graph_max_tokens), k * adapters * self.lora.cached, k * overhead_ms), n)
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
         last_start = end - float(durations_ms[-1]) / 1000.0
         if next_arrival <= last_start and waiting < self.max_waiting:  # the queue grew during the jump

@@ -58,6 +58,11 @@ class LoraCache:
         self.loads_from_disk = 0
         self.loads_from_cpu = 0
 
+    @property
+    def cached(self) -> int:
+        """Adapters held in the CPU cache (vLLM's registered adapters)."""
+        return len(self._cpu)
+
     def enter(self, adapter: int, step: int) -> bool:
         """``adapter`` joins the batch of ``step``; True when it is not on the GPU (the step must :meth:`apply`)."""
         self._entered[adapter] = step

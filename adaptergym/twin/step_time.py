@@ -11,7 +11,7 @@ _RANK_UNIT = 16.0
 #: What the engine counts per step (summed, weighted by the inter-token gaps each step closes); the step
 #: model's features are linear in these for a fixed server config, so sums of raw counts give sums of features.
 RAW_COUNTS = ("steps", "decode_seqs", "prefill_tokens", "context_tokens", "adapters", "adapter_tokens", "eager",
-              "overhead_ms")
+              "adapter_cached", "overhead_ms")
 
 
 class StepTimer:
@@ -30,6 +30,7 @@ class StepTimer:
         self._per_adapter = lora * (c["lora_per_adapter_ms"]
                                     + c["lora_per_adapter_max_rank_ms"] * max_lora_rank / _RANK_UNIT)
         self._per_adapter_token = lora * c["lora_per_adapter_ktoken_ms"] / 1000.0
+        self._per_adapter_cached = lora * c["lora_per_adapter_kcached_ms"] / 1000.0
         self._eager = c["eager_ms"]
         self.graph_max_tokens = profile.engine.cuda_graph_max_tokens
         sched = profile.scheduler
@@ -45,8 +46,9 @@ class StepTimer:
         """How much one more skipped waiting request (its adapter has no slot) adds to a scheduler pass, ms."""
         return self._sched[2]
 
-    def step_ms(self, decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float) -> float:
-        """GPU time of one forward pass, ms."""
+    def step_ms(self, decode_seqs: float, prefill_tokens: float, context_tokens: float, adapters: float,
+                cached: float = 0.0) -> float:
+        """Time of one forward pass with its LoRA bookkeeping, ms (``cached``: adapters in the CPU cache)."""
         eager = self._eager if decode_seqs + prefill_tokens > self.graph_max_tokens else 0.0
         return (
             self._base
@@ -54,7 +56,8 @@ class StepTimer:
             + self._per_decode * decode_seqs
             + self._per_prefill * prefill_tokens
             + self._per_ctx * context_tokens
-            + (self._per_adapter + self._per_adapter_token * (decode_seqs + prefill_tokens)) * adapters
+            + (self._per_adapter + self._per_adapter_token * (decode_seqs + prefill_tokens)
+               + self._per_adapter_cached * cached) * adapters
         )
 
     def scheduler_ms(self, running: float, skipped: float) -> float:
@@ -68,7 +71,7 @@ class StepTimer:
         Summed over steps (or weighted by tokens), so ``design(raw) @ coefficients`` is the summed step time
         without scheduler overhead and loading: what calibration regresses measured latency on.
         """
-        steps, decode, prefill, context, adapters, adapter_tokens, eager, _ = np.moveaxis(
+        steps, decode, prefill, context, adapters, adapter_tokens, eager, adapter_cached, _ = np.moveaxis(
             np.asarray(raw, float), -1, 0)
         lora = 1.0 if self.lora_enabled else 0.0
         columns = {
@@ -84,6 +87,7 @@ class StepTimer:
             "lora_per_slot_ms": lora * self.max_loras * steps,
             "lora_per_slot_ktoken_ms": lora * self.max_loras * (decode + prefill) / 1000.0,
             "lora_per_adapter_ktoken_ms": lora * adapter_tokens / 1000.0,
+            "lora_per_adapter_kcached_ms": lora * adapter_cached / 1000.0,
             "eager_ms": eager,
         }
         return np.stack([columns[name] for name in STEP_FEATURES], axis=-1)
