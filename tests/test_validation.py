@@ -207,3 +207,27 @@ def test_a_light_hour_is_judged_from_its_first_900_s_as_the_whole_hour_would_be(
         twin, hour = short.loc[served, f"{metric}_twin"], full.loc[served, f"{metric}_twin"]
         assert not np.allclose(twin, hour, rtol=1e-9)  # different spans were simulated...
         assert np.allclose(twin, hour, rtol=tolerance), metric  # ...and agree
+
+
+def test_api_server_hold_up_from_ttft_tails_and_its_burst_bound(shared_data):
+    """Runs whose first requests are more than 1% of all and that keep up with few requests at once give the
+    hold-up as their 99th minus median TTFT less the engine's first load; busier runs and runs whose first
+    requests are too few to reach the 99th percentile are left out. On the real runs it lies under the bound the
+    micro-benchmark's Prometheus scrapes give."""
+    from adaptergym.calibration.loading import api_server_burst_ms, api_server_new_adapter_ms
+    from adaptergym.profile import LoadTimeModel
+
+    loading = LoadTimeModel({"8": 5.0, "16": 5.0}, {"8": 20.0, "16": 30.0})  # first load: median of 25, 35 = 30 ms
+    frame = pd.DataFrame({"line": [2, 3, 4, 5, 6], "status": "ok", "num_adapters": [64, 64, 64, 64, 8],
+                          "successful_requests": [5000, 5000, 5000, 5000, 5000],
+                          "p99_ttft_ms": [340.0, 360.0, 400.0, 2000.0, 90.0], "median_ttft_ms": 40.0,
+                          "npy_mean_running": [2.0, 4.0, 6.0, 40.0, 2.0], "npy_mean_waiting": 0.0})
+    value, fit = api_server_new_adapter_ms(frame, {2, 3, 4, 5, 6}, loading)
+    assert fit["runs"] == 3 and value == pytest.approx(320.0 - 30.0)
+    real = read_runs(shared_data / "real_runs.csv")
+    for model in ("llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"):
+        train = set(real.loc[(real["model"] == model) & ~real["dataset_group"].str.startswith(
+            "digital_twin_modelling"), "line"])
+        measured, _ = api_server_new_adapter_ms(real, train, load_profile(model).loading)
+        bound = api_server_burst_ms(shared_data / "raw_estimator_runs", model)
+        assert 200.0 < measured < bound < 400.0

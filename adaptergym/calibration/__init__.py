@@ -17,7 +17,7 @@ import pandas as pd
 
 from adaptergym.calibration.end_to_end import Prior, fit_end_to_end
 from adaptergym.calibration.lengths import fit_copula_correlation
-from adaptergym.calibration.loading import api_server_new_adapter_ms, loading_table
+from adaptergym.calibration.loading import api_server_burst_ms, api_server_new_adapter_ms, loading_table
 from adaptergym.calibration.memory import fit_memory, fit_memory_from_startups
 from adaptergym.calibration.micro import (
     decode_error_pct,
@@ -120,6 +120,9 @@ def calibrate(
                                                                            api_server_new_adapter_ms=api_ms))
         report["terms"]["api_server"] = {"source": "TTFT tails of training runs with few requests at once",
                                          "new_adapter_ms": round(api_ms, 1), **fit}
+        bound = api_server_burst_ms(folder / "raw_estimator_runs", model)
+        if bound is not None:
+            report["terms"]["api_server"]["predictor_loading_bound_ms"] = round(bound, 1)
 
     priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
     micro = folder / "raw_estimator_runs"

@@ -5,7 +5,10 @@ adapter from the runs' TTFT tails.
 * API server: an adapter's first request holds vLLM's API server up (see ``adaptergym.twin.frontend``). In a run
   that keeps up with few requests at once, the adapters' first requests are its slowest, so when they are more
   than 1% of its requests its 99th TTFT percentile is one of theirs, and it exceeds the median TTFT by the
-  hold-up plus the engine's first load of the adapter (from disk, then to the GPU).
+  hold-up plus the engine's first load of the adapter (from disk, then to the GPU). The micro-benchmarks' 2-second
+  Prometheus series check it: ``predictor_loading`` sends 50 requests for 50 new adapters at once, and the API
+  server answers no scrape until it has passed most of them on, so the first scrape after the start, over the
+  requests the engine holds by then, bounds the hold-up per request from above (it also parses and tokenizes).
 """
 
 from __future__ import annotations
@@ -58,3 +61,24 @@ def api_server_new_adapter_ms(frame: pd.DataFrame, lines: set[int], loading: Loa
     return value, {"runs": len(rows), "p99_minus_median_ttft_ms": [round(float(np.min(tail_ms)), 1),
                                                                   round(float(np.max(tail_ms)), 1)],
                    "engine_first_load_ms": round(engine_load_ms, 1)}
+
+
+def api_server_burst_ms(root: Path, model: str) -> float | None:
+    """The hold-up per new adapter that ``predictor_loading``'s scrapes bound (see the module docstring): the
+    median over its runs, ms; None without them."""
+    bounds = []
+    for run in sorted((root / "predictor_loading" / model).glob("adapter_rank_*/_*_")):
+        summaries = sorted(run.glob("openai-*.json"))
+        if not summaries or not (run / "time.npy").is_file():
+            continue
+        summary = json.loads(summaries[0].read_text())
+        scraped_s = np.load(run / "time.npy")
+        first = int(np.searchsorted(scraped_s, summary["start_time"]))
+        if first >= scraped_s.size:
+            continue
+        prefilled = np.load(run / "processed_tokens_prompt.npy")[first] * summary["completed"] / summary[
+            "total_input_tokens"]
+        passed = np.load(run / "num_waiting.npy")[first] + prefilled
+        if passed > 0:
+            bounds.append(1000.0 * (scraped_s[first] - summary["start_time"]) / passed)
+    return float(np.median(bounds)) if bounds else None
