@@ -231,3 +231,24 @@ def test_api_server_hold_up_from_ttft_tails_and_its_burst_bound(shared_data):
         measured, _ = api_server_new_adapter_ms(real, train, load_profile(model).loading)
         bound = api_server_burst_ms(shared_data / "raw_estimator_runs", model)
         assert 200.0 < measured < bound < 400.0
+
+
+def test_step_fit_is_not_dragged_by_a_few_runs_far_off():
+    """Relative residuals of 200 runs that a known coefficient vector explains to within 2%, plus 5 runs 90% off
+    whose third feature is large: the robust fit lands on the known vector, where plain least squares inflates
+    the third coefficient to explain the 5."""
+    from scipy.optimize import lsq_linear
+
+    from adaptergym.calibration.end_to_end import _robust_fit
+
+    rng = np.random.default_rng(0)
+    truth = np.array([10.0, 0.02, 0.5])
+    features = np.c_[np.ones(205), rng.uniform(10, 500, 205), rng.uniform(0, 20, 205)]
+    features[:5, 2] = 20.0
+    itl = features @ truth * (1 + rng.uniform(-0.02, 0.02, 205))
+    itl[:5] *= 1.9
+    a, b = features / itl[:, None], np.ones(205)  # relative residual (features @ c - itl) / itl
+    robust = np.array(_robust_fit(a, b, np.ones(3)))
+    plain = lsq_linear(a, b, bounds=(0, np.inf)).x
+    assert robust == pytest.approx(truth, rel=0.02)
+    assert abs(plain[2] / truth[2] - 1) > 0.05  # dragged by the five

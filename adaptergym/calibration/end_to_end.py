@@ -4,9 +4,10 @@ Every step the twin simulates is a linear function of its counts (decode sequenc
 distinct adapters, slots, ...), and the engine sums those counts weighted by the inter-token gaps each step
 closes. So a replay's mean ITL moves with the coefficients ``c`` as ``itl(c) ~ itl(c0) + x.(c - c0)``, with
 ``x`` the replay's mean feature vector per gap. Each round replays the training runs with the current
-coefficients, solves a bounded least-squares problem in relative error (with priors from the micro-benchmarks,
-so terms the runs cannot separate stay where the micro-benchmarks put them), and repeats: the replays'
-dynamics (batch sizes, queueing) follow the new step times.
+coefficients, solves a bounded least-squares problem in relative error (robust: a run off by more than 10%
+weighs by its error, not its square; with priors from the micro-benchmarks, so terms the runs cannot separate
+stay where the micro-benchmarks put them), and repeats: the replays' dynamics (batch sizes, queueing) follow
+the new step times. The profile kept is the one whose replays came closest to the training runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import lsq_linear
+from scipy.optimize import least_squares
 
 from adaptergym.profile import STEP_FEATURES, StepTimeModel, TwinProfile
 from adaptergym.real_runs import Replay
@@ -26,6 +27,8 @@ from adaptergym.workload import WorkloadSpec
 
 #: A replay serving less than this share of its offered load is saturated (busy all the time).
 SATURATED = 0.97
+#: Relative error beyond which a training run weighs in the fit by its error, not its squared error.
+ROBUST_SCALE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +71,7 @@ def fit_end_to_end(
     """Refit the step-time coefficients on ``items`` (runs measured ok); returns the profile and a fit report."""
     items = capped([i for i in items if i.status == "ok" and "mean_itl_ms" in i.measured], duration_s)
     history: list[dict[str, float]] = []
+    tried: list[TwinProfile] = []  # the profile each round replayed with
     for round_no in range(1, rounds + 1):
         predictions = _replay(profile, items, workers, progress, f"end-to-end fit, round {round_no}/{rounds}")
         usable = [(i, p) for i, p in zip(items, predictions, strict=True)
@@ -75,7 +79,8 @@ def fit_end_to_end(
                   and np.isfinite(p.predicted.get("mean_itl_ms", np.nan))]
         y = np.array([i.measured["mean_itl_ms"] for i, _ in usable])
         now = np.array([p.predicted["mean_itl_ms"] for _, p in usable])
-        history.append({"round": round_no, "train_itl_mape": mape(y, now), "rows": len(usable)})
+        history.append(_errors(round_no, items, predictions))
+        tried.append(profile)
         features = np.stack([_mean_features(profile, i, p.counts) for i, p in usable])
         current = np.array(profile.step_time.vector())
         # relative residual: (now + x.(c - c0) - y) / y
@@ -94,17 +99,36 @@ def fit_end_to_end(
                 row[j] = scale * prior.strength / magnitude
                 prior_rows.append(row)
                 prior_targets.append(scale * prior.strength * prior.value / magnitude)
-        solution = lsq_linear(np.vstack([a, *prior_rows]), np.concatenate([b, prior_targets]), bounds=(0, np.inf))
-        coefficients = dict(zip(STEP_FEATURES, (float(c) for c in solution.x), strict=True))
+        coefficients = dict(zip(STEP_FEATURES, _robust_fit(np.vstack([a, *prior_rows]),
+                                                             np.concatenate([b, prior_targets]), current), strict=True))
         profile = dataclasses.replace(profile, step_time=StepTimeModel(coefficients))
-    predictions = _replay(profile, items, workers, progress, "end-to-end fit, check")
-    y = np.array([i.measured["mean_itl_ms"] for i in items])
-    itl = np.array([p.predicted.get("mean_itl_ms", np.nan) for p in predictions])
-    thr = np.array([p.predicted.get("total_throughput", np.nan) for p in predictions])
-    y_thr = np.array([i.measured.get("total_throughput", np.nan) for i in items])
-    history.append({"round": rounds + 1, "train_itl_mape": mape(y, itl), "rows": len(items)})
-    return profile, {"rows": len(items), "simulated_s_per_run": duration_s, "rounds": history,
-                     "train_itl_mape": mape(y, itl), "train_throughput_mape": mape(y_thr, thr)}
+    history.append(_errors(rounds + 1, items, _replay(profile, items, workers, progress, "end-to-end fit, check")))
+    tried.append(profile)
+    # Each round's fit is of a linearisation, so a round can land further from the data than the one before it:
+    # keep the profile whose replays came closest to the training runs (the starting one, when no fit did).
+    best = min(range(len(history)), key=lambda k: history[k]["train_itl_mape"])
+    return tried[best], {"rows": len(items), "simulated_s_per_run": duration_s, "rounds": history,
+                         "kept_round": history[best]["round"], "train_itl_mape": history[best]["train_itl_mape"],
+                         "train_throughput_mape": history[best]["train_throughput_mape"]}
+
+
+def _errors(round_no: int, items: Sequence[Replay], predictions: Sequence[Prediction]) -> dict[str, float]:
+    """Training MAPE of mean ITL and throughput of one round's replays."""
+    def error(metric: str) -> float:
+        return mape(np.array([i.measured.get(metric, np.nan) for i in items]),
+                    np.array([p.predicted.get(metric, np.nan) for p in predictions]))
+
+    return {"round": round_no, "train_itl_mape": error("mean_itl_ms"),
+            "train_throughput_mape": error("total_throughput"), "rows": len(items)}
+
+
+def _robust_fit(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> list[float]:
+    """Coefficients >= 0 fitting ``a @ c = b`` in least squares while residuals stay under ``ROBUST_SCALE`` and
+    in least absolute error beyond it, so that a few training runs the step model cannot describe (some
+    micro-benchmark bursts are 90% off) do not drag every other run along."""
+    solution = least_squares(lambda c: a @ c - b, np.maximum(start, 1e-9), jac=lambda c: a, bounds=(0, np.inf),
+                             loss="soft_l1", f_scale=ROBUST_SCALE)
+    return [float(c) for c in solution.x]
 
 
 def _throughput_rows(profile: TwinProfile, items: Sequence[Replay], predictions: Sequence[Prediction],
