@@ -235,8 +235,8 @@ def test_api_server_hold_up_from_ttft_tails_and_its_burst_bound(shared_data):
 
 def test_step_fit_is_not_dragged_by_a_few_runs_far_off():
     """Relative residuals of 200 runs that a known coefficient vector explains to within 2%, plus 5 runs 90% off
-    whose third feature is large: the robust fit lands on the known vector, where plain least squares inflates
-    the third coefficient to explain the 5."""
+    whose third feature is large: the least-absolute-error fit lands on the known vector, where least squares
+    inflates the third coefficient to explain the 5."""
     from scipy.optimize import lsq_linear
 
     from adaptergym.calibration.end_to_end import _robust_fit

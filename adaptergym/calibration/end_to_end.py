@@ -4,10 +4,11 @@ Every step the twin simulates is a linear function of its counts (decode sequenc
 distinct adapters, slots, ...), and the engine sums those counts weighted by the inter-token gaps each step
 closes. So a replay's mean ITL moves with the coefficients ``c`` as ``itl(c) ~ itl(c0) + x.(c - c0)``, with
 ``x`` the replay's mean feature vector per gap. Each round replays the training runs with the current
-coefficients, solves a bounded least-squares problem in relative error (robust: a run off by more than 10%
-weighs by its error, not its square; with priors from the micro-benchmarks, so terms the runs cannot separate
-stay where the micro-benchmarks put them), and repeats: the replays' dynamics (batch sizes, queueing) follow
-the new step times. The profile kept is the one whose replays came closest to the training runs.
+coefficients, fits the linearisation in least absolute relative error (MAPE, what the twin is judged by, so
+a few runs the model cannot describe do not drag the others along), with priors from the micro-benchmarks and
+the base profile (so terms the runs cannot separate stay where those put them), and repeats: the replays'
+dynamics (batch sizes, queueing) follow the new step times. The profile kept is the one whose replays came
+closest to the training runs.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from adaptergym.workload import WorkloadSpec
 
 #: A replay serving less than this share of its offered load is saturated (busy all the time).
 SATURATED = 0.97
-#: Relative error beyond which a training run weighs in the fit by its error, not its squared error.
-ROBUST_SCALE = 0.1
+#: Relative error below which the absolute-error fit is smoothed into a quadratic one (keeps it differentiable).
+SMOOTHING = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ def fit_end_to_end(
         b = (y - now + features @ current) / y
         a_thr, b_thr = _throughput_rows(profile, items, predictions, current)
         a, b = np.vstack([a, a_thr]), np.concatenate([b, b_thr])
-        scale = np.sqrt(len(y))
+        scale = float(len(y))  # in absolute error, n runs 100% off weigh n
         prior_rows, prior_targets = [], []
         for j, name in enumerate(STEP_FEATURES):
             prior = priors.get(name)
@@ -123,11 +124,11 @@ def _errors(round_no: int, items: Sequence[Replay], predictions: Sequence[Predic
 
 
 def _robust_fit(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> list[float]:
-    """Coefficients >= 0 fitting ``a @ c = b`` in least squares while residuals stay under ``ROBUST_SCALE`` and
-    in least absolute error beyond it, so that a few training runs the step model cannot describe (some
-    micro-benchmark bursts are 90% off) do not drag every other run along."""
+    """Coefficients >= 0 minimising the summed absolute residual of ``a @ c = b`` (smoothed below ``SMOOTHING``):
+    a few training runs the step model cannot describe (some micro-benchmark bursts are 90% off) do not drag
+    every other run along as they would in least squares."""
     solution = least_squares(lambda c: a @ c - b, np.maximum(start, 1e-9), jac=lambda c: a, bounds=(0, np.inf),
-                             loss="soft_l1", f_scale=ROBUST_SCALE)
+                             loss="soft_l1", f_scale=SMOOTHING)
     return [float(c) for c in solution.x]
 
 
