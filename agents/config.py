@@ -20,7 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from adaptergym.envs import ENV_IDS
 from adaptergym.errors import ConfigError
 
-CACHING, PLACEMENT = ENV_IDS
+CACHING, PLACEMENT, PACKING = ENV_IDS
 #: The algorithms agents train, by name (DQN is missing: it needs a Discrete action space, and both
 #: environments' actions are MultiDiscrete).
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "maskable_ppo": MaskablePPO, "a2c": A2C}
@@ -125,6 +125,11 @@ _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # Episodes of 64-192 placements scored only at the end: no discounting, rollouts of a few episodes.
     PLACEMENT: {"steps": 200_000, "n_steps": 256, "batch_size": 256, "gamma": 1.0, "ent_coef": 0.01,
                 "eval_freq": 20_000, "eval_episodes": 20},
+    # Episodes of 2-4 GPUs, scored by the twin itself (the surrogate that drives the packer cannot also judge it),
+    # two worker processes; a starved placement costs 4x v0's penalty (a GPU saved is worth 1/8).
+    PACKING: {"steps": 12_000, "scorer": "twin", "n_envs": 2, "vec_env": "subproc", "n_steps": 64, "batch_size": 64,
+              "gamma": 1.0, "ent_coef": 0.01, "env_kwargs": {"starvation_penalty": 4.0}, "eval_freq": 2_000,
+              "eval_episodes": 20, "checkpoint_freq": 4_000},
 }
 _ALGO_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # A2C updates after every rollout with no minibatches: shorter rollouts, its usual RMSprop step size.

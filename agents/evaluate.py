@@ -10,7 +10,7 @@ request draw are fixed by the seed and every policy sees the same episodes. Agen
 policy that follows ``action_masks()`` (MaskablePPO, the reference policies) taking a masked action is a bug,
 and evaluation stops with an AssertionError.
 
-On AdapterPlacement-v0 a row also holds the workload's lower bound on GPUs (``baselines.exact.lower_bound_gpus``,
+On the placement environments a row also holds the workload's lower bound on GPUs (``baselines.exact.lower_bound_gpus``,
 the bound ``adaptergym leaderboard`` divides every policy's GPUs by), and :func:`placement_rows` gives a placement
 agent's rows in the leaderboard's format.
 """
@@ -31,10 +31,11 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
+from adaptergym.envs import PLACEMENT_IDS
 from adaptergym.errors import ConfigError
 from adaptergym.scenarios import get_scenario
 from agents.cli import Parser, key_value, run
-from agents.config import CACHING, PLACEMENT
+from agents.config import CACHING
 from agents.envs import make_env
 from agents.reference import RandomPolicy, VllmDefaultPolicy
 from agents.run import MODEL, find_config, load_agent
@@ -128,8 +129,8 @@ def evaluate(policy: Predictor, name: str, env: gym.Env, seeds: Sequence[int], *
 
 
 def placement_rows(checkpoint: Path, suite: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """A trained AdapterPlacement-v0 agent's leaderboard rows (:data:`LEADERBOARD_COLUMNS`): one per (scenario of
-    ``suite``, seed), each episode scored by the Digital Twin (``scorer="twin"``), the agent acting
+    """A trained placement agent's (AdapterPlacement-v0 or -v1) leaderboard rows (:data:`LEADERBOARD_COLUMNS`): one
+    per (scenario of ``suite``, seed), each episode scored by the Digital Twin (``scorer="twin"``), the agent acting
     deterministically and checked never to take a masked action.
 
     Args:
@@ -139,12 +140,14 @@ def placement_rows(checkpoint: Path, suite: str, seeds: Sequence[int]) -> list[d
         seeds: test-split seeds of those scenarios (training seeds are refused: the agent may have seen them).
 
     Raises:
-        ConfigError: a checkpoint not trained on AdapterPlacement-v0, or a seed outside a scenario's test split.
+        ConfigError: a checkpoint not trained on a placement environment, or a seed outside a scenario's test
+            split.
         UnknownScenario: a name in ``suite`` that is not a scenario.
     """
     agent = load_agent(checkpoint)
-    if agent.config.env != PLACEMENT:
-        raise ConfigError(f"checkpoint: {checkpoint} was trained on {agent.config.env}, not {PLACEMENT}")
+    if agent.config.env not in PLACEMENT_IDS:
+        raise ConfigError(f"checkpoint: {checkpoint} was trained on {agent.config.env}, not on "
+                          f"{' or '.join(PLACEMENT_IDS)}")
     run = find_config(agent.checkpoint).parent
     name = f"agent:{run.name}" if agent.checkpoint == run / MODEL else f"agent:{run.name}/{agent.checkpoint.stem}"
     rows = []
@@ -153,7 +156,7 @@ def placement_rows(checkpoint: Path, suite: str, seeds: Sequence[int]) -> list[d
         if outside:
             raise ConfigError(f"seeds: {outside[:3]} are not test seeds of {scenario.name} "
                               f"({scenario.test_seeds.start}-{scenario.test_seeds.stop - 1})")
-        env = make_env(PLACEMENT, **{**agent.config.env_kwargs, "scenario": scenario.name, "scorer": "twin"})
+        env = make_env(agent.config.env, **{**agent.config.env_kwargs, "scenario": scenario.name, "scorer": "twin"})
         try:
             played = evaluate(agent, name, env, seeds, follows_masks=agent.config.masked)
         finally:
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override an environment argument (VALUE read as JSON if it parses), repeatable")
     parser.add_argument("--baselines", default=None,
                         help=f"reference policies, comma-separated: {', '.join(BASELINES)} "
-                             "(default: both on AdapterCaching-v0, random on AdapterPlacement-v0)")
+                             "(default: both on AdapterCaching-v0, random on the placement environments)")
     parser.add_argument("--name", default=None, help="the agent's name in the rows (default: its algorithm)")
     parser.add_argument("--rows", type=Path, default=None, help="write every row to this CSV")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of Markdown")

@@ -111,11 +111,12 @@ def run(suite: str, seeds: Sequence[int], policies: Sequence[str], agents: Seque
 
 
 def shipped_agents(root: Path) -> list[Path]:
-    """Run folders under ``root`` whose agent was trained on AdapterPlacement-v0."""
+    """Run folders under ``root`` whose agent was trained on a placement environment (AdapterPlacement-v0, -v1)."""
     import json
 
-    return sorted(p.parent for p in root.glob("*/config.json")
-                  if json.loads(p.read_text()).get("env") == "adaptergym/AdapterPlacement-v0")
+    from adaptergym.envs import PLACEMENT_IDS
+
+    return sorted(p.parent for p in root.glob("*/config.json") if json.loads(p.read_text()).get("env") in PLACEMENT_IDS)
 
 
 def plot(board: Board, out: Path) -> None:

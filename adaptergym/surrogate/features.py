@@ -31,6 +31,8 @@ FEATURES = (
     "mean_rank", "rate_weighted_rank",
 )
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
+#: The features proportional to the offered load (every rate times c: these times c, the others unchanged).
+LOAD_FEATURES = ("total_rate", "offered_tok_s", "max_rate")
 
 
 def gpu_features(rates: np.ndarray, ranks: np.ndarray, max_loras: int | np.ndarray,
@@ -75,3 +77,20 @@ def gpu_features(rates: np.ndarray, ranks: np.ndarray, max_loras: int | np.ndarr
     for i, name in enumerate(FEATURES):
         rows[:, i] = values[name]
     return rows[0] if np.ndim(max_loras) == 0 else rows
+
+
+def scale_load(rows: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
+    """Feature rows of the same GPUs with every adapter's rate multiplied by ``factor`` (a scalar, or one per
+    row): what :func:`gpu_features` gives for ``rates * factor``, without building the rows again.
+
+    Args:
+        rows: feature rows, shape (n, len(FEATURES)).
+        factor: rate multiplier(s), > 0.
+
+    Returns:
+        a new array of the same shape.
+    """
+    scaled = np.array(rows, np.float64, copy=True, ndmin=2)
+    columns = [COLUMN[name] for name in LOAD_FEATURES]
+    scaled[:, columns] *= np.asarray(factor, np.float64).reshape(-1, 1)
+    return scaled

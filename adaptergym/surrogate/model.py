@@ -33,6 +33,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor, export_t
 from threadpoolctl import ThreadpoolController
 
 from adaptergym.errors import ConfigError, DataError
+from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
 from adaptergym.surrogate.features import COLUMN, FEATURES, gpu_features
 from adaptergym.sweep.points import recipe_from_row, slot_levels
@@ -170,6 +171,15 @@ class Surrogate:
             "served_ratio": np.where(ok, ratio, 0.0),
             "startup_ok": ok,
         }
+
+    def serves(self, rows: np.ndarray, model: str = "accurate") -> np.ndarray:
+        """Whether each row's GPU is predicted to serve its load: it starts, its starvation probability is below
+        :data:`STARVED_PROBABILITY` and its predicted throughput is at least 90% of what it is offered (the
+        papers' rule). Shape (n,)."""
+        rows = np.atleast_2d(np.asarray(rows, np.float64))
+        predicted = self.predict(rows, model)
+        return ((predicted["starved_prob"] < STARVED_PROBABILITY)
+                & (predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * rows[:, COLUMN["offered_tok_s"]]))
 
     def best_levels(self, groups: Sequence[tuple[np.ndarray, np.ndarray]], lengths: LengthSpec,
                     model: str = "accurate") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
