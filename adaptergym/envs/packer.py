@@ -10,7 +10,7 @@ The adapters wait in a queue (the environment's packing order). For one GPU the 
    before the first one that is not is the *served prefix* (none: the first adapter alone).
 2. **Capacity.** The largest load at which the surrogate predicts a GPU of the served prefix's adapters
    served, their rates scaled together (:func:`adaptergym.surrogate.features.scale_load`), searched between
-   the prefix's own load and :data:`CEILING` GPUs' worth on two nested grids (:meth:`SurrogatePacker._edge`).
+   the prefix's own load and :data:`CEILING` GPUs' worth on a grid of loads (:meth:`SurrogatePacker._edge`).
    So a GPU whose queue runs out before it fills still gets a capacity of its own, above what remains.
 3. **Take.** With fill ``f`` the GPU takes the longest prefix whose load is at most ``f`` times that
    capacity, and at least one adapter: ``f = 1`` packs to the surrogate's edge (the published greedy's
@@ -31,16 +31,15 @@ from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.surrogate import load_surrogate, regenerate_command
-from adaptergym.surrogate.features import gpu_features, scale_load
+from adaptergym.surrogate.features import prefix_features, scale_load
 from adaptergym.workload import LengthSpec
 
 #: Prefixes asked about reach this many reference GPUs' worth of load (past any fill times any capacity).
 REACH = 1.75
-#: The highest capacity looked for, in reference GPUs' worth of load.
-CEILING = 4.0
-#: Loads asked per search of a capacity, twice (log-spaced between the served prefix's load and the ceiling, then
-#: within the step where the GPU first fails): about 1% apart in the end.
-GRID = 17
+#: The highest capacity looked for, in reference GPUs' worth of load (one adapter alone serves about 1.1).
+CEILING = 2.0
+#: Loads asked per capacity, log-spaced from the served prefix's load to the ceiling (a load of 0.5 GPUs: 1.5% apart).
+GRID = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,33 +94,28 @@ class SurrogatePacker:
         cumulative = np.cumsum(load_tok_s)
         window = max(1, min(len(rates), int(np.searchsorted(cumulative, REACH * reference_tok_s)) + 1))
         covers = np.maximum.accumulate([rank_cover(int(r)) for r in ranks[:window]])
+        slots = np.array([[self.slots(f, k, c) for f in self.slot_fractions]
+                          for k, c in zip(range(1, window + 1), covers, strict=True)])
+        rows = prefix_features(rates[:window], ranks[:window], slots, lengths)  # (window, fractions, features)
         fractions = len(self.slot_fractions)
-        rows = np.concatenate([
-            gpu_features(rates[:k], ranks[:k], np.array([self.slots(f, k, covers[k - 1]) for f in self.slot_fractions]),
-                         lengths) for k in range(1, window + 1)])
-        served = self.surrogate.serves(rows).reshape(window, fractions)
-        # Longest served prefix per slot fraction: the prefixes before the first one not served.
-        first_failure = np.where(served.all(axis=0), window, np.argmin(served, axis=0))
-        base = rows.reshape(window, fractions, -1)[np.maximum(first_failure, 1) - 1, np.arange(fractions)]
-        own = cumulative[np.maximum(first_failure, 1) - 1]
-        low = np.where(first_failure > 0, np.log(own), np.log(own / 64.0))
-        capacity = self._edge(base, own, low, np.full(fractions, np.log(CEILING * reference_tok_s)))
+        served = self.surrogate.serves(rows.reshape(window * fractions, -1)).reshape(window, fractions)
+        # Longest served prefix per slot fraction (0: none).
+        prefix = np.where(served.any(axis=0), window - np.argmax(served[::-1], axis=0), 0)
+        longest = np.maximum(prefix, 1) - 1
+        capacity = self._edge(rows[longest, np.arange(fractions)], cumulative[longest], prefix > 0,
+                              CEILING * reference_tok_s)
         limit = self.fills[:, None] * capacity[None, :]
         take = np.maximum(1, np.searchsorted(cumulative[:window], limit.ravel() * (1 + 1e-9), side="right"))
-        return GpuOptions(capacity, first_failure.astype(np.int64), take.reshape(limit.shape).astype(np.int64))
+        return GpuOptions(capacity, prefix.astype(np.int64), take.reshape(limit.shape).astype(np.int64))
 
-    def _edge(self, base: np.ndarray, own: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-        """Per row of ``base`` (a GPU offered ``own`` tokens/s), the largest load in ``[exp(low), exp(high)]`` up to
-        which the surrogate predicts it served, rates scaled together: a grid of :data:`GRID` loads, then the
-        same grid within the step where it first fails (two model calls for all rows)."""
-        rows = np.arange(len(base))
-        for _ in range(2):
-            grid = np.linspace(low, high, GRID, axis=1)  # (rows, GRID), log tokens/s
-            factors = np.exp(grid) / own[:, None]
-            served = self.surrogate.serves(scale_load(np.repeat(base, GRID, axis=0), factors.ravel()))
-            served = served.reshape(len(base), GRID)
-            first_failure = np.where(served.all(axis=1), GRID, np.argmin(served, axis=1))
-            last_served = np.maximum(first_failure - 1, 0)
-            low = grid[rows, last_served]
-            high = np.where(first_failure < GRID, grid[rows, np.minimum(first_failure, GRID - 1)], grid[:, -1])
-        return np.exp(low)
+    def _edge(self, base: np.ndarray, own: np.ndarray, served: np.ndarray, ceiling: float) -> np.ndarray:
+        """Per row of ``base`` (a GPU offered ``own`` tokens/s, ``served`` by the surrogate or not), the largest
+        load up to which the surrogate predicts it served, its rates scaled together: the last of :data:`GRID`
+        log-spaced loads before the first not served, from ``own`` (``own / 64`` if not served) to ``ceiling``
+        (one model call for all rows)."""
+        low = np.where(served, own, own / 64.0)
+        grid = np.exp(np.linspace(np.log(low), np.log(np.maximum(ceiling, low)), GRID, axis=1))  # (rows, GRID)
+        ok = self.surrogate.serves(scale_load(np.repeat(base, GRID, axis=0), (grid / own[:, None]).ravel()))
+        ok = ok.reshape(grid.shape)
+        first_failure = np.where(ok.all(axis=1), GRID, np.argmin(ok, axis=1))
+        return grid[np.arange(len(base)), np.maximum(first_failure - 1, 0)]
