@@ -251,9 +251,9 @@ def test_actions_outside_the_space_raise_and_stepping_a_finished_episode_asks_fo
             env.step(bad)
     done = False
     while not done:
-        done = env.step(np.array([0, 3]))[2]
+        done = env.step(np.array([0, 1]))[2]
     with pytest.raises(ResetNeeded):
-        env.step(np.array([0, 3]))
+        env.step(np.array([0, 1]))
 
 
 # ---------------------------------------------------------------------------------------------- caching rewards
@@ -334,7 +334,7 @@ def test_render_ansi_table_and_rgb_plot():
         env = gym.make(env_id, scorer="twin", window_s=30, render_mode="rgb_array")
         env.reset(seed=0, options={"workload": LIGHT})
         before = env.render()
-        env.step(np.array([0, 3]))
+        env.step(np.array([0, 1]))
         image = env.render()
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         assert (image < 200).any() and not np.array_equal(before, image)

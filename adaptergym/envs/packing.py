@@ -17,9 +17,9 @@ from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 
 #: Default fills an action picks from: the share of the surrogate's capacity a GPU is filled to.
-FILLS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1)
+FILLS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05)
 #: Default slot fractions an action picks from: ``max_loras`` = this share of the GPU's adapters.
-SLOT_FRACTIONS = (0.25, 0.5, 1.0)
+SLOT_FRACTIONS = (0.5, 1.0)
 WORKLOAD_FEATURES = 7
 
 
@@ -146,8 +146,8 @@ class PackingPlacementEnv(GpuPoolEnv):
     | ``scorer`` | str | ``"auto"`` | ``"auto"``, ``"twin"``, ``"surrogate"`` or ``"analytic"`` (v0's Scorers) |
     | ``profile`` | str or TwinProfile | None | twin profile (None: the default H100 / Llama-3.1-8B) |
     | ``window_s`` | float | 120.0 | simulated seconds the twin scores (the first 20% are warm-up) |
-    | ``fills`` | tuple of float | ``(0.5, 0.6, ..., 1.1)`` | the fills an action picks from (> 0, increasing) |
-    | ``slot_fractions`` | tuple of float | ``(0.25, 0.5, 1.0)`` | the slot fractions (in (0, 1], increasing) |
+    | ``fills`` | tuple of float | ``(0.6, 0.7, 0.75, ..., 1.05)`` | the fills an action picks from (> 0, increasing) |
+    | ``slot_fractions`` | tuple of float | ``(0.5, 1.0)`` | the slot fractions (in (0, 1], increasing) |
     | ``latency_scale_ms`` | float | 1000.0 | p99 TTFT that scores 0.5 in the latency score |
     | ``weight`` | float | 0.5 | weight of the GPU score in ``weighted`` |
     | ``starvation_penalty`` | float | 1.0 | scale of the score of a starved placement (see Rewards) |
