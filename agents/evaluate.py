@@ -37,7 +37,7 @@ from adaptergym.scenarios import get_scenario
 from agents.cli import Parser, key_value, run
 from agents.config import CACHING
 from agents.envs import make_env
-from agents.reference import RandomPolicy, VllmDefaultPolicy
+from agents.reference import FixedFillPolicy, RandomPolicy, VllmDefaultPolicy
 from agents.run import MODEL, find_config, load_agent
 from agents.stats import mean_ci
 
@@ -48,7 +48,7 @@ PLACEMENT_COLUMNS = ("scenario", "seed", "policy", "reward", "adapters", "gpus",
 #: The rows of ``adaptergym leaderboard`` (:func:`placement_rows`), in its column order.
 LEADERBOARD_COLUMNS = ("policy", "suite", "scenario", "seed", "adapters", "gpus", "lower_bound_gpus",
                        "ratio_to_bound", "starved_gpus", "total_throughput", "p99_ttft_ms", "decision_time_s")
-BASELINES = ("random", "vllm-default")
+BASELINES = ("random", "vllm-default", "fill-F")
 #: Columns a summary averages over seeds, where the rows have them (``starved``: the share of starved episodes).
 MEANS = ("starved", "served_share", "gpus", "lower_bound_gpus", "ratio_to_bound", "starved_gpus")
 
@@ -218,6 +218,25 @@ def parse_seeds(text: str, env: gym.Env, episodes: int | None) -> list[int]:
     return seeds[:episodes] if episodes else seeds
 
 
+def reference_policy(name: str, env: gym.Env) -> Predictor:
+    """The reference policy ``name`` of :data:`BASELINES` on ``env`` (``fill-F``: e.g. ``fill-0.9``).
+
+    Raises:
+        ConfigError: an unknown name, or one the environment does not support.
+    """
+    if name == "random":
+        return RandomPolicy(env.action_space.nvec, seed=0)  # type: ignore[attr-defined]
+    if name == "vllm-default":
+        return VllmDefaultPolicy(env)
+    try:
+        fill = float(name.removeprefix("fill-")) if name.startswith("fill-") else None
+    except ValueError:
+        fill = None
+    if fill is None:
+        raise ConfigError(f"baselines: {name!r} not among {', '.join(BASELINES)}")
+    return FixedFillPolicy(env, fill)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m agents.evaluate", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE",
                         help="override an environment argument (VALUE read as JSON if it parses), repeatable")
     parser.add_argument("--baselines", default=None,
-                        help=f"reference policies, comma-separated: {', '.join(BASELINES)} "
-                             "(default: both on AdapterCaching-v0, random on the placement environments)")
+                        help=f"reference policies, comma-separated: {', '.join(BASELINES)} (fill-F on "
+                             "AdapterPlacement-v1: every GPU at fill F, e.g. fill-0.9; default: random and "
+                             "vllm-default on AdapterCaching-v0, random on the placement environments)")
     parser.add_argument("--name", default=None, help="the agent's name in the rows (default: its algorithm)")
     parser.add_argument("--rows", type=Path, default=None, help="write every row to this CSV")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of Markdown")
@@ -257,14 +277,10 @@ def _main(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds, env, args.episodes)
     names = (args.baselines.split(",") if args.baselines is not None
              else list(BASELINES) if env_id == CACHING else ["random"])
-    unknown = [n for n in names if n and n not in BASELINES]
-    if unknown:
-        raise ConfigError(f"baselines: {unknown} not among {', '.join(BASELINES)}")
+    policies = [(n, reference_policy(n, env)) for n in names if n]
     name = args.name or agent.config.algo
     rows = evaluate(agent, name, env, seeds, follows_masks=agent.config.masked)
-    for baseline in filter(None, names):
-        policy = (RandomPolicy(env.action_space.nvec, seed=0) if baseline == "random"  # type: ignore[attr-defined]
-                  else VllmDefaultPolicy(env))
+    for baseline, policy in policies:
         rows += evaluate(policy, baseline, env, seeds, follows_masks=True)
     env.close()
     if args.rows:

@@ -112,3 +112,13 @@ def test_starvation_penalty_scales_the_score_of_a_starved_placement():
         rewards.append(reward)
         assert reward == -penalty * info["starved_gpus"] / info["gpus_used"]
     assert rewards[1] == 4 * rewards[0] < 0
+
+
+def test_a_finished_episode_exports_its_placement_for_verification(surrogate_env):
+    info, _ = play(surrogate_env, (5, 1), seed=2)
+    placement = surrogate_env.unwrapped.placement()
+    workload = get_scenario("zipf-large").workload(2)
+    assert placement.gpus == info["gpus_used"]
+    assert [len(g.adapters) for g in placement.assignments] == info["gpu_adapters"][: placement.gpus].tolist()
+    assert [g.max_loras for g in placement.assignments] == info["gpu_max_loras"][: placement.gpus].tolist()
+    assert sorted(a for g in placement.assignments for a in g.adapters) == sorted(a.id for a in workload.adapters)

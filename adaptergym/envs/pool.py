@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.error import ResetNeeded
 
 from adaptergym.envs.common import (
     Episode,
@@ -27,6 +28,7 @@ from adaptergym.envs.common import (
 from adaptergym.envs.render import bar_chart, text_table
 from adaptergym.envs.scoring import FleetScore, GpuPlan, make_scorer
 from adaptergym.errors import ConfigError, InvalidAction
+from adaptergym.placement import GpuAssignment, Placement
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.scenarios import get_scenario
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
@@ -170,6 +172,21 @@ class GpuPoolEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if score.metrics:
             details["metrics"] = score.metrics
         return float(value), details
+
+    def placement(self) -> Placement:
+        """The GPUs filled so far as a :class:`adaptergym.placement.Placement` (adapter ids, ``max_loras``; the CPU
+        cache holds all of a GPU's adapters), e.g. to judge a finished episode as every policy is judged:
+        ``adaptergym.placement.verify(workload, env.unwrapped.placement(), profile)``.
+
+        Raises:
+            ResetNeeded: no episode has started.
+        """
+        if self._episode is None:
+            raise ResetNeeded("no episode yet: call reset() and step() first")
+        adapters = self._episode.workload.adapters
+        used = np.flatnonzero(self._gpu_count > 0)
+        return Placement(tuple(GpuAssignment(k, tuple(adapters[self._order[i]].id for i in self._gpu_members[gpu]),
+                                             int(self._gpu_slots[gpu])) for k, gpu in enumerate(used)))
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:
