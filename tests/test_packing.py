@@ -74,7 +74,9 @@ def test_the_observation_says_what_each_action_does(surrogate_env):
     fills, fractions = len(env.fills), len(env.slot_fractions)
     for action in ((8, 1), (0, 1), (5, 0)):
         obs, _ = env.reset(seed=1, options={"scenario_seed": 1})
-        left, taken = obs["options"].reshape(fills, fractions, 2)[action]
+        left, taken, gpus_left = obs["options"].reshape(fills, fractions, 3)[action]
+        capacity = obs["capacity"].reshape(fractions, 2)[action[1], 0]
+        assert gpus_left == pytest.approx(left / capacity)
         after, _, _, _, step = env.step(np.array(action))
         assert np.log2(1 + step["gpu_adapters_taken"]) / 9 == pytest.approx(taken)
         assert after["workload"][1] == pytest.approx(left, abs=1e-6)  # load still queued
@@ -122,3 +124,27 @@ def test_a_finished_episode_exports_its_placement_for_verification(surrogate_env
     assert [len(g.adapters) for g in placement.assignments] == info["gpu_adapters"][: placement.gpus].tolist()
     assert [g.max_loras for g in placement.assignments] == info["gpu_max_loras"][: placement.gpus].tolist()
     assert sorted(a for g in placement.assignments for a in g.adapters) == sorted(a.id for a in workload.adapters)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_envs_match_single_envs(mode):
+    workload = get_scenario("zipf-large").workload(4)
+    kwargs = {"scorer": "twin", "window_s": 30}
+    envs = gym.make_vec(PACKING, num_envs=2, vectorization_mode=mode, **kwargs)
+    _, info = envs.reset(seed=[1, 2], options={"workload": workload})
+    assert np.stack(envs.call("action_masks")).all() and info["action_mask"].shape == (2, 9 + 2)
+    rewards, done = np.zeros(2), False
+    while not done:
+        _, reward, terminated, truncated, info = envs.step(np.array([[5, 1], [5, 1]]))
+        rewards += reward
+        assert not truncated.any() and terminated.all() == terminated.any()  # same workload, same steps
+        done = terminated.all()
+    envs.close()
+    single = gym.make(PACKING, **kwargs)
+    for k, seed in enumerate((1, 2)):
+        single.reset(seed=seed, options={"workload": workload})
+        total, finished = 0.0, False
+        while not finished:
+            _, reward, finished, _, last = single.step(np.array([5, 1]))
+            total += reward
+        assert rewards[k] == total and info["gpus_used"][k] == last["gpus_used"]

@@ -5,9 +5,11 @@ The adapters wait in a queue (the environment's packing order). For one GPU the 
 (``max_loras`` = that fraction of the GPU's adapters, rounded up):
 
 1. **Longest served prefix.** The first ``k`` queued adapters for every ``k`` up to :data:`REACH` GPUs' worth
-   of load, each asked in one batched call: is that GPU predicted to serve them
-   (:meth:`adaptergym.surrogate.Surrogate.serves`: not starved, at least 90% served)? The longest prefix
-   before the first one that is not is the *served prefix* (none: the first adapter alone).
+   of load, all asked in one batched call (:func:`adaptergym.surrogate.features.prefix_features`): is that
+   GPU predicted to serve them (:meth:`adaptergym.surrogate.Surrogate.serves`: not starved, at least 90%
+   served)? The longest one that is, is the *served prefix* (none: the first adapter alone). Not the last
+   before the first failure: at slot fractions below 1 a GPU of two or three adapters sharing one slot is
+   often predicted starved when a larger prefix, with more slots, is not.
 2. **Capacity.** The largest load at which the surrogate predicts a GPU of the served prefix's adapters
    served, their rates scaled together (:func:`adaptergym.surrogate.features.scale_load`), searched between
    the prefix's own load and :data:`CEILING` GPUs' worth on a grid of loads (:meth:`SurrogatePacker._edge`).

@@ -20,6 +20,7 @@ from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 FILLS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05)
 #: Default slot fractions an action picks from: ``max_loras`` = this share of the GPU's adapters.
 SLOT_FRACTIONS = (0.5, 1.0)
+OPTION_FEATURES = 3
 WORKLOAD_FEATURES = 7
 
 
@@ -79,13 +80,14 @@ class PackingPlacementEnv(GpuPoolEnv):
     | 0 | the GPU's capacity, as the surrogate predicts it (load) | 0 | inf |
     | 1 | adapters in the longest prefix it predicts served, ``log2(1 + n) / 9`` | 0 | inf |
 
-    ``"options"``, shape ``(F * S * 2,)``: one row per action, fill-major (``obs["options"].reshape(F, S, 2)``;
+    ``"options"``, shape ``(F * S * 3,)``: one row per action, fill-major (``obs["options"].reshape(F, S, 3)``;
     row ``(f, s)`` is what action ``[f, s]`` would do):
 
     | Col | Observation | Min | Max |
     |-----|-------------|-----|-----|
     | 0 | load left in the queue after this GPU | 0 | inf |
     | 1 | adapters this GPU would take, ``log2(1 + n) / 9`` | 0 | inf |
+    | 2 | load left in the queue after this GPU / this GPU's capacity (GPUs of its kind still needed) | 0 | inf |
 
     ``"workload"``, shape ``(7,)``:
 
@@ -194,7 +196,7 @@ class PackingPlacementEnv(GpuPoolEnv):
         self.action_space = spaces.MultiDiscrete([f, s])
         self.observation_space = spaces.Dict({
             "capacity": _box(s * 2),
-            "options": _box(f * s * 2),
+            "options": _box(f * s * OPTION_FEATURES),
             "workload": spaces.Box(np.zeros(WORKLOAD_FEATURES, np.float32),
                                    np.array([np.inf] * 4 + [1, 1, 1], np.float32), dtype=np.float32),
         })
@@ -253,12 +255,12 @@ class PackingPlacementEnv(GpuPoolEnv):
         i, options = self._i, self._options
         f, s = len(self.fills), len(self.slot_fractions)
         if options is None:
-            capacity, table = np.zeros(s * 2, np.float32), np.zeros(f * s * 2, np.float32)
+            capacity, table = np.zeros(s * 2, np.float32), np.zeros(f * s * OPTION_FEATURES, np.float32)
         else:
-            capacity = np.column_stack([options.capacity_tok_s / self.capacity_tok_s,
-                                        log_feature(options.served_prefix)]).astype(np.float32).ravel()
-            table = np.stack([self._unplaced_load[np.minimum(i + options.take, self._n)],
-                              log_feature(options.take)], axis=-1).astype(np.float32).ravel()
+            gpu = options.capacity_tok_s / self.capacity_tok_s
+            capacity = np.column_stack([gpu, log_feature(options.served_prefix)]).astype(np.float32).ravel()
+            left = self._unplaced_load[np.minimum(i + options.take, self._n)]
+            table = np.stack([left, log_feature(options.take), left / gpu], axis=-1).astype(np.float32).ravel()
         workload = np.array([self._total_load, self._unplaced_load[i], log_feature(self._n - i), self._busiest[i],
                              i / self._n, self._open / self.num_gpus, (self.gpu_budget - self._open) / self.num_gpus],
                             np.float32)
