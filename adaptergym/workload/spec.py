@@ -136,6 +136,10 @@ class WorkloadSpec:
         schedule = restrict_schedule(self.schedule, [a.id for a in adapters], self.duration_s)
         return replace(self, adapters=adapters, schedule=schedule)
 
+    def with_schedule(self, schedule: Schedule) -> WorkloadSpec:
+        """The same workload under another rate schedule (``()``: constant rates)."""
+        return replace(self, schedule=tuple(schedule))
+
     def with_duration(self, duration_s: float) -> WorkloadSpec:
         """The same workload over its first ``duration_s`` seconds (or extended: the last rates hold on)."""
         return replace(self, duration_s=duration_s, schedule=clip_schedule(self.schedule, duration_s))
