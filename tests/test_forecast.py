@@ -117,6 +117,11 @@ def test_boosting_learns_a_shared_seasonal_shape_and_is_deterministic():
     gbr, last = run("gbr", refit_every=16), run("last")
     assert np.array_equal(gbr, run("gbr", refit_every=16), equal_nan=True)
     assert wape(counts[late], gbr[late] * EPOCH) < 0.8 * wape(counts[late], last[late] * EPOCH)
+    f = make_forecaster("gbr", EPOCH, season_s=season * EPOCH)
+    for row in counts:
+        f.observe(row)
+    ahead = f.predict(3)
+    assert ahead.shape == (3, 30) and np.all(ahead >= 0) and np.array_equal(ahead[0], f.predict()[0])
 
 
 def test_bad_forecaster_inputs_are_one_line_errors():
