@@ -44,8 +44,8 @@ def caching_env():
     return make_env(CACHING, **TINY_CACHING, scorer="analytic")
 
 
-def mean_reward(policy, env, masks: bool = False) -> float:
-    return float(np.mean([r["reward"] for r in evaluate(policy, "p", env, TEST_SEEDS, follows_masks=masks)]))
+def mean_reward(policy, env, masks: bool = False, seeds=TEST_SEEDS) -> float:
+    return float(np.mean([r["reward"] for r in evaluate(policy, "p", env, seeds, follows_masks=masks)]))
 
 
 def test_short_training_beats_its_initial_policy_and_the_references(caching_run, caching_env):
@@ -169,11 +169,12 @@ def test_short_packing_training_beats_random_and_its_initial_policy(packing_run)
     initial = ALGORITHMS["ppo"]("MultiInputPolicy", env, seed=config.seed, device="cpu",
                                 policy_kwargs={"net_arch": {"pi": list(config.net_arch_pi),
                                                             "vf": list(config.net_arch_vf)}})
-    before = mean_reward(TrainedAgent(initial, config, packing_run.checkpoint), env)
-    after = mean_reward(packing_run, env)
-    random = mean_reward(RandomPolicy(env.action_space.nvec, seed=0), env, masks=True)
-    edge = mean_reward(FixedFillPolicy(env, 1.0), env, masks=True)
-    # Measured on these 30 seeds: XXX
+    seeds = TEST_SEEDS[:10]
+    before = mean_reward(TrainedAgent(initial, config, packing_run.checkpoint), env, seeds=seeds)
+    after = mean_reward(packing_run, env, seeds=seeds)
+    random = mean_reward(RandomPolicy(env.action_space.nvec, seed=0), env, masks=True, seeds=seeds)
+    edge = mean_reward(FixedFillPolicy(env, 1.0), env, masks=True, seeds=seeds)
+    # Measured on these 10 seeds: XXX
     assert after > before + 0.1 and after > random + 0.1
     assert after <= edge + 0.02  # packing to the surrogate's edge is about the best the surrogate can judge
 
