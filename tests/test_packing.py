@@ -74,9 +74,9 @@ def test_the_observation_says_what_each_action_does(surrogate_env):
     fills, fractions = len(env.fills), len(env.slot_fractions)
     for action in ((8, 1), (0, 1), (5, 0)):
         obs, _ = env.reset(seed=1, options={"scenario_seed": 1})
-        left, taken, gpus_left = obs["options"].reshape(fills, fractions, 3)[action]
+        left, taken, later = obs["options"].reshape(fills, fractions, 3)[action]
         capacity = obs["capacity"].reshape(fractions, 2)[action[1], 0]
-        assert gpus_left == pytest.approx(left / capacity)
+        assert later == np.ceil(left / (env.fills[action[0]] * capacity) - 1e-6)  # GPUs the rest needs at this fill
         after, _, _, _, step = env.step(np.array(action))
         assert np.log2(1 + step["gpu_adapters_taken"]) / 9 == pytest.approx(taken)
         assert after["workload"][1] == pytest.approx(left, abs=1e-6)  # load still queued

@@ -87,7 +87,7 @@ class PackingPlacementEnv(GpuPoolEnv):
     |-----|-------------|-----|-----|
     | 0 | load left in the queue after this GPU | 0 | inf |
     | 1 | adapters this GPU would take, ``log2(1 + n) / 9`` | 0 | inf |
-    | 2 | load left in the queue after this GPU / this GPU's capacity (GPUs of its kind still needed) | 0 | inf |
+    | 2 | GPUs the rest needs if each takes this fill of this capacity, ``ceil(col 0 / (fill x capacity))`` | 0 | inf |
 
     ``"workload"``, shape ``(7,)``:
 
@@ -260,7 +260,8 @@ class PackingPlacementEnv(GpuPoolEnv):
             gpu = options.capacity_tok_s / self.capacity_tok_s
             capacity = np.column_stack([gpu, log_feature(options.served_prefix)]).astype(np.float32).ravel()
             left = self._unplaced_load[np.minimum(i + options.take, self._n)]
-            table = np.stack([left, log_feature(options.take), left / gpu], axis=-1).astype(np.float32).ravel()
+            later = np.ceil(left / (np.asarray(self.fills)[:, None] * gpu[None, :]) - 1e-9)  # GPUs after this one
+            table = np.stack([left, log_feature(options.take), later], axis=-1).astype(np.float32).ravel()
         workload = np.array([self._total_load, self._unplaced_load[i], log_feature(self._n - i), self._busiest[i],
                              i / self._n, self._open / self.num_gpus, (self.gpu_budget - self._open) / self.num_gpus],
                             np.float32)
