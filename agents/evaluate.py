@@ -276,7 +276,7 @@ def _main(args: argparse.Namespace) -> int:
                           f"{shapes[1]}; keep the sizes it trained with")
     seeds = parse_seeds(args.seeds, env, args.episodes)
     names = (args.baselines.split(",") if args.baselines is not None
-             else list(BASELINES) if env_id == CACHING else ["random"])
+             else ["random", "vllm-default"] if env_id == CACHING else ["random"])
     policies = [(n, reference_policy(n, env)) for n in names if n]
     name = args.name or agent.config.algo
     rows = evaluate(agent, name, env, seeds, follows_masks=agent.config.masked)
