@@ -17,6 +17,7 @@ from adaptergym.cli.main import main
 from adaptergym.errors import ConfigError
 from adaptergym.surrogate import FEATURES, Surrogate, gpu_features, load_surrogate, shipped_dataset
 from adaptergym.surrogate.evaluation import holdout_report, real_runs_report, smape
+from adaptergym.surrogate.features import prefix_features, scale_load
 from adaptergym.sweep import SweepPoint, SweepSettings, WorkloadRecipe, label_point, read_rows
 from adaptergym.workload import LengthSpec
 
@@ -46,6 +47,25 @@ def test_features_by_hand():
     assert (row["max_rank"], row["max_lora_rank"], row["rate_weighted_rank"]) == (32, 32, pytest.approx(16.0))
     levels = gpu_features(rates, ranks, np.array([1, 2, 3]), SHAREGPT)
     assert levels.shape == (3, len(FEATURES)) and levels[:, 3].tolist() == pytest.approx([0.5, 0.75, 1.0])
+
+
+def test_prefix_features_are_every_prefix_s_gpu_features_and_scale_load_scales_the_rates():
+    rng = np.random.default_rng(0)
+    rates, ranks = rng.exponential(1.0, 40), rng.choice([8, 16, 32, 64], 40)
+    rates[:3] = 0.0  # idle adapters first: shares of an idle prefix
+    levels = rng.integers(1, 50, (40, 3))
+    rows = prefix_features(rates, ranks, levels, SHAREGPT)
+    assert rows.shape == (40, 3, len(FEATURES))
+    for k in range(1, 41):
+        assert np.allclose(rows[k - 1], gpu_features(rates[:k], ranks[:k], levels[k - 1], SHAREGPT)), k
+    assert np.allclose(scale_load(rows[-1], 2.5), gpu_features(rates * 2.5, ranks, levels[-1], SHAREGPT))
+    assert np.allclose(scale_load(rows[-1], np.array([1.0, 2.0, 3.0]))[:, FEATURES.index("total_rate")],
+                       rates.sum() * np.array([1.0, 2.0, 3.0]))
+
+
+def test_serves_a_light_gpu_and_not_an_overloaded_one(model):
+    rows = np.stack([gpu_features(np.full(8, rate), np.full(8, 16), 8, SHAREGPT) for rate in (0.2, 40.0)])
+    assert model.serves(rows).tolist() == [True, False]  # 1.6 req/s fits one GPU; 320 req/s is ~16 GPUs' worth
 
 
 def test_contract_shapes_and_keys(model):
