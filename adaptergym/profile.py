@@ -121,6 +121,27 @@ class SchedulerOverhead:
 
 
 @dataclass(frozen=True, slots=True)
+class StartupTimeModel:
+    """Wall time from launching ``vllm serve`` until it serves (s): linear in ``max_loras``, because vLLM
+    builds and warms up every adapter slot at start-up. Measured from the start-up logs of vLLM runs (see
+    :mod:`adaptergym.calibration.startup_time`); a restart (new ``max_loras`` or ``max_lora_rank``) and a cold
+    start both cost it."""
+
+    base_s: float = field(default=170.0, metadata={"help": "start-up of a LoRA-enabled server, s (the intercept)"})
+    per_lora_slot_s: float = field(default=3.7, metadata={"help": "extra start-up per GPU adapter slot, s"})
+
+    def __post_init__(self) -> None:
+        for name in ("base_s", "per_lora_slot_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ProfileError(f"startup_time.{name}: {value!r} must be a number >= 0 seconds")
+
+    def seconds(self, max_loras: int) -> float:
+        """Start-up time of a server with ``max_loras`` GPU adapter slots, s."""
+        return self.base_s + self.per_lora_slot_s * max_loras
+
+
+@dataclass(frozen=True, slots=True)
 class TwinProfile:
     """Everything the twin knows about one (GPU, model, vLLM version)."""
 
@@ -133,6 +154,7 @@ class TwinProfile:
     step_time: StepTimeModel = field(default_factory=StepTimeModel)
     loading: LoadTimeModel = field(default_factory=LoadTimeModel)
     scheduler: SchedulerOverhead = field(default_factory=SchedulerOverhead)
+    startup_time: StartupTimeModel = field(default_factory=StartupTimeModel)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -26,11 +26,13 @@ from adaptergym.calibration.micro import (
     fit_scheduler,
     loading_table,
 )
+from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import (
     DEFAULT_PROFILE,
     LoadTimeModel,
     SchedulerOverhead,
+    StartupTimeModel,
     StepTimeModel,
     TwinProfile,
     load_profile,
@@ -118,6 +120,11 @@ def calibrate(
 
     priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
     micro = folder / "raw_estimator_runs"
+    startups = startup_rows(micro, model) if micro.is_dir() else pd.DataFrame()
+    if len(startups) >= 3:  # otherwise the base profile's start-up time stands
+        terms, fit = fit_startup_time(startups)
+        profile = dataclasses.replace(profile, startup_time=StartupTimeModel(**terms))
+        report["terms"]["startup_time"] = fit
     rows = decode_rows(micro, model, profile.engine.cuda_graph_max_tokens) if micro.is_dir() else pd.DataFrame()
     if len(rows) >= 4:
         sched = profile.scheduler

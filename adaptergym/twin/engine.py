@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -147,19 +148,25 @@ class ReplicaEngine:
 
     def submit(self, arrival_s: float, adapter: int, input_tokens: int, output_tokens: int) -> int:
         """Add one request online (arrivals must not go back in time); returns its id."""
-        if self.n_requests and arrival_s < self.arrival_s[self.n_requests - 1]:
+        return self.submit_many([arrival_s], [adapter], [input_tokens], [output_tokens])
+
+    def submit_many(self, arrival_s: Sequence[float] | np.ndarray, adapter: Sequence[int] | np.ndarray,
+                    input_tokens: Sequence[int] | np.ndarray, output_tokens: Sequence[int] | np.ndarray) -> int:
+        """Add requests online, sorted by arrival and none before the last one submitted; returns the id of the
+        first (the others follow in order)."""
+        rid, k = self.n_requests, len(arrival_s)
+        if k and ((rid and arrival_s[0] < self.arrival_s[rid - 1]) or np.any(np.diff(arrival_s) < 0)):
             raise ValueError("submit: arrivals must be in time order")
-        rid = self.n_requests
-        if rid >= self.arrival_s.size:
-            self._grow(max(64, 2 * self.arrival_s.size))
-        self.arrival_s[rid], self.adapter[rid] = arrival_s, adapter
-        self.input_tokens[rid], self.output_tokens[rid] = input_tokens, output_tokens
-        self._adapter_of.append(adapter)
-        self._prompt.append(input_tokens)
-        self._output.append(output_tokens)
-        self._base.append(0)
-        self.flags.append(0)
-        self.n_requests = rid + 1
+        if rid + k > self.arrival_s.size:
+            self._grow(max(64, 2 * self.arrival_s.size, rid + k))
+        self.arrival_s[rid:rid + k], self.adapter[rid:rid + k] = arrival_s, adapter
+        self.input_tokens[rid:rid + k], self.output_tokens[rid:rid + k] = input_tokens, output_tokens
+        self._adapter_of.extend(int(a) for a in adapter)
+        self._prompt.extend(int(t) for t in input_tokens)
+        self._output.extend(int(t) for t in output_tokens)
+        self._base.extend([0] * k)
+        self.flags.extend(bytes(k))
+        self.n_requests = rid + k
         return rid
 
     def _grow(self, size: int) -> None:
@@ -192,6 +199,37 @@ class ReplicaEngine:
         self.waiting.add_adapters(1)
         self.lora.add_adapter(rank)
         return len(self.adapter_ids) - 1
+
+    def load_adapter(self, adapter: int) -> float:
+        """Load adapter ``adapter`` (an index) at runtime, as vLLM's ``/v1/load_lora_adapter`` does: from disk
+        into CPU memory and into a GPU slot (:meth:`LoraCache.load`), the engine doing nothing else meanwhile
+        (vLLM runs it between two steps). Returns the load time, ms. The stall delays every request, but the
+        inter-token gap it adds to requests decoding at the time is not in the ITL histogram."""
+        load_ms = self.lora.load(adapter, self._run_count) if self.config.enable_lora else 0.0
+        if load_ms:
+            self._account(load_ms / 1000.0, self.n_running, len(self.waiting), self.total_blocks - self.free_blocks)
+            self.now += load_ms / 1000.0
+        return load_ms
+
+    def take_back(self, adapters: Collection[int] | None = None) -> list[int]:
+        """Hand the requests of ``adapters`` (indices; default all) that have not started back to the router:
+        queued ones and submitted ones not yet arrived. Preempted requests stay, as running ones do: they are
+        in flight. Taken requests are left out of :meth:`record`, as :meth:`exclude`d ones are. Returns their
+        ids in arrival order."""
+        wanted = range(len(self.adapter_ids)) if adapters is None else adapters
+        taken = [rid for a in wanted for rid in self.waiting.take_adapter(a)]
+        chosen = None if adapters is None else set(adapters)
+        taken += [rid for rid in range(self.n_arrived, self.n_requests)
+                  if self.flags[rid] == 0 and (chosen is None or self._adapter_of[rid] in chosen)]
+        for rid in taken:
+            self.flags[rid] = ROUTED_AWAY
+        return sorted(taken)
+
+    def unload_adapter(self, adapter: int) -> list[int]:
+        """vLLM's ``/v1/unload_lora_adapter``: forget the adapter's weights (a later load reads the disk again)
+        and hand back its requests that have not started (:meth:`take_back`); running ones finish."""
+        self.lora.discard(adapter)
+        return self.take_back([adapter])
 
     def running_adapters(self) -> list[int]:
         """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""
