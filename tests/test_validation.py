@@ -207,3 +207,42 @@ def test_a_light_hour_is_judged_from_its_first_900_s_as_the_whole_hour_would_be(
         twin, hour = short.loc[served, f"{metric}_twin"], full.loc[served, f"{metric}_twin"]
         assert not np.allclose(twin, hour, rtol=1e-9)  # different spans were simulated...
         assert np.allclose(twin, hour, rtol=tolerance), metric  # ...and agree
+
+
+def _startup_run(root: Path, model: str, max_loras: int, launched: str, saved: str, duration: float) -> None:
+    """One start-up run folder as the benchmark client writes it: its log and its result JSON."""
+    from adaptergym.calibration.startup_time import STARTUP_RUNS
+
+    run = root / STARTUP_RUNS / model / f"_{max_loras}_8_"
+    run.mkdir(parents=True)
+    (run / "log_1.out").write_text(f"INFO {launched} [__init__.py:239] Automatically detected platform cuda.\n"
+                                   "Server started\n")
+    (run / "openai-infqps-x.json").write_text(json.dumps({"date": saved, "duration": duration}))
+
+
+def test_startup_time_fit_recovers_hand_computed_start_ups(tmp_path):
+    from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
+
+    # start-up = saved - launched - benchmark duration: 200 s at 10 slots, 300 s at 60, 400 s at 110.
+    _startup_run(tmp_path, "m", 10, "05-19 18:00:00", "20250519-180322", 2.0)
+    _startup_run(tmp_path, "m", 60, "05-19 19:00:00", "20250519-190502", 2.0)
+    _startup_run(tmp_path, "m", 110, "05-20 20:00:00", "20250520-200642", 2.0)
+    rows = startup_rows(tmp_path, "m")
+    assert rows["startup_s"].tolist() == [200.0, 300.0, 400.0]
+    terms, fit = fit_startup_time(rows)
+    assert terms == {"base_s": 180.0, "per_lora_slot_s": 2.0} and fit["rmse_s"] == 0.0
+
+
+@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "startup_time" in
+                                  load_profile(n).provenance.get("terms", {})])
+def test_shipped_startup_times_are_the_fit_of_the_start_up_logs(name, shared_data):
+    from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
+
+    profile = load_profile(name)
+    rows = startup_rows(shared_data / "raw_estimator_runs", profile.model)
+    if rows.empty:
+        assert "not measured" in profile.provenance["terms"]["startup_time"]["source"]
+        return
+    terms, fit = fit_startup_time(rows)
+    assert terms == {"base_s": profile.startup_time.base_s, "per_lora_slot_s": profile.startup_time.per_lora_slot_s}
+    assert fit == profile.provenance["terms"]["startup_time"] and fit["runs"] >= 20

@@ -49,7 +49,8 @@ def startup_rows(root: Path, model: str) -> pd.DataFrame:
         launched = dt.datetime.strptime(f"{saved.year}-{first.group(1)}", "%Y-%m-%d %H:%M:%S")
         rows.append({"max_loras": int(match.group(1)), "max_lora_rank": int(match.group(2)),
                      "startup_s": (saved - launched).total_seconds() - float(summary["duration"])})
-    return pd.DataFrame(rows, columns=["max_loras", "max_lora_rank", "startup_s"])
+    frame = pd.DataFrame(rows, columns=["max_loras", "max_lora_rank", "startup_s"])
+    return frame.sort_values(["max_loras", "max_lora_rank"], ignore_index=True)
 
 
 def fit_startup_time(rows: pd.DataFrame) -> tuple[dict[str, float], dict[str, Any]]:
