@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,7 +66,6 @@ class FastFleet:
         self.scorer = fast_scorer(scorer, profile)
         self.ids = tuple(adapter_ids)
         self.ranks = {a: int(r) for a, r in zip(adapter_ids, adapter_ranks, strict=True)}
-        self._index = {a: i for i, a in enumerate(adapter_ids)}
         self.lengths = lengths
         self.plan: dict = {}
         self.ready_s: dict[int, float] = {}
@@ -85,49 +85,71 @@ class FastFleet:
         self.plan = dict(plan)
         return changes
 
-    def judge(self, start_s: float, end_s: float, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, tuple]]:
-        """Served share and starvation of each adapter over [start_s, end_s) at ``rates`` (req/s), and per
-        replica (id -> (offered tok/s while up, served tok/s while up, starved, up fraction))."""
+    def judge(self, start_s: float, end_s: float, rates: np.ndarray) -> PlanVerdict:
+        """How the plan serves ``rates`` (req/s) over [start_s, end_s), given when each replica is up."""
         span = end_s - start_s
         up = {rid: min(1.0, max(0.0, (end_s - max(self.ready_s[rid], start_s)) / span)) for rid in self.plan}
-        n = len(self.ids)
-        weight_sum = np.zeros(n)
-        coverage = np.zeros(n)
-        for rid, spec in self.plan.items():
-            for a in spec.adapters:
-                k = self._index[a]
-                weight_sum[k] += up[rid]
-                coverage[k] = max(coverage[k], up[rid])
-        serving = [rid for rid in sorted(self.plan) if up[rid] > 0 and self.plan[rid].adapters]
-        copies, plans = [], []
-        for rid in serving:
-            spec = self.plan[rid]
-            first = len(copies)
-            copies += [AdapterSpec(f"{a}@{rid}", self.ranks[a], float(rates[k] / weight_sum[k]))
-                       for a, k in ((a, self._index[a]) for a in spec.adapters)]
-            config = spec.config(self.ranks, n)
-            plans.append(GpuPlan(tuple(range(first, len(copies))), config.max_loras, int(config.max_lora_rank)))
-        served_share = np.zeros(n)
-        starved_traffic = np.zeros(n)
-        replicas: dict[int, tuple] = {rid: (0.0, 0.0, False, up[rid]) for rid in self.plan}
-        if plans:
-            workload = WorkloadSpec(tuple(copies), self.lengths, duration_s=span)
-            score = self.scorer.score(workload, plans, seed=0)
-            ratio = score.served_ratio
-            for j, rid in enumerate(serving):
-                replicas[rid] = (float(score.offered_tok_s[j]), float(score.served_tok_s[j]), bool(score.starved[j]),
-                                 up[rid])
-                for a in self.plan[rid].adapters:
-                    k = self._index[a]
-                    share = up[rid] / weight_sum[k]
-                    served_share[k] += share * ratio[j]
-                    starved_traffic[k] += share * bool(score.starved[j])
-        served_share *= coverage
-        offered = rates > 0
-        starved = offered & ((served_share < 1.0 - STARVATION_THRESHOLD - 1e-9)
-                             | (starved_traffic >= STARVATION_THRESHOLD) | (coverage == 0))
-        return served_share, starved, replicas
+        return judge_plan(self.scorer, self.plan, rates, self.ids, self.ranks, self.lengths, up)
 
     def states(self, t: float) -> Mapping[int, str]:
         return {rid: ("failed" if math.isinf(self.ready_s[rid]) else "serving" if self.ready_s[rid] <= t
                       else "starting") for rid in sorted(self.plan)}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaVerdict:
+    """One replica at the rates it gets while up: offered and served tokens/s (the scorer's), starved, and the
+    fraction ``up`` of the time it serves."""
+
+    offered_tok_s: float
+    served_tok_s: float
+    starved: bool
+    up: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlanVerdict:
+    """How a plan serves per-adapter rates: each adapter's served share and starvation, and each replica's."""
+
+    served_share: np.ndarray
+    starved: np.ndarray
+    replicas: Mapping[int, ReplicaVerdict]
+
+
+def judge_plan(scorer: Scorer, plan: FleetPlan, rates: np.ndarray, adapter_ids: Sequence[str],
+               ranks: Mapping[str, int], lengths: LengthSpec, up: Mapping[int, float] | None = None) -> PlanVerdict:
+    """Judge ``plan`` at per-adapter ``rates`` (req/s, in ``adapter_ids`` order) with a per-replica ``scorer``
+    (module doc); ``up``: each replica's serving fraction of the time (default: all serve all along)."""
+    up = {rid: 1.0 for rid in plan} if up is None else up
+    index = {a: i for i, a in enumerate(adapter_ids)}
+    n = len(adapter_ids)
+    weight_sum, coverage = np.zeros(n), np.zeros(n)
+    for rid, spec in plan.items():
+        for a in spec.adapters:
+            weight_sum[index[a]] += up[rid]
+            coverage[index[a]] = max(coverage[index[a]], up[rid])
+    serving = [rid for rid in sorted(plan) if up[rid] > 0 and plan[rid].adapters]
+    copies, gpus = [], []
+    for rid in serving:
+        first = len(copies)
+        copies += [AdapterSpec(f"{a}@{rid}", ranks[a], float(rates[index[a]] / weight_sum[index[a]]))
+                   for a in plan[rid].adapters]
+        config = plan[rid].config(ranks, n)
+        gpus.append(GpuPlan(tuple(range(first, len(copies))), config.max_loras, int(config.max_lora_rank)))
+    served_share, starved_traffic = np.zeros(n), np.zeros(n)
+    replicas = {rid: ReplicaVerdict(0.0, 0.0, False, up[rid]) for rid in plan}
+    if gpus:
+        score = scorer.score(WorkloadSpec(tuple(copies), lengths), gpus, seed=0)
+        ratio = score.served_ratio
+        for j, rid in enumerate(serving):
+            is_starved = bool(score.starved[j])
+            replicas[rid] = ReplicaVerdict(float(score.offered_tok_s[j]), float(score.served_tok_s[j]), is_starved,
+                                           up[rid])
+            for a in plan[rid].adapters:
+                share = up[rid] / weight_sum[index[a]]
+                served_share[index[a]] += share * ratio[j]
+                starved_traffic[index[a]] += share * is_starved
+    served_share *= coverage
+    starved = (rates > 0) & ((served_share < 1.0 - STARVATION_THRESHOLD - 1e-9)
+                             | (starved_traffic >= STARVATION_THRESHOLD) | (coverage == 0))
+    return PlanVerdict(served_share, starved, replicas)

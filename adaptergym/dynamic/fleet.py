@@ -165,18 +165,18 @@ class DynamicFleet:
     def _fast_epoch(self, plan: FleetPlan, warm: bool, start: float, end: float, rates: np.ndarray) -> EpochResult:
         fleet = self._fast
         changes = fleet.apply(plan, start, warm=warm)
-        served_share, starved, judged = fleet.judge(start, end, rates)
+        verdict = fleet.judge(start, end, rates)
         offered = rates * mean_request_tokens(self.lengths)
         states = fleet.states(end)
         replicas = []
         for rid, spec in sorted(plan.items()):
             config = spec.config(fleet.ranks, len(self.adapter_ids))
-            o, s, is_starved, _ = judged[rid]
+            judged = verdict.replicas[rid]
             replicas.append(ReplicaEpoch(rid, states[rid], len(spec.adapters), config.max_loras,
-                                         int(config.max_lora_rank or self.profile.engine.max_lora_rank), o, s,
-                                         is_starved))
+                                         int(config.max_lora_rank or self.profile.engine.max_lora_rank),
+                                         judged.offered_tok_s, judged.served_tok_s, judged.starved))
         return EpochResult(self.epoch, start, end, self.scorer, len(plan), len(plan) * (end - start), rates,
-                           offered, offered * served_share, starved, PlanChanges() if warm else changes,
+                           offered, offered * verdict.served_share, verdict.starved, PlanChanges() if warm else changes,
                            tuple(replicas), int(self.traffic.arrivals[self.epoch].sum()))
 
     def summary(self) -> EpisodeSummary:
