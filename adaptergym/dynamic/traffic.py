@@ -7,44 +7,41 @@ arrived), which only the oracle and the static baselines read.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from adaptergym.errors import ConfigError
+from adaptergym.errors import WorkloadError
 from adaptergym.simulation import as_workload, draw_requests
-from adaptergym.workload import LengthSpec, RequestBatch, WorkloadSpec
+from adaptergym.workload import LengthSpec, RequestBatch, WorkloadSpec, epoch_edges, rate_table
 
 
 class Traffic:
     """The requests of one seeded episode and its epochs.
 
     Args:
-        workload: a workload spec, a path to a workload JSON or trace CSV, or drawn requests.
+        workload: a workload spec (with or without a rate schedule), a path to a workload JSON or trace CSV, or
+            drawn requests.
         seed: seeds the request draw (same seed, same requests).
         epoch_s: length of a decision epoch, s (the last epoch is shorter when it does not divide the duration).
 
     Raises:
-        ConfigError: ``epoch_s`` not positive, or longer than the workload.
+        WorkloadError: ``epoch_s`` not positive, or longer than the workload.
     """
 
     def __init__(self, workload: WorkloadSpec | RequestBatch | str | Path, seed: int, epoch_s: float) -> None:
         self.workload = as_workload(workload)
         self.requests = draw_requests(self.workload, seed)
         self.duration_s = float(self.requests.duration_s)
-        if not (math.isfinite(epoch_s) and epoch_s > 0):
-            raise ConfigError(f"epoch_s: {epoch_s!r} must be a number of seconds > 0")
-        if self.requests.drain or epoch_s > self.duration_s + 1e-9:
-            raise ConfigError(f"epoch_s: {epoch_s:g} s is longer than the workload ({self.duration_s:g} s); use "
-                              f"an epoch of at most {self.duration_s:g} s")
-        starts = np.arange(0.0, self.duration_s - 1e-9, epoch_s)
-        self.edges = np.append(starts, self.duration_s)
-        n = len(self.requests.adapter_ids)
-        epoch_of = np.searchsorted(self.edges, self.requests.arrival_s, side="right") - 1
-        self.arrivals = np.zeros((self.epochs, n), np.int64)  # (epochs, adapters) requests that arrived
-        np.add.at(self.arrivals, (epoch_of, self.requests.adapter), 1)
+        if self.requests.drain:
+            raise WorkloadError("arrival.kind: a 'burst' sends every request at t=0, which leaves no epochs to "
+                                "decide in; use poisson or gamma arrivals")
+        self.edges = epoch_edges(self.duration_s, epoch_s)
+        self.arrivals = self.requests.epoch_counts(epoch_s)  # (epochs, adapters) requests that arrived
         self.observed = self.arrivals / np.diff(self.edges)[:, None]  # (epochs, adapters) req/s
+        spec = self.workload
+        self._true = (rate_table(spec).epoch_rates(epoch_s)
+                      if isinstance(spec, WorkloadSpec) and spec.lengths.kind != "trace" else self.observed)
         self.lengths = planning_lengths(self.workload, self.requests)
 
     @property
@@ -56,10 +53,9 @@ class Traffic:
         return float(self.edges[epoch]), float(self.edges[epoch + 1])
 
     def true_rates(self, epoch: int) -> np.ndarray:
-        """Mean arrival rate of each adapter over ``epoch``, req/s: the spec's rates, or what arrived (trace)."""
-        if isinstance(self.workload, WorkloadSpec) and self.workload.lengths.kind != "trace":
-            return np.array([a.rate for a in self.workload.adapters])
-        return self.observed[epoch].copy()
+        """Mean arrival rate of each adapter over ``epoch``, req/s: the schedule's integral (or the spec's
+        constant rates); for a trace or drawn requests, what arrived."""
+        return self._true[epoch].copy()
 
 
 def planning_lengths(workload: WorkloadSpec | RequestBatch, requests: RequestBatch) -> LengthSpec:
