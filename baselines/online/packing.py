@@ -1,0 +1,148 @@
+"""What online policies share: pack adapters for given rates with the greedy policy's surrogate packing, and turn
+that packing into a plan that changes the running fleet as little as it can.
+
+* :meth:`Packer.pack`: the published greedy pipeline without its twin verification (``GreedyPolicy(verify=
+  False)``: the surrogate alone, milliseconds), on the rates given times ``1 + headroom``.
+* :meth:`Packer.fit`: matches the packing's GPUs to the current replicas (Hungarian assignment: replicas whose
+  ``max_lora_rank`` already covers the group first, then the most traffic already in place), so a matched group
+  is loaded onto a running replica instead of a cold start; it keeps a matched replica's flags when they still
+  serve the group (its ``max_lora_rank`` covers it, and the surrogate predicts its ``max_loras`` serves it
+  unstarved), so only a replica whose flags must change restarts.
+* :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates
+  (:func:`adaptergym.dynamic.fast.judge_plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
+from adaptergym.dynamic.fast import fast_scorer, judge_plan
+from adaptergym.envs.common import mean_request_tokens, rank_cover
+from adaptergym.metrics import STARVATION_THRESHOLD
+from adaptergym.placement import Placement
+from adaptergym.surrogate import gpu_features, load_surrogate
+from adaptergym.twin import ServerConfig, check_startup
+from adaptergym.workload import AdapterSpec, WorkloadSpec
+from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy
+
+#: A match that needs no restart (the replica's max_lora_rank covers the group) outweighs any traffic overlap.
+COMPATIBLE_BONUS = 1e12
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One GPU of a packing: its adapters (ids), their rates there (req/s, a replicated adapter's share) and ranks,
+    and the surrogate's ``max_loras``."""
+
+    adapters: tuple[str, ...]
+    rates: np.ndarray
+    ranks: np.ndarray
+    max_loras: int
+
+    @property
+    def cover(self) -> int:
+        return rank_cover(int(self.ranks.max())) if self.ranks.size else 8
+
+
+class Packer:
+    """Packs a fleet's adapters for given rates and fits packings to the running plan (module doc).
+
+    Args:
+        fleet: the fleet to plan for (its adapters, lengths and profile).
+        headroom: rates are packed as ``rate * (1 + headroom)``, so a GPU is filled to about ``1 / (1 +
+            headroom)`` of the surrogate's starvation edge.
+    """
+
+    def __init__(self, fleet: DynamicFleet, headroom: float) -> None:
+        self.fleet = fleet
+        self.headroom = headroom
+        self.ids = fleet.adapter_ids
+        self.ranks = {a: int(r) for a, r in zip(fleet.adapter_ids, fleet.adapter_ranks, strict=True)}
+        self.greedy = GreedyPolicy(verify=False)
+        self.surrogate = load_surrogate(fleet.profile)
+        self.scorer = fast_scorer("surrogate", fleet.profile)
+        self.tokens_per_request = mean_request_tokens(fleet.lengths)
+
+    def workload(self, rates: np.ndarray) -> WorkloadSpec:
+        """The adapters at ``rates * (1 + headroom)``, as a workload the greedy policy packs."""
+        return WorkloadSpec(tuple(AdapterSpec(a, self.ranks[a], float(max(r, 0.0)) * (1.0 + self.headroom))
+                                  for a, r in zip(self.ids, rates, strict=True)), self.fleet.lengths, duration_s=600.0)
+
+    def pack(self, rates: np.ndarray) -> list[Group]:
+        """The greedy packing of every adapter at ``rates`` (req/s) times ``1 + headroom``."""
+        workload = self.workload(rates)
+        placement = self.greedy.place(workload, self.fleet.profile)
+        return groups_of(placement, workload)
+
+    def fresh_plan(self, rates: np.ndarray) -> FleetPlan:
+        """A plan of new replicas (ids 0, 1, ...) for the packing at ``rates``."""
+        return {k: ReplicaSpec(g.adapters, g.max_loras, g.cover) for k, g in enumerate(self.pack(rates))}
+
+    def starved(self, plan: FleetPlan, rates: np.ndarray) -> bool:
+        """Whether the surrogate predicts ``plan`` starves some adapter at ``rates * (1 + headroom)``."""
+        verdict = judge_plan(self.scorer, plan, rates * (1.0 + self.headroom), self.ids, self.ranks,
+                             self.fleet.lengths)
+        return bool(verdict.starved.any())
+
+    def fit(self, groups: Sequence[Group], current: FleetPlan) -> FleetPlan:
+        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc)."""
+        ids = sorted(current)
+        if not ids:
+            return {k: ReplicaSpec(g.adapters, g.max_loras, g.cover) for k, g in enumerate(groups)}
+        load = {a: r for g in groups for a, r in zip(g.adapters, g.rates, strict=True)}
+        gain = np.zeros((len(ids), len(groups)))
+        for i, rid in enumerate(ids):
+            spec = current[rid]
+            here = set(spec.adapters)
+            cover = spec.max_lora_rank or rank_cover(max((self.ranks[a] for a in here), default=8))
+            for j, g in enumerate(groups):
+                gain[i, j] = (COMPATIBLE_BONUS * (cover >= g.cover)
+                              + sum(load[a] for a in g.adapters if a in here) + 1e-9 * len(here & set(g.adapters)))
+        rows, cols = linear_sum_assignment(-gain)
+        matched = {int(j): ids[int(i)] for i, j in zip(rows, cols, strict=True)}
+        keep = self._keeps_flags([(g, current[matched[j]]) for j, g in enumerate(groups) if j in matched])
+        plan: dict[int, ReplicaSpec] = {}
+        next_id = max(ids) + 1
+        kept = iter(keep)
+        for j, g in enumerate(groups):
+            if j in matched:
+                old = current[matched[j]]
+                plan[matched[j]] = (ReplicaSpec(g.adapters, old.max_loras, old.max_lora_rank) if next(kept)
+                                    else ReplicaSpec(g.adapters, g.max_loras, g.cover))
+            else:
+                plan[next_id] = ReplicaSpec(g.adapters, g.max_loras, g.cover)
+                next_id += 1
+        return plan
+
+    def _keeps_flags(self, pairs: list[tuple[Group, ReplicaSpec]]) -> list[bool]:
+        """For each (group, running replica): can the replica serve the group without a restart? Its
+        ``max_lora_rank`` must cover the group, start with its ``max_loras``, and the surrogate must predict that
+        ``max_loras`` serves the group (not starved, at least 90% of its load)."""
+        if not pairs:
+            return []
+        rows = []
+        for g, old in pairs:
+            rows.append(gpu_features(g.rates, g.ranks, old.max_loras, self.fleet.lengths))
+        predicted = self.surrogate.predict(np.stack(rows))
+        out = []
+        for k, (g, old) in enumerate(pairs):
+            offered = float(g.rates.sum()) * self.tokens_per_request
+            served_enough = predicted["throughput"][k] >= (1.0 - STARVATION_THRESHOLD) * offered
+            cover_ok = old.max_lora_rank is not None and old.max_lora_rank >= g.cover
+            starts = cover_ok and check_startup(self.fleet.profile, ServerConfig(
+                max_loras=old.max_loras, max_lora_rank=old.max_lora_rank)).ok
+            out.append(bool(starts and served_enough and predicted["starved_prob"][k] < STARVED_PROBABILITY))
+        return out
+
+
+def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:
+    """The GPUs of ``placement`` as groups, each adapter at its share of ``workload``'s rate."""
+    copies = placement.copies()
+    spec = {a.id: a for a in workload.adapters}
+    return [Group(g.adapters, np.array([spec[a].rate / copies[a] for a in g.adapters]),
+                  np.array([spec[a].rank for a in g.adapters]), g.max_loras) for g in placement.assignments]
