@@ -5,7 +5,8 @@ Definitions (the same for every scorer that can give them):
 * **GPU-seconds**: each replica counts from its cold start until it is removed and drained.
 * **starved adapter**: over the epoch, the tokens of the adapter's requests that finished fall at least 10% short of
   those that arrived (the papers' rule) *and* it has a backlog: one of its requests that arrived before the last
-  10% of the epoch has not started by its end; an adapter offered traffic that no replica of the plan holds is
+  10% of the epoch has not started by its end. An adapter with requests (arrived in the epoch, or backlogged)
+  that no serving replica holds at the epoch's end (none in the plan, or only replicas still starting) is
   starved too. Starved adapter-seconds add the epoch's length per starved adapter.
 * **TTFT SLO**: a request meets it when its first token comes within ``slo_ttft_ms`` of its arrival. It is judged
   in the epoch in which that deadline falls (so every request is judged once, when the answer is known; those
@@ -172,10 +173,10 @@ class TwinEpochFigures:
     p99_ttft_ms: float | None
 
 
-def twin_epoch_figures(snap: FleetSnapshot, start_s: float, end_s: float, adapters: int, placed: np.ndarray,
+def twin_epoch_figures(snap: FleetSnapshot, start_s: float, end_s: float, adapters: int, served: np.ndarray,
                        slo_ttft_ms: float) -> TwinEpochFigures:
-    """The epoch [start_s, end_s) seen from a snapshot taken at ``end_s`` (module doc); ``placed`` marks the
-    adapters some replica of the plan holds."""
+    """The epoch [start_s, end_s) seen from a snapshot taken at ``end_s`` (module doc); ``served`` marks the
+    adapters a serving replica holds at ``end_s``."""
     span = end_s - start_s
     arrived = (snap.arrival_s >= start_s) & (snap.arrival_s < end_s)
     finished = np.isfinite(snap.finish_s) & (snap.finish_s >= start_s) & (snap.finish_s < end_s)
@@ -184,9 +185,9 @@ def twin_epoch_figures(snap: FleetSnapshot, start_s: float, end_s: float, adapte
     backlog_mask = early & not_started
     tokens = snap.tokens.astype(float)
     offered = np.bincount(snap.adapter[arrived], tokens[arrived], adapters) / span
-    served = np.bincount(snap.adapter[finished], tokens[finished], adapters) / span
+    done = np.bincount(snap.adapter[finished], tokens[finished], adapters) / span
     backlog = np.bincount(snap.adapter[backlog_mask], minlength=adapters) > 0
-    is_starved = (falls_short(served, offered) & backlog) | ((offered > 0) & ~placed)
+    is_starved = (falls_short(done, offered) & backlog) | (((offered > 0) | backlog) & ~served)
     replica_offered, replica_served, replica_starved = {}, {}, {}
     for rid in np.unique(snap.replica[arrived | finished | backlog_mask]).tolist():
         if rid < 0:
@@ -202,5 +203,5 @@ def twin_epoch_figures(snap: FleetSnapshot, start_s: float, end_s: float, adapte
     first = np.isfinite(snap.first_token_s) & (snap.first_token_s >= start_s) & (snap.first_token_s < end_s)
     ttft_ms = (snap.first_token_s[first] - snap.arrival_s[first]) * 1000.0
     p99 = float(np.percentile(ttft_ms, 99)) if ttft_ms.size else None
-    return TwinEpochFigures(offered, served, is_starved, replica_offered, replica_served, replica_starved,
+    return TwinEpochFigures(offered, done, is_starved, replica_offered, replica_served, replica_starved,
                             int(judged.sum()), int(met.sum()), p99)

@@ -132,12 +132,8 @@ class DynamicFleet:
         start, end = self.bounds()
         warm = self.epoch == 0
         rates = self.traffic.observed[self.epoch]
-        placed = np.zeros(len(self.adapter_ids), bool)
-        index = {a: i for i, a in enumerate(self.adapter_ids)}
-        for spec in plan.values():
-            placed[[index[a] for a in spec.adapters if a in index]] = True
         if self._twin is not None:
-            result = self._twin_epoch(plan, warm, start, end, rates, placed)
+            result = self._twin_epoch(plan, warm, start, end, rates)
         else:
             result = self._fast_epoch(plan, warm, start, end, rates)
         self.plan = dict(plan)
@@ -145,12 +141,15 @@ class DynamicFleet:
         self.epoch += 1
         return result
 
-    def _twin_epoch(self, plan: FleetPlan, warm: bool, start: float, end: float, rates: np.ndarray,
-                    placed: np.ndarray) -> EpochResult:
+    def _twin_epoch(self, plan: FleetPlan, warm: bool, start: float, end: float, rates: np.ndarray) -> EpochResult:
         fleet = self._twin
         changes = fleet.apply(plan, warm=warm)
         fleet.run_until(end)
-        figures = twin_epoch_figures(fleet.snapshot(), start, end, len(self.adapter_ids), placed, self.slo_ttft_ms)
+        served = np.zeros(len(self.adapter_ids), bool)
+        for replica in fleet.replicas.values():
+            if replica.engine is not None:
+                served[list(replica.adapters)] = True
+        figures = twin_epoch_figures(fleet.snapshot(), start, end, len(self.adapter_ids), served, self.slo_ttft_ms)
         replicas = tuple(
             ReplicaEpoch(rid, r.state, len(r.adapters), r.config.max_loras, int(r.config.max_lora_rank or 0),
                          figures.replica_offered.get(rid, 0.0), figures.replica_served.get(rid, 0.0),
