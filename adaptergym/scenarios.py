@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adaptergym.errors import UnknownScenario
+from adaptergym.errors import ConfigError, UnknownScenario
 from adaptergym.registry import Registry
 from adaptergym.workload import (
     AdapterSpec,
@@ -124,6 +124,24 @@ def get_scenario(name: str) -> Scenario:
         if versions:
             name = max(versions, key=lambda n: int(n.rsplit("-v", 1)[1]))
     return SCENARIOS.get(name)()
+
+
+def parse_seeds(text: str, scenario: Scenario) -> list[int]:
+    """``"test"`` (every test seed of ``scenario``) or ``"N"`` (the first N of them), as commands take them.
+
+    Raises:
+        ConfigError: anything else, or N outside 1..len(test seeds).
+    """
+    test = scenario.test_seeds
+    if text == "test":
+        return list(test)
+    try:
+        count = int(text)
+    except ValueError:
+        raise ConfigError(f"seeds: {text!r} is neither 'test' nor a number of test seeds") from None
+    if not 1 <= count <= len(test):
+        raise ConfigError(f"seeds: {count} must be 1-{len(test)} (the test split's size)")
+    return list(test[:count])
 
 
 @_scenario("uniform-small-v0", "8-32 adapters of equal rate, 2-20 req/s in all, ranks 8/16/32: one or two GPUs")
