@@ -98,8 +98,8 @@ class FastFleet:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaVerdict:
-    """One replica at the rates it gets while up: offered and served tokens/s (the scorer's), starved, and the
-    fraction ``up`` of the time it serves."""
+    """One replica at the rates it gets while up: offered and served tokens/s (the scorer's), starved (the
+    scorer says so, or it serves 10% short of its load), and the fraction ``up`` of the time it serves."""
 
     offered_tok_s: float
     served_tok_s: float
@@ -142,7 +142,7 @@ def judge_plan(scorer: Scorer, plan: FleetPlan, rates: np.ndarray, adapter_ids: 
         score = scorer.score(WorkloadSpec(tuple(copies), lengths), gpus, seed=0)
         ratio = score.served_ratio
         for j, rid in enumerate(serving):
-            is_starved = bool(score.starved[j])
+            is_starved = bool(score.starved[j] or ratio[j] < 1.0 - STARVATION_THRESHOLD - 1e-9)
             replicas[rid] = ReplicaVerdict(float(score.offered_tok_s[j]), float(score.served_tok_s[j]), is_starved,
                                            up[rid])
             for a in plan[rid].adapters:

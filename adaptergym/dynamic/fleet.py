@@ -12,7 +12,8 @@
 A step applies the plan at the epoch's start, with vLLM's costs (:mod:`adaptergym.twin.online_fleet`: runtime
 adapter loads, restarts and cold starts at the profile's start-up time, draining removals), then serves the
 epoch's requests. The first plan is the fleet the episode starts with: it serves at once and costs no change.
-What a policy may look at before deciding: :meth:`observed_rates` (what arrived in past epochs), :attr:`results`
+What a policy may look at before deciding: :meth:`observed_counts` / :meth:`observed_rates` (what arrived in past
+epochs, e.g. for an ``adaptergym.forecast`` forecaster), :attr:`results`
 (past epochs, per replica), :attr:`plan`; the oracle and the static baselines also read :meth:`true_rates`.
 
 Scorers: ``"twin"`` simulates every request (latency, SLO and queues included); ``"surrogate"`` and
@@ -58,6 +59,7 @@ class DynamicFleet:
         scorer: ``"twin"``, ``"surrogate"`` or ``"analytic"``.
         router: ``"even"`` or ``"least-loaded"`` over the replicas serving an adapter (twin scorer).
         slo_ttft_ms: the TTFT objective the SLO share counts against, ms.
+        season_s: the workload's daily cycle, s, if known (``Scenario.season_s``), for seasonal forecasters.
 
     Raises:
         ConfigError: a bad epoch, scorer, router or SLO.
@@ -65,7 +67,7 @@ class DynamicFleet:
 
     def __init__(self, workload: WorkloadSpec | RequestBatch | str | Path, profile: TwinProfile | str | None = None,
                  *, seed: int = 0, epoch_s: float = 300.0, scorer: str = "twin", router: str = "even",
-                 slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS) -> None:
+                 slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, season_s: float | None = None) -> None:
         if scorer not in SCORERS:
             raise ConfigError(f"scorer: {scorer!r} is not one of {', '.join(SCORERS)}")
         if not slo_ttft_ms > 0:
@@ -78,6 +80,7 @@ class DynamicFleet:
         self.epoch_s = float(epoch_s)
         self.scorer = scorer
         self.slo_ttft_ms = float(slo_ttft_ms)
+        self.season_s = season_s
         self.epoch = 0  # index of the next epoch to run
         self.plan: dict = {}
         self.results: list[EpochResult] = []
@@ -106,6 +109,10 @@ class DynamicFleet:
     def bounds(self, epoch: int | None = None) -> tuple[float, float]:
         """[start, end) of ``epoch`` (default: the coming one), s."""
         return self.traffic.bounds(self.epoch if epoch is None else epoch)
+
+    def observed_counts(self) -> np.ndarray:
+        """Arrivals of each adapter in each epoch run so far: shape (epochs run, adapters)."""
+        return self.traffic.arrivals[: self.epoch].copy()
 
     def observed_rates(self) -> np.ndarray:
         """Arrival rates seen so far, req/s: shape (epochs run, adapters)."""

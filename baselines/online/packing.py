@@ -5,16 +5,17 @@ that packing into a plan that changes the running fleet as little as it can.
   False)``: the surrogate alone, milliseconds), on the rates given times ``1 + headroom``.
 * :meth:`Packer.fit`: matches the packing's GPUs to the current replicas (Hungarian assignment: replicas whose
   ``max_lora_rank`` already covers the group first, then the most traffic already in place), so a matched group
-  is loaded onto a running replica instead of a cold start; it keeps a matched replica's flags when they still
-  serve the group (its ``max_lora_rank`` covers it, and the surrogate predicts its ``max_loras`` serves it
-  unstarved), so only a replica whose flags must change restarts.
+  is loaded onto a running replica instead of a cold start, when the replica's flags serve it (its
+  ``max_lora_rank`` covers it, and the surrogate predicts its ``max_loras`` serves it unstarved); otherwise the
+  group gets a new replica, and replicas no group needs are removed once no replica is starting.
 * :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates
   (:func:`adaptergym.dynamic.fast.judge_plan`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,41 +84,50 @@ class Packer:
         """A plan of new replicas (ids 0, 1, ...) for the packing at ``rates``."""
         return {k: ReplicaSpec(g.adapters, g.max_loras, g.cover) for k, g in enumerate(self.pack(rates))}
 
+    def spec_for(self, adapters: tuple[str, ...], rates: np.ndarray) -> ReplicaSpec:
+        """A new replica for ``adapters`` at ``rates`` (req/s): the surrogate's best ``max_loras``, the smallest
+        ``max_lora_rank`` covering them."""
+        ranks = np.array([self.ranks[a] for a in adapters])
+        level = self.surrogate.best_max_loras(rates * (1.0 + self.headroom), ranks, self.fleet.lengths)
+        return ReplicaSpec(adapters, level, rank_cover(int(ranks.max())))
+
     def starved(self, plan: FleetPlan, rates: np.ndarray) -> bool:
         """Whether the surrogate predicts ``plan`` starves some adapter at ``rates * (1 + headroom)``."""
         verdict = judge_plan(self.scorer, plan, rates * (1.0 + self.headroom), self.ids, self.ranks,
                              self.fleet.lengths)
         return bool(verdict.starved.any())
 
-    def fit(self, groups: Sequence[Group], current: FleetPlan) -> FleetPlan:
-        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc)."""
+    def fit(self, groups: Sequence[Group], current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
+        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc); ``starting``:
+        replicas of ``current`` still starting.
+
+        A group whose matched replica cannot keep its flags goes to a new replica rather than restarting it;
+        :func:`make_before_break` keeps what runs serving until the new replicas are up.
+        """
         ids = sorted(current)
-        if not ids:
-            return {k: ReplicaSpec(g.adapters, g.max_loras, g.cover) for k, g in enumerate(groups)}
-        load = {a: r for g in groups for a, r in zip(g.adapters, g.rates, strict=True)}
-        gain = np.zeros((len(ids), len(groups)))
-        for i, rid in enumerate(ids):
-            spec = current[rid]
-            here = set(spec.adapters)
-            cover = spec.max_lora_rank or rank_cover(max((self.ranks[a] for a in here), default=8))
-            for j, g in enumerate(groups):
-                gain[i, j] = (COMPATIBLE_BONUS * (cover >= g.cover)
-                              + sum(load[a] for a in g.adapters if a in here) + 1e-9 * len(here & set(g.adapters)))
-        rows, cols = linear_sum_assignment(-gain)
-        matched = {int(j): ids[int(i)] for i, j in zip(rows, cols, strict=True)}
-        keep = self._keeps_flags([(g, current[matched[j]]) for j, g in enumerate(groups) if j in matched])
+        matched: dict[int, int] = {}
+        if ids:
+            load = {a: r for g in groups for a, r in zip(g.adapters, g.rates, strict=True)}
+            gain = np.zeros((len(ids), len(groups)))
+            for i, rid in enumerate(ids):
+                here = set(current[rid].adapters)
+                cover = current[rid].max_lora_rank or rank_cover(max((self.ranks[a] for a in here), default=8))
+                for j, g in enumerate(groups):
+                    gain[i, j] = (COMPATIBLE_BONUS * (cover >= g.cover)
+                                  + sum(load[a] for a in g.adapters if a in here) + 1e-9 * len(here & set(g.adapters)))
+            rows, cols = linear_sum_assignment(-gain)
+            matched = {int(j): ids[int(i)] for i, j in zip(rows, cols, strict=True)}
+        keep = dict(zip(matched, self._keeps_flags([(groups[j], current[rid]) for j, rid in matched.items()]),
+                        strict=True))
         plan: dict[int, ReplicaSpec] = {}
-        next_id = max(ids) + 1
-        kept = iter(keep)
+        new_ids = itertools.count(max(ids, default=-1) + 1)
         for j, g in enumerate(groups):
-            if j in matched:
+            if keep.get(j):
                 old = current[matched[j]]
-                plan[matched[j]] = (ReplicaSpec(g.adapters, old.max_loras, old.max_lora_rank) if next(kept)
-                                    else ReplicaSpec(g.adapters, g.max_loras, g.cover))
+                plan[matched[j]] = ReplicaSpec(g.adapters, old.max_loras, old.max_lora_rank)
             else:
-                plan[next_id] = ReplicaSpec(g.adapters, g.max_loras, g.cover)
-                next_id += 1
-        return plan
+                plan[next(new_ids)] = ReplicaSpec(g.adapters, g.max_loras, g.cover)
+        return make_before_break(plan, current, starting)
 
     def _keeps_flags(self, pairs: list[tuple[Group, ReplicaSpec]]) -> list[bool]:
         """For each (group, running replica): can the replica serve the group without a restart? Its
@@ -146,3 +156,25 @@ def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:
     spec = {a.id: a for a in workload.adapters}
     return [Group(g.adapters, np.array([spec[a].rate / copies[a] for a in g.adapters]),
                   np.array([spec[a].rank for a in g.adapters]), g.max_loras) for g in placement.assignments]
+
+
+def make_before_break(plan: FleetPlan, current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
+    """``plan``, changed so that nothing ``current`` serves goes unserved while replicas start: an adapter that
+    ``plan`` puts only on starting replicas (new ones, or ``starting`` ones) stays on the running replicas of
+    ``current`` that hold it, and a running replica ``plan`` drops stays, as it is, while any replica of the plan
+    is starting. Once nothing starts, the next plan can drop them."""
+    up = {rid for rid in current if rid not in starting}
+    if all(rid in up for rid in plan):
+        return plan
+    served = {a for rid, spec in plan.items() if rid in up for a in spec.adapters}
+    out = dict(plan)
+    for rid in sorted(up):
+        old = current[rid]
+        if rid not in out:
+            out[rid] = old
+            continue
+        keep = [a for a in old.adapters if a not in served and a not in out[rid].adapters]
+        if keep:
+            spec = out[rid]
+            out[rid] = ReplicaSpec((*spec.adapters, *keep), spec.max_loras, spec.max_lora_rank)
+    return out

@@ -18,7 +18,7 @@ oracle policies read the future (``fleet.true_rates``): they are references, not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,7 @@ import numpy as np
 from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
 from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
+from adaptergym.forecast import Forecaster, make_forecaster
 from baselines.capacity import capacity_model
 from baselines.online.packing import Packer
 
@@ -33,10 +34,6 @@ from baselines.online.packing import Packer
 HEADROOM = 0.25
 #: ``periodic``/``oracle`` shrink only when the forecast also packs on fewer GPUs with this much more room.
 SHRINK_BAND = 0.15
-
-#: A forecaster: per-adapter rates observed so far, shape (epochs, adapters) -> next epoch's rates, shape (adapters,).
-Forecast = Callable[[np.ndarray], np.ndarray]
-
 
 @dataclass
 class StaticPolicy:
@@ -64,12 +61,18 @@ class StaticPolicy:
 
 @dataclass
 class Replanner:
-    """Re-plan each epoch on the rates :meth:`rates` expects, with hysteresis.
+    """Re-plan each epoch on the rates :meth:`rates` expects over the coming epochs, with hysteresis.
 
-    Keeps the running plan when the surrogate predicts it serves those rates (times ``1 + headroom``) without
-    starving and a fresh packing needs as many GPUs or more; adopts the fresh packing (fitted to the running
-    replicas, :meth:`Packer.fit`) when the running plan would starve, or when the rates pack on fewer GPUs
-    even with ``shrink_band`` more room.
+    **Look-ahead.** A replica added now serves only after its start-up time (7-8 min at 80 GPU slots on the
+    default profile, longer than a 5-minute epoch), so the plan covers the highest rate each adapter is
+    expected to reach before a replica added at the next decision could serve: :meth:`lead_epochs` epochs.
+
+    **Hysteresis.** Keeps the running plan when the surrogate predicts it serves those rates (times ``1 +
+    headroom``) without starving and a fresh packing needs as many GPUs or more; adopts the fresh packing
+    (fitted to the running replicas, :meth:`Packer.fit`) when the running plan would starve, or when the rates
+    pack on fewer GPUs even with ``shrink_band`` more room. Running replicas are never restarted: a group their
+    flags cannot serve goes to a new replica, and replicas that leave the plan keep serving until no replica of
+    the plan is still starting (make before break).
     """
 
     headroom: float = HEADROOM
@@ -80,16 +83,24 @@ class Replanner:
     def reset(self, fleet: DynamicFleet) -> None:
         self._packer = Packer(fleet, self.headroom)
 
-    def rates(self, fleet: DynamicFleet) -> np.ndarray:
-        """The rates the coming epoch is planned on, req/s per adapter."""
+    def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        """The rates expected in the next ``epochs`` epochs, req/s: shape (epochs, adapters)."""
         raise NotImplementedError
+
+    def lead_epochs(self, fleet: DynamicFleet, plan: FleetPlan) -> int:
+        """The coming epoch, and those a replica launched at the next decision would spend starting (at the
+        largest ``max_loras`` of ``plan``)."""
+        slots = max((spec.max_loras for spec in plan.values()), default=1)
+        return 1 + math.ceil(fleet.profile.startup_time.seconds(slots) / fleet.epoch_s)
 
     def plan(self, fleet: DynamicFleet) -> FleetPlan:
         packer = self._packer
         if fleet.epoch == 0:
-            return packer.fresh_plan(fleet.true_rates())
-        rates = self.rates(fleet)
+            first = packer.fresh_plan(fleet.true_rates())
+            ahead = fleet.rate_table()[: self.lead_epochs(fleet, first)]
+            return packer.fresh_plan(ahead.max(axis=0))
         current = fleet.plan
+        rates = self.rates(fleet, self.lead_epochs(fleet, current)).max(axis=0)
         target = packer.pack(rates)
         if not packer.starved(current, rates):
             if len(target) >= len(current):
@@ -97,78 +108,98 @@ class Replanner:
             roomy = Packer(fleet, self.headroom + self.shrink_band)
             if len(roomy.pack(rates)) >= len(current):
                 return current
-        return packer.fit(target, current)
+        starting = {r.id for r in fleet.results[-1].replicas if r.state == "starting"}
+        return packer.fit(target, current, starting)
 
 
 @dataclass
 class PeriodicPolicy(Replanner):
-    """:class:`Replanner` on a forecast of the coming epoch's rates from those observed so far.
+    """:class:`Replanner` on a forecast of the coming epochs' rates from the arrivals seen so far.
 
     Args:
-        forecast: observed rates so far, shape (epochs, adapters) -> next epoch's, shape (adapters,).
-        forecaster: the forecast's name, for reports.
+        forecaster: a name of :func:`adaptergym.forecast.forecaster_names` (``holt-winters`` needs the fleet's
+            ``season_s``).
     """
 
-    forecast: Forecast | None = None
-    forecaster: str = "forecast"
+    forecaster: str = "ewma"
     name: str = "periodic"
+    _forecast: Forecaster | None = field(default=None, init=False, repr=False)
+    _seen: int = field(default=0, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.forecast is None:
-            raise ConfigError("periodic: needs a forecast (a function of the observed rates)")
+    def reset(self, fleet: DynamicFleet) -> None:
+        super().reset(fleet)
+        self._forecast = make_forecaster(self.forecaster, fleet.epoch_s, fleet.season_s)
+        self._seen = 0
 
-    def rates(self, fleet: DynamicFleet) -> np.ndarray:
-        return np.maximum(np.asarray(self.forecast(fleet.observed_rates()), float), 0.0)
+    def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        for counts in fleet.observed_counts()[self._seen:]:
+            self._forecast.observe(counts)
+            self._seen += 1
+        return self._forecast.predict(epochs)
 
 
 @dataclass
 class OraclePolicy(Replanner):
-    """:class:`Replanner` on the true rates of the coming epoch: what a perfect forecast would give."""
+    """:class:`Replanner` on the true rates of the coming epochs: what a perfect forecast would give."""
 
     name: str = "oracle"
 
-    def rates(self, fleet: DynamicFleet) -> np.ndarray:
-        return fleet.true_rates()
+    def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        return fleet.rate_table()[fleet.epoch: fleet.epoch + epochs]
 
 
 @dataclass
 class ReactivePolicy:
     """React to what the last epoch measured, without forecasting (module doc).
 
-    A replica that starved (and is serving, not starting) gets a new replica that takes the half of its adapters
-    carrying the less traffic, alternating by load; with no starvation, when the fleet's offered load is below
-    ``low`` of its replicas' capacity (the twin's saturated throughput of each, :mod:`baselines.capacity`), the
-    replica offered the least is removed and its adapters go, one by one, to the replica with the most spare
-    capacity.
+    While any replica is starting it changes nothing. Otherwise: a serving replica that starved gets a new
+    replica for the half of its adapters carrying the less traffic (alternating by load); they stay on the old
+    one too until the new one serves (make before break), and leave it at the next decision. With no starvation,
+    when the fleet's offered load is below ``low`` of its replicas' capacity (the twin's saturated throughput of
+    each, :mod:`baselines.capacity`), the replica offered the least is removed and its adapters go, one by one,
+    to the replica with the most spare capacity that has a free GPU slot at their rank (none: it stays). A new
+    replica's ``max_loras`` is the surrogate's best for what it takes.
     """
 
     headroom: float = HEADROOM
     low: float = 0.5
     name: str = "reactive"
     _packer: Packer | None = field(default=None, init=False, repr=False)
+    _splits: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # new replica -> the one it relieves
 
     def reset(self, fleet: DynamicFleet) -> None:
         self._packer = Packer(fleet, self.headroom)
+        self._splits = {}
 
     def plan(self, fleet: DynamicFleet) -> FleetPlan:
         if fleet.epoch == 0:
             return self._packer.fresh_plan(fleet.true_rates())
         last = fleet.results[-1]
-        rates = dict(zip(fleet.adapter_ids, last.offered_rates, strict=True))
         plan = dict(fleet.plan)
-        next_id = max(plan, default=-1) + 1
-        starved = [r.id for r in last.replicas if r.starved and r.state == "serving" and r.id in plan]
-        for rid in starved:
-            by_load = sorted(plan[rid].adapters, key=lambda a: -rates[a])
-            stay, move = tuple(by_load[0::2]), tuple(by_load[1::2])
-            if not move:
-                continue
-            old = plan[rid]
-            plan[rid] = ReplicaSpec(stay, old.max_loras, old.max_lora_rank)
-            plan[next_id] = ReplicaSpec(move, old.max_loras, old.max_lora_rank)
-            next_id += 1
-        if starved or len(plan) < 2:
+        if any(r.state == "starting" for r in last.replicas):
             return plan
+        for child, parent in self._splits.items():  # the new replicas serve now: their adapters leave the old ones
+            if child in plan and parent in plan:
+                moved = set(plan[child].adapters)
+                old = plan[parent]
+                plan[parent] = ReplicaSpec(tuple(a for a in old.adapters if a not in moved), old.max_loras,
+                                           old.max_lora_rank)
+        self._splits = {}
+        rates = dict(zip(fleet.adapter_ids, last.offered_rates, strict=True))
+        next_id = max(plan, default=-1) + 1
+        for replica in last.replicas:
+            if replica.starved and replica.id in plan and len(plan[replica.id].adapters) > 1:
+                moved = tuple(sorted(plan[replica.id].adapters, key=lambda a: -rates[a])[1::2])
+                plan[next_id] = self._packer.spec_for(moved, np.array([rates[a] for a in moved]))
+                self._splits[next_id] = replica.id
+                next_id += 1
+        if self._splits or len(plan) < 2:
+            return plan
+        return self._shrink(fleet, plan, rates)
+
+    def _shrink(self, fleet: DynamicFleet, plan: dict[int, ReplicaSpec], rates: dict[str, float]) -> FleetPlan:
+        """Remove the least loaded replica when the fleet's load is below ``low`` of its capacity (class doc)."""
+        last = fleet.results[-1]
         model = capacity_model(fleet.profile, fleet.lengths)
         capacity = {rid: model.peak_tok_s(spec.max_lora_rank or rank_cover(8), len(spec.adapters))
                     for rid, spec in plan.items()}
@@ -177,17 +208,16 @@ class ReactivePolicy:
             return plan
         victim = min(plan, key=lambda rid: offered.get(rid, 0.0))
         spare = {rid: capacity[rid] - offered.get(rid, 0.0) for rid in plan if rid != victim}
-        tokens = self._packer.tokens_per_request
         moved: dict[int, list[str]] = {rid: list(plan[rid].adapters) for rid in spare}
         for a in sorted(plan[victim].adapters, key=lambda a: -rates[a]):
-            covered = [rid for rid in spare if (plan[rid].max_lora_rank or 0) >= self._packer.ranks[a]]
-            target = max(covered, key=lambda rid: spare[rid], default=None)
-            if target is None:  # no replica's max_lora_rank covers it: keep the victim
+            room = [rid for rid in spare if (plan[rid].max_lora_rank or 0) >= self._packer.ranks[a]
+                    and len(moved[rid]) < plan[rid].max_loras]
+            target = max(room, key=lambda rid: spare[rid], default=None)
+            if target is None:  # no other replica has a slot for it at its rank: keep the victim
                 return plan
             moved[target].append(a)
-            spare[target] -= rates[a] * tokens
+            spare[target] -= rates[a] * self._packer.tokens_per_request
         del plan[victim]
         for rid, adapters in moved.items():
             plan[rid] = ReplicaSpec(tuple(adapters), plan[rid].max_loras, plan[rid].max_lora_rank)
         return plan
-

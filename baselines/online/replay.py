@@ -65,8 +65,8 @@ def plot_timeline(run: Replay, out: Path, title: str = "") -> None:
     fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     offered = [r.offered_tok_s.sum() / 1000 for r in results]
     served = [r.served_tok_s.sum() / 1000 for r in results]
-    axes[0].stairs(offered, edges_h, label="offered", linewidth=1.5)
-    axes[0].stairs(served, edges_h, label="served", linewidth=1, linestyle="--")
+    axes[0].stairs(offered, edges_h, label="offered", linewidth=1.5, baseline=None)
+    axes[0].stairs(served, edges_h, label="served", linewidth=1, linestyle="--", baseline=None)
     starved = [r.starved.sum() for r in results]
     if any(starved):
         twin = axes[0].twinx()
@@ -74,7 +74,7 @@ def plot_timeline(run: Replay, out: Path, title: str = "") -> None:
         twin.set_ylabel("starved adapters", color="C3")
     axes[0].set_ylabel("load (k tok/s)")
     axes[0].legend(loc="upper left", fontsize=8)
-    axes[1].stairs([r.gpu_seconds / r.length_s for r in results], edges_h, color="C2", linewidth=1.5)
+    axes[1].stairs([r.gpu_seconds / r.length_s for r in results], edges_h, color="C2", linewidth=1.5, baseline=None)
     axes[1].set_ylabel("GPUs in use")
     axes[1].set_ylim(bottom=0)
     p99 = [finite_or_none(r.p99_ttft_ms) for r in results]
