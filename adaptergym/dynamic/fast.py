@@ -22,18 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptergym.envs.scoring import AnalyticScorer, GpuPlan, Scorer, load_surrogate_scorer
+from adaptergym.envs.scoring import AnalyticScorer, GpuPlan, SurrogateScorer, load_surrogate_scorer
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.fleet_plan import FleetPlan, PlanChanges, check_plan, plan_changes
 from adaptergym.twin.startup import check_startup
-from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
+from adaptergym.workload import LengthSpec
 
 FAST_SCORERS = ("surrogate", "analytic")
 
 
-def fast_scorer(name: str, profile: TwinProfile) -> Scorer:
+def fast_scorer(name: str, profile: TwinProfile) -> SurrogateScorer | AnalyticScorer:
     """The per-replica scorer of fast mode.
 
     Raises:
@@ -116,7 +116,7 @@ class PlanVerdict:
     replicas: Mapping[int, ReplicaVerdict]
 
 
-def judge_plan(scorer: Scorer, plan: FleetPlan, rates: np.ndarray, adapter_ids: Sequence[str],
+def judge_plan(scorer: SurrogateScorer | AnalyticScorer, plan: FleetPlan, rates: np.ndarray, adapter_ids: Sequence[str],
                ranks: Mapping[str, int], lengths: LengthSpec, up: Mapping[int, float] | None = None) -> PlanVerdict:
     """Judge ``plan`` at per-adapter ``rates`` (req/s, in ``adapter_ids`` order) with a per-replica ``scorer``
     (module doc); ``up``: each replica's serving fraction of the time (default: all serve all along)."""
@@ -129,17 +129,18 @@ def judge_plan(scorer: Scorer, plan: FleetPlan, rates: np.ndarray, adapter_ids: 
             weight_sum[index[a]] += up[rid]
             coverage[index[a]] = max(coverage[index[a]], up[rid])
     serving = [rid for rid in sorted(plan) if up[rid] > 0 and plan[rid].adapters]
-    copies, gpus = [], []
+    copy_rates, copy_ranks, gpus = [], [], []
     for rid in serving:
-        first = len(copies)
-        copies += [AdapterSpec(f"{a}@{rid}", ranks[a], float(rates[index[a]] / weight_sum[index[a]]))
-                   for a in plan[rid].adapters]
+        first = len(copy_rates)
+        for a in plan[rid].adapters:
+            copy_rates.append(rates[index[a]] / weight_sum[index[a]])
+            copy_ranks.append(ranks[a])
         config = plan[rid].config(ranks, n)
-        gpus.append(GpuPlan(tuple(range(first, len(copies))), config.max_loras, int(config.max_lora_rank)))
+        gpus.append(GpuPlan(tuple(range(first, len(copy_rates))), config.max_loras, int(config.max_lora_rank)))
     served_share, starved_traffic = np.zeros(n), np.zeros(n)
     replicas = {rid: ReplicaVerdict(0.0, 0.0, False, up[rid]) for rid in plan}
     if gpus:
-        score = scorer.score(WorkloadSpec(tuple(copies), lengths), gpus, seed=0)
+        score = scorer.score_rates(np.array(copy_rates), np.array(copy_ranks), lengths, gpus)
         ratio = score.served_ratio
         for j, rid in enumerate(serving):
             is_starved = bool(score.starved[j] or ratio[j] < 1.0 - STARVATION_THRESHOLD - 1e-9)

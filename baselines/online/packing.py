@@ -27,7 +27,6 @@ from adaptergym.envs.common import mean_request_tokens, rank_cover
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
 from adaptergym.surrogate import gpu_features, load_surrogate
-from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy
 
@@ -131,23 +130,19 @@ class Packer:
 
     def _keeps_flags(self, pairs: list[tuple[Group, ReplicaSpec]]) -> list[bool]:
         """For each (group, running replica): can the replica serve the group without a restart? Its
-        ``max_lora_rank`` must cover the group, start with its ``max_loras``, and the surrogate must predict that
-        ``max_loras`` serves the group (not starved, at least 90% of its load)."""
-        if not pairs:
-            return []
-        rows = []
-        for g, old in pairs:
-            rows.append(gpu_features(g.rates, g.ranks, old.max_loras, self.fleet.lengths))
-        predicted = self.surrogate.predict(np.stack(rows))
-        out = []
-        for k, (g, old) in enumerate(pairs):
-            offered = float(g.rates.sum()) * self.tokens_per_request
-            served_enough = predicted["throughput"][k] >= (1.0 - STARVATION_THRESHOLD) * offered
-            cover_ok = old.max_lora_rank is not None and old.max_lora_rank >= g.cover
-            starts = cover_ok and check_startup(self.fleet.profile, ServerConfig(
-                max_loras=old.max_loras, max_lora_rank=old.max_lora_rank)).ok
-            out.append(bool(starts and served_enough and predicted["starved_prob"][k] < STARVED_PROBABILITY))
-        return out
+        ``max_lora_rank`` must cover the group, and its ``max_loras`` must be at least the packing's level for the
+        group, or else the surrogate must predict that ``max_loras`` serves the group (not starved, at least 90%
+        of its load)."""
+        fewer = [k for k, (g, old) in enumerate(pairs) if old.max_loras < g.max_loras]
+        served = np.ones(len(pairs), bool)
+        if fewer:
+            rows = np.stack([gpu_features(pairs[k][0].rates, pairs[k][0].ranks, pairs[k][1].max_loras,
+                                          self.fleet.lengths) for k in fewer])
+            predicted = self.surrogate.predict(rows)
+            offered = np.array([pairs[k][0].rates.sum() for k in fewer]) * self.tokens_per_request
+            served[fewer] = ((predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * offered)
+                             & (predicted["starved_prob"] < STARVED_PROBABILITY))
+        return [bool(served[k] and (old.max_lora_rank or 0) >= g.cover) for k, (g, old) in enumerate(pairs)]
 
 
 def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:

@@ -70,9 +70,10 @@ class Replanner:
     **Hysteresis.** Keeps the running plan when the surrogate predicts it serves those rates (times ``1 +
     headroom``) without starving and a fresh packing needs as many GPUs or more; adopts the fresh packing
     (fitted to the running replicas, :meth:`Packer.fit`) when the running plan would starve, or when the rates
-    pack on fewer GPUs even with ``shrink_band`` more room. Running replicas are never restarted: a group their
-    flags cannot serve goes to a new replica, and replicas that leave the plan keep serving until no replica of
-    the plan is still starting (make before break).
+    pack on fewer GPUs even with ``shrink_band`` more room. While a replica of the plan is still starting, the
+    plan stays as it is (one change at a time). Running replicas are never restarted: a group their flags cannot
+    serve goes to a new replica, and replicas that leave the plan keep serving until the new ones serve (make
+    before break).
     """
 
     headroom: float = HEADROOM
@@ -101,6 +102,8 @@ class Replanner:
             return packer.fresh_plan(ahead.max(axis=0))
         current = fleet.plan
         rates = self.rates(fleet, self.lead_epochs(fleet, current)).max(axis=0)
+        if any(r.state == "starting" for r in fleet.results[-1].replicas):
+            return current  # the last change is still under way
         target = packer.pack(rates)
         if not packer.starved(current, rates):
             if len(target) >= len(current):
@@ -108,8 +111,7 @@ class Replanner:
             roomy = Packer(fleet, self.headroom + self.shrink_band)
             if len(roomy.pack(rates)) >= len(current):
                 return current
-        starting = {r.id for r in fleet.results[-1].replicas if r.state == "starting"}
-        return packer.fit(target, current, starting)
+        return packer.fit(target, current)
 
 
 @dataclass
