@@ -15,7 +15,7 @@ An adapter that leaves one replica and joins another in the same change is a **m
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from adaptergym.errors import ConfigError
@@ -120,3 +120,25 @@ def plan_changes(old: FleetPlan, new: FleetPlan, ranks: Mapping[str, int], cpu_s
                 unloads[r] = tuple(a for a in old[r].adapters if a not in after)
     return PlanChanges(cold_starts, tuple(sorted(set(old) - set(new))), restarts, dict(sorted(loads.items())),
                        dict(sorted(unloads.items())), sum(min(n, lost[a]) for a, n in gained.items()))
+
+
+def make_before_break(plan: FleetPlan, current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
+    """``plan``, changed so that nothing ``current`` serves goes unserved while replicas start: an adapter that
+    ``plan`` puts only on starting replicas (new ones, or ``starting`` ones) stays on the running replicas of
+    ``current`` that hold it, and a running replica ``plan`` drops stays, as it is, while any replica of the plan
+    is starting. Once nothing starts, the next plan can drop them."""
+    up = {rid for rid in current if rid not in starting}
+    if all(rid in up for rid in plan):
+        return plan
+    served = {a for rid, spec in plan.items() if rid in up for a in spec.adapters}
+    out = dict(plan)
+    for rid in sorted(up):
+        old = current[rid]
+        if rid not in out:
+            out[rid] = old
+            continue
+        keep = [a for a in old.adapters if a not in served and a not in out[rid].adapters]
+        if keep:
+            spec = out[rid]
+            out[rid] = ReplicaSpec((*spec.adapters, *keep), spec.max_loras, spec.max_lora_rank)
+    return out

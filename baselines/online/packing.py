@@ -27,6 +27,7 @@ from adaptergym.envs.common import mean_request_tokens, rank_cover
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
 from adaptergym.surrogate import gpu_features, load_surrogate
+from adaptergym.twin.fleet_plan import make_before_break
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy
 
@@ -151,25 +152,3 @@ def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:
     spec = {a.id: a for a in workload.adapters}
     return [Group(g.adapters, np.array([spec[a].rate / copies[a] for a in g.adapters]),
                   np.array([spec[a].rank for a in g.adapters]), g.max_loras) for g in placement.assignments]
-
-
-def make_before_break(plan: FleetPlan, current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
-    """``plan``, changed so that nothing ``current`` serves goes unserved while replicas start: an adapter that
-    ``plan`` puts only on starting replicas (new ones, or ``starting`` ones) stays on the running replicas of
-    ``current`` that hold it, and a running replica ``plan`` drops stays, as it is, while any replica of the plan
-    is starting. Once nothing starts, the next plan can drop them."""
-    up = {rid for rid in current if rid not in starting}
-    if all(rid in up for rid in plan):
-        return plan
-    served = {a for rid, spec in plan.items() if rid in up for a in spec.adapters}
-    out = dict(plan)
-    for rid in sorted(up):
-        old = current[rid]
-        if rid not in out:
-            out[rid] = old
-            continue
-        keep = [a for a in old.adapters if a not in served and a not in out[rid].adapters]
-        if keep:
-            spec = out[rid]
-            out[rid] = ReplicaSpec((*spec.adapters, *keep), spec.max_loras, spec.max_lora_rank)
-    return out
