@@ -128,7 +128,7 @@ _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # Episodes of 23-71 epochs whose every step costs: rollouts of a few episodes per env, a discount that sees
     # a start-up (2-3 epochs) ahead, a little entropy so the fill is not fixed too early, held-out evaluations
     # on 12 test seeds (the three families mixed) with the fast scorer.
-    FLEET: {"steps": 150_000, "n_steps": 256, "batch_size": 256, "gamma": 0.97, "ent_coef": 0.01,
+    FLEET: {"steps": 80_000, "n_steps": 256, "batch_size": 256, "gamma": 0.97, "ent_coef": 0.01,
             "eval_freq": 15_000, "eval_episodes": 12, "checkpoint_freq": 50_000},
 }
 _ALGO_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
