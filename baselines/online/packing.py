@@ -8,7 +8,7 @@ that packing into a plan that changes the running fleet as little as it can.
   as possible on replicas whose flags serve them, then the most traffic already in place), so a matched group
   is loaded onto a running replica instead of a cold start; a group no replica's flags serve (its
   ``max_lora_rank`` too small, or a ``max_loras`` the surrogate predicts starves it) gets a new replica, and
-  replicas no group needs are removed once no replica is starting.
+  replicas no group needs are removed.
 * :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates
   (:func:`adaptergym.dynamic.fast.judge_plan`).
 """
@@ -16,7 +16,7 @@ that packing into a plan that changes the running fleet as little as it can.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,13 +97,10 @@ class Packer:
                              self.fleet.lengths)
         return bool(verdict.starved.any())
 
-    def fit(self, groups: Sequence[Group], current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
-        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc); ``starting``:
-        replicas of ``current`` still starting.
-
-        A group whose matched replica cannot keep its flags goes to a new replica rather than restarting it;
-        :func:`make_before_break` keeps what runs serving until the new replicas are up.
-        """
+    def fit(self, groups: Sequence[Group], current: FleetPlan) -> FleetPlan:
+        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc): a group whose
+        matched replica's flags cannot serve it goes to a new replica rather than restarting it, and replicas of
+        ``current`` left without a group are removed."""
         ids = sorted(current)
         matched: dict[int, int] = {}
         fits = self._fits([(g, current[rid]) for rid in ids for g in groups]).reshape(len(ids), len(groups))
@@ -125,7 +122,7 @@ class Packer:
                 plan[matched[j]] = ReplicaSpec(g.adapters, old.max_loras, old.max_lora_rank)
             else:
                 plan[next(new_ids)] = ReplicaSpec(g.adapters, g.max_loras, g.cover)
-        return make_before_break(plan, current, starting)
+        return plan
 
     def _fits(self, pairs: list[tuple[Group, ReplicaSpec]]) -> np.ndarray:
         """For each (group, running replica): can the replica serve the group without a restart? Its
@@ -150,24 +147,3 @@ def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:
     return [Group(g.adapters, np.array([spec[a].rate / copies[a] for a in g.adapters]),
                   np.array([spec[a].rank for a in g.adapters]), g.max_loras) for g in placement.assignments]
 
-
-def make_before_break(plan: FleetPlan, current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
-    """``plan``, changed so that nothing ``current`` serves goes unserved while replicas start: an adapter that
-    ``plan`` puts only on starting replicas (new ones, or ``starting`` ones) stays on the running replicas of
-    ``current`` that hold it, and a running replica ``plan`` drops stays, as it is, while any replica of the plan
-    is starting. Once nothing starts, the next plan can drop them."""
-    up = {rid for rid in current if rid not in starting}
-    if all(rid in up for rid in plan):
-        return plan
-    served = {a for rid, spec in plan.items() if rid in up for a in spec.adapters}
-    out = dict(plan)
-    for rid in sorted(up):
-        old = current[rid]
-        if rid not in out:
-            out[rid] = old
-            continue
-        keep = [a for a in old.adapters if a not in served and a not in out[rid].adapters]
-        if keep:
-            spec = out[rid]
-            out[rid] = ReplicaSpec((*spec.adapters, *keep), spec.max_loras, spec.max_lora_rank)
-    return out
