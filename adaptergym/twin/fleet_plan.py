@@ -15,7 +15,7 @@ An adapter that leaves one replica and joins another in the same change is a **m
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adaptergym.errors import ConfigError
@@ -62,11 +62,7 @@ def check_plan(plan: FleetPlan, ranks: Mapping[str, int]) -> None:
         where = f"plan[{rid}]"
         if not isinstance(spec, ReplicaSpec):
             raise ConfigError(f"{where}: expected a ReplicaSpec, got {type(spec).__name__}")
-        unknown = [a for a in spec.adapters if a not in ranks]
-        if unknown:
-            raise ConfigError(f"{where}.adapters: {unknown[:3]} are not in the workload")
-        if len(set(spec.adapters)) != len(spec.adapters):
-            raise ConfigError(f"{where}.adapters: an adapter is listed twice on one replica")
+        check_adapters(where, spec.adapters, ranks)
         if not isinstance(spec.max_loras, int) or spec.max_loras < 1:
             raise ConfigError(f"{where}.max_loras: {spec.max_loras!r} must be an integer >= 1")
         if spec.max_lora_rank is not None:
@@ -77,6 +73,16 @@ def check_plan(plan: FleetPlan, ranks: Mapping[str, int]) -> None:
             if too_big:
                 raise ConfigError(f"{where}.max_lora_rank: {spec.max_lora_rank} is below adapter {too_big[0]!r}'s "
                                   f"rank {ranks[too_big[0]]}; raise it or leave it None")
+
+
+def check_adapters(where: str, adapters: Sequence[str], known: Collection[str]) -> None:
+    """Reject adapters of one server that the workload does not have, or that are listed twice (``where``: the
+    server's name in the message)."""
+    unknown = [a for a in adapters if a not in known]
+    if unknown:
+        raise ConfigError(f"{where}.adapters: {unknown[:3]} are not in the workload")
+    if len(set(adapters)) != len(adapters):
+        raise ConfigError(f"{where}.adapters: an adapter is listed twice on one server")
 
 
 @dataclass(frozen=True, slots=True)
