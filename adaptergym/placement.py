@@ -39,6 +39,7 @@ from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ServerConfig, run_replica
+from adaptergym.twin.fleet_plan import check_adapters
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 
 #: Simulated seconds a placement is verified over unless asked otherwise (the papers' runs last an hour;
@@ -104,11 +105,7 @@ class Placement:
                 raise ConfigError(f"placement[{k}].adapters: empty; drop GPUs that serve nothing")
             if gpu.max_loras < 1:
                 raise ConfigError(f"placement[{k}].max_loras: {gpu.max_loras} must be >= 1")
-            unknown = [a for a in gpu.adapters if a not in known]
-            if unknown:
-                raise ConfigError(f"placement[{k}].adapters: {unknown[:3]} are not in the workload")
-            if len(set(gpu.adapters)) != len(gpu.adapters):
-                raise ConfigError(f"placement[{k}].adapters: an adapter is listed twice on one GPU")
+            check_adapters(f"placement[{k}]", gpu.adapters, known)
         missing = known - set(self.copies())
         if missing:
             raise ConfigError(f"placement: adapter(s) {sorted(missing)[:5]} are on no GPU; place every adapter")

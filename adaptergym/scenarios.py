@@ -200,16 +200,16 @@ def _paper_ml_test(rng: np.random.Generator) -> WorkloadSpec:
 DIURNAL_DAY_S = 7200.0
 
 
-@_scenario("diurnal-v0", "64-192 adapters, Zipf (alpha 0.6-1.2), 30-70 req/s on average, a daily cycle compressed "
+@_scenario("diurnal-v0", "64-192 adapters, Zipf (alpha 0.6-1.2), 40-90 req/s on average, a daily cycle compressed "
            "to 2 h (3 days in 6 h), adapters in 3 regions whose peaks differ", season_s=DIURNAL_DAY_S)
 def _diurnal(rng: np.random.Generator) -> WorkloadSpec:
     n = int(rng.integers(64, 193))
-    workload = powerlaw_workload(n, float(rng.uniform(30.0, 70.0)), alpha=float(rng.uniform(0.6, 1.2)),
+    workload = powerlaw_workload(n, float(rng.uniform(40.0, 90.0)), alpha=float(rng.uniform(0.6, 1.2)),
                                  ranks=(8, 16, 32), rng=rng, duration_s=3 * DIURNAL_DAY_S)
-    # Most traffic follows one region's day; the other two peak a quarter and a third of a day later.
-    region = rng.choice(3, size=n, p=[0.6, 0.25, 0.15])
-    peak = float(rng.uniform(0.0, DIURNAL_DAY_S)) + np.array([0.0, 0.25, 1 / 3])[region] * DIURNAL_DAY_S
-    amplitude = np.clip(rng.uniform(0.4, 0.7) + rng.uniform(-0.15, 0.15, n), 0.0, 0.95)
+    # Most traffic follows one region's day; the other two peak a sixth and a quarter of a day later.
+    region = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    peak = float(rng.uniform(0.0, DIURNAL_DAY_S)) + np.array([0.0, 1 / 6, 0.25])[region] * DIURNAL_DAY_S
+    amplitude = np.clip(rng.uniform(0.5, 0.8) + rng.uniform(-0.15, 0.15, n), 0.0, 0.95)
     daily = Daily(tuple(a.id for a in workload.adapters), tuple(float(a) for a in amplitude),
                   tuple(float(p % DIURNAL_DAY_S) for p in peak), DIURNAL_DAY_S)
     return workload.with_schedule((daily,))

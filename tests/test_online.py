@@ -11,7 +11,8 @@ from adaptergym.cli import main
 from adaptergym.dynamic import DynamicFleet, ReplicaSpec
 from adaptergym.workload import Flash, Piecewise, powerlaw_workload
 from baselines.online import get_online_policy
-from baselines.online.packing import Packer, make_before_break
+from baselines.online.packing import Packer
+from baselines.online.policies import make_before_break
 from baselines.online.replay import replay
 
 
@@ -54,13 +55,11 @@ def test_periodic_scales_out_after_a_step_up_and_back_in_after_it_without_thrash
     assert run.summary.cold_starts <= needed + 1 and run.summary.restarts == 0
 
 
-def test_make_before_break_keeps_what_runs_until_new_replicas_serve():
+def test_make_before_break_adds_new_replicas_before_moving_anything():
     current = {0: ReplicaSpec(("a", "b"), 4, 16), 1: ReplicaSpec(("c",), 4, 16)}
     plan = {0: ReplicaSpec(("a",), 4, 16), 2: ReplicaSpec(("b", "c"), 8, 16)}  # 2 is new: it starts
-    kept = make_before_break(plan, current)
-    assert kept == {0: ReplicaSpec(("a", "b"), 4, 16), 1: ReplicaSpec(("c",), 4, 16), 2: ReplicaSpec(("b", "c"), 8, 16)}
-    assert make_before_break(plan, {**current, 2: plan[2]}) == plan  # nothing starts: the plan stands
-    assert make_before_break(plan, {**current, 2: plan[2]}, starting={2}) == kept
+    assert make_before_break(plan, current) == {**current, 2: plan[2]}
+    assert make_before_break(plan, {**current, 2: plan[2]}) == plan  # 2 is in the fleet: the plan stands
 
 
 def test_reactive_splits_a_starved_replica_and_waits_for_the_new_one():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from adaptergym.cli.base import Command, print_table
 from adaptergym.cli.progress import stage_progress
@@ -92,13 +94,7 @@ class Leaderboard(Command):
             board = run(args.suite, seeds, policies, agents, profile, update)
         if not board.rows:
             raise ConfigError(f"policies: every policy refused every workload ({board.skipped[0][3]})")
-        if args.out:
-            board.frame().to_csv(args.out, index=False)
-        if args.plot:
-            plot(board, args.plot)
-        if args.markdown:
-            print(board.markdown())
-        else:
+        if not write_outputs(board, args, plot):
             print_table(f"leaderboard: {args.suite}, {len(seeds)} test seed(s), {profile.name}",
                         board.summary().to_dict("records"))
             for policy, scenario, seed, reason in board.skipped:
@@ -130,12 +126,7 @@ class Leaderboard(Command):
             board = run(FAMILIES, seeds, entries(policies, forecasters, agents), profile, args.scorer, update)
         if not board.rows:
             raise ConfigError(f"policies: no episode could run ({board.skipped[0][3]})")
-        if args.out:
-            board.frame().to_csv(args.out, index=False)
-        if args.plot:
-            plot(board, args.plot)
-        if args.markdown:
-            print(board.markdown())
+        if write_outputs(board, args, plot):
             return 0
         summary = board.summary()
         for family, table in summary.groupby("family", sort=False):
@@ -146,3 +137,15 @@ class Leaderboard(Command):
         for line in [*checks(board), *(f"{e} could not run on {f}/{s}: {r}" for e, f, s, r in board.skipped)]:
             print(line)
         return 0
+
+
+def write_outputs(board: Any, args: argparse.Namespace, plot: Callable[[Any, Path], None]) -> bool:
+    """Write ``board``'s rows (``--out``) and plot (``--plot``); print its Markdown when ``--markdown`` asks
+    (then True: nothing else to print)."""
+    if args.out:
+        board.frame().to_csv(args.out, index=False)
+    if args.plot:
+        plot(board, args.plot)
+    if args.markdown:
+        print(board.markdown())
+    return bool(args.markdown)

@@ -22,8 +22,8 @@ that. ``fill`` is the utilisation the packer plans for. Each decision:
    ``>= slot_fraction x`` its adapters (or the fleet's mean adapters per replica, if more: it may receive
    more later), capped at the largest level vLLM starts with at that rank; a running replica keeps its
    ``max_loras`` (changing it would restart it).
-6. **Make before break** (:func:`adaptergym.twin.fleet_plan.make_before_break`): what runs keeps serving the
-   adapters moved to replicas that are still starting, and replicas leaving the plan stay until those serve.
+6. **Make before break** (:func:`keep_serving`): what runs keeps serving the adapters moved to replicas that
+   are still starting, and replicas leaving the plan stay until those serve.
 
 Each step costs well under a millisecond for a few hundred adapters: no model is asked, only sums of loads.
 """
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adaptergym.envs.common import rank_cover
-from adaptergym.twin.fleet_plan import FleetPlan, ReplicaSpec, make_before_break
+from adaptergym.twin.fleet_plan import FleetPlan, ReplicaSpec
 
 #: Slack on load comparisons (GPUs' worth), so rounding never moves an adapter.
 EPS = 1e-9
@@ -128,7 +128,7 @@ class KnobPacker:
         self.slots = {rid: self.slots[rid] for rid in replicas}
         plan = {rid: ReplicaSpec(tuple(self.ids[a] for a in np.flatnonzero(holds[k])), self.slots[rid], self.rank)
                 for k, rid in sorted(enumerate(replicas), key=lambda kr: kr[1])}
-        return make_before_break(plan, current, starting)
+        return keep_serving(plan, current, starting)
 
     def capacities(self, loads: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """Capacity (GPUs' worth) of replicas carrying ``loads``, whose adapters' loads squared sum to ``squares``:
@@ -203,3 +203,25 @@ def effective_count(load: np.ndarray) -> float:
     when one adapter carries it all; 1 when there is no load)."""
     squares = float((load**2).sum())
     return float(load.sum()) ** 2 / squares if squares > 0 else 1.0
+
+
+def keep_serving(plan: FleetPlan, current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
+    """``plan``, changed so that nothing ``current`` serves goes unserved while replicas start: an adapter that
+    ``plan`` puts only on starting replicas (new ones, or ``starting`` ones) stays on the running replicas of
+    ``current`` that hold it, and a running replica ``plan`` drops stays, as it is, while any replica of the plan
+    is starting. Once nothing starts, the next plan can drop them."""
+    up = {rid for rid in current if rid not in starting}
+    if all(rid in up for rid in plan):
+        return plan
+    served = {a for rid, spec in plan.items() if rid in up for a in spec.adapters}
+    out = dict(plan)
+    for rid in sorted(up):
+        old = current[rid]
+        if rid not in out:
+            out[rid] = old
+            continue
+        keep = [a for a in old.adapters if a not in served and a not in out[rid].adapters]
+        if keep:
+            spec = out[rid]
+            out[rid] = ReplicaSpec((*spec.adapters, *keep), spec.max_loras, spec.max_lora_rank)
+    return out

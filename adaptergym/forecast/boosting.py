@@ -1,13 +1,14 @@
 """Gradient boosting on lag features, one model pooled across adapters (scikit-learn's
-HistGradientBoostingRegressor).
+HistGradientBoostingRegressor with a Poisson loss).
 
-Each (adapter, epoch) is a row: the adapter's last ``lags`` epoch counts, its EWMA, its counts one and two
-seasons before the target epoch and the target's phase in the season (when a season is known), each count
-divided by the adapter's mean so far (so a tail adapter and a hot one share one model), plus the log of that
-mean. The target is the next epoch's count over the same mean. Pooling lets a tail adapter borrow the shape of
-busy ones; a lag before the first epoch is -1 (not NaN: a column with no value at all breaks the binning). The
-model is refitted every ``refit_every`` epochs; before ``min_epochs`` are seen it forecasts as EWMA. Fits run
-on one OpenMP thread (:mod:`adaptergym.threads`).
+Each (adapter, epoch) is a row: log(1 + count) of the adapter's last ``lags`` epochs, of its EWMA and of its
+mean so far, of its counts one and two seasons before the target epoch, and the target's phase in the season
+(the last three when a season is known). The target is the next epoch's count, fitted with a Poisson loss (a
+log link), so a tail adapter with two requests an epoch and a hot one with two thousand share one model without
+the hot ones drowning the rest, and a flash crowd's spike does not dominate a squared error. A lag before the
+first epoch is -1 (not NaN: a column with no value at all breaks the binning). The model is refitted every
+``refit_every`` epochs; before ``min_epochs`` are seen it forecasts as EWMA. Fits run on one OpenMP thread
+(:mod:`adaptergym.threads`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from adaptergym.forecast.naive import ewma, ewma_path
 from adaptergym.forecast.registry import FORECASTERS
 from adaptergym.threads import one_openmp_thread
 
+#: Feature value of a lag before the first epoch (log counts are never negative, so it cannot be confused).
+MISSING = -1.0
+
 
 @FORECASTERS.register("gbr")
 class GradientBoosting(Forecaster):
-    """Pooled gradient-boosted regression on lag features.
+    """Pooled gradient-boosted regression of next-epoch counts on lag features.
 
     Args:
         lags: how many recent epochs are features (default 6).
@@ -45,45 +49,36 @@ class GradientBoosting(Forecaster):
             return np.tile(ewma(counts, self.alpha), (horizon, 1))
         if self._model is None or counts.shape[0] - self._fitted_at >= self.refit_every:
             self._fit(counts)
-        out = []
         extended = counts
         with one_openmp_thread():
-            for _ in range(horizon):
-                x, scale = self._features(extended)
-                step = np.clip(self._model.predict(x[-1]), 0.0, None) * scale[-1]
-                out.append(step)
+            for _ in range(horizon):  # further epochs: feed each forecast back as if observed
+                step = self._model.predict(self._features(extended)[-1])
                 extended = np.vstack([extended, step])
-        return np.array(out)
+        return extended[counts.shape[0]:]
 
     def _fit(self, counts: np.ndarray) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
-        x, scale = self._features(counts)
-        target = counts[1:] / scale[:-1]  # row t predicts epoch t + 1
-        self._model = HistGradientBoostingRegressor(max_iter=150, learning_rate=0.08, max_leaf_nodes=15,
-                                                    early_stopping=False, random_state=0)
-        with one_openmp_thread():
-            self._model.fit(x[:-1].reshape(-1, x.shape[-1]), target.reshape(-1))
+
+        x = self._features(counts)
+        self._model = HistGradientBoostingRegressor(loss="poisson", max_iter=150, learning_rate=0.08,
+                                                    max_leaf_nodes=15, early_stopping=False, random_state=0)
+        with one_openmp_thread():  # row t of the features predicts epoch t + 1
+            self._model.fit(x[:-1].reshape(-1, x.shape[-1]), counts[1:].reshape(-1))
         self._fitted_at = counts.shape[0]
 
-    def _features(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features (epochs, adapters, features) for predicting the epoch after each row, and each row's scale
-        (the adapter's mean count up to and including that epoch, +1 smoothed so it is never 0)."""
+    def _features(self, counts: np.ndarray) -> np.ndarray:
+        """Features (epochs, adapters, features) for predicting the epoch after each row."""
         t, n = counts.shape
-        epochs = np.arange(1, t + 1)[:, None]
-        scale = (np.cumsum(counts, axis=0) + 1.0) / epochs
-        columns = [_shifted(counts, lag) / scale for lag in range(self.lags)]
-        columns.append(ewma_path(counts, self.alpha) / scale)
+        columns = [_shifted(counts, lag) for lag in range(self.lags)]
+        columns += [ewma_path(counts, self.alpha), np.cumsum(counts, axis=0) / np.arange(1, t + 1)[:, None]]
         m = self.season
         if m is not None:
-            columns += [_shifted(counts, m - 1) / scale, _shifted(counts, 2 * m - 1) / scale]
+            columns += [_shifted(counts, m - 1), _shifted(counts, 2 * m - 1)]
+        logs = [np.log1p(c) for c in columns]
+        if m is not None:
             phase = 2 * np.pi * ((np.arange(t) + 1) % m) / m
-            columns += [np.repeat(np.sin(phase)[:, None], n, axis=1), np.repeat(np.cos(phase)[:, None], n, axis=1)]
-        columns.append(np.log(scale))
-        return np.nan_to_num(np.stack(columns, axis=-1), nan=MISSING), scale
-
-
-#: Feature value of a lag before the first epoch (a count over a mean is never negative, so it cannot be confused).
-MISSING = -1.0
+            logs += [np.repeat(np.sin(phase)[:, None], n, axis=1), np.repeat(np.cos(phase)[:, None], n, axis=1)]
+        return np.nan_to_num(np.stack(logs, axis=-1), nan=MISSING)
 
 
 def _shifted(counts: np.ndarray, lag: int) -> np.ndarray:

@@ -15,7 +15,7 @@ An adapter that leaves one replica and joins another in the same change is a **m
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adaptergym.errors import ConfigError
@@ -62,11 +62,7 @@ def check_plan(plan: FleetPlan, ranks: Mapping[str, int]) -> None:
         where = f"plan[{rid}]"
         if not isinstance(spec, ReplicaSpec):
             raise ConfigError(f"{where}: expected a ReplicaSpec, got {type(spec).__name__}")
-        unknown = [a for a in spec.adapters if a not in ranks]
-        if unknown:
-            raise ConfigError(f"{where}.adapters: {unknown[:3]} are not in the workload")
-        if len(set(spec.adapters)) != len(spec.adapters):
-            raise ConfigError(f"{where}.adapters: an adapter is listed twice on one replica")
+        check_adapters(where, spec.adapters, ranks)
         if not isinstance(spec.max_loras, int) or spec.max_loras < 1:
             raise ConfigError(f"{where}.max_loras: {spec.max_loras!r} must be an integer >= 1")
         if spec.max_lora_rank is not None:
@@ -77,6 +73,16 @@ def check_plan(plan: FleetPlan, ranks: Mapping[str, int]) -> None:
             if too_big:
                 raise ConfigError(f"{where}.max_lora_rank: {spec.max_lora_rank} is below adapter {too_big[0]!r}'s "
                                   f"rank {ranks[too_big[0]]}; raise it or leave it None")
+
+
+def check_adapters(where: str, adapters: Sequence[str], known: Collection[str]) -> None:
+    """Reject adapters of one server that the workload does not have, or that are listed twice (``where``: the
+    server's name in the message)."""
+    unknown = [a for a in adapters if a not in known]
+    if unknown:
+        raise ConfigError(f"{where}.adapters: {unknown[:3]} are not in the workload")
+    if len(set(adapters)) != len(adapters):
+        raise ConfigError(f"{where}.adapters: an adapter is listed twice on one server")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,25 +126,3 @@ def plan_changes(old: FleetPlan, new: FleetPlan, ranks: Mapping[str, int], cpu_s
                 unloads[r] = tuple(a for a in old[r].adapters if a not in after)
     return PlanChanges(cold_starts, tuple(sorted(set(old) - set(new))), restarts, dict(sorted(loads.items())),
                        dict(sorted(unloads.items())), sum(min(n, lost[a]) for a, n in gained.items()))
-
-
-def make_before_break(plan: FleetPlan, current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
-    """``plan``, changed so that nothing ``current`` serves goes unserved while replicas start: an adapter that
-    ``plan`` puts only on starting replicas (new ones, or ``starting`` ones) stays on the running replicas of
-    ``current`` that hold it, and a running replica ``plan`` drops stays, as it is, while any replica of the plan
-    is starting. Once nothing starts, the next plan can drop them."""
-    up = {rid for rid in current if rid not in starting}
-    if all(rid in up for rid in plan):
-        return plan
-    served = {a for rid, spec in plan.items() if rid in up for a in spec.adapters}
-    out = dict(plan)
-    for rid in sorted(up):
-        old = current[rid]
-        if rid not in out:
-            out[rid] = old
-            continue
-        keep = [a for a in old.adapters if a not in served and a not in out[rid].adapters]
-        if keep:
-            spec = out[rid]
-            out[rid] = ReplicaSpec((*spec.adapters, *keep), spec.max_loras, spec.max_lora_rank)
-    return out

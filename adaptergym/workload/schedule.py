@@ -111,7 +111,7 @@ class Component:
 
 
 def _plain(value: Any) -> Any:
-    """Tuples back to JSON lists (recursively), one-element per-adapter tuples to a plain number."""
+    """Tuples back to JSON lists, recursively."""
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value

@@ -28,7 +28,8 @@ class AdapterSpec:
 
     id: str = field(metadata={"help": "adapter name; the `model` field of its requests"})
     rank: int = field(default=16, metadata={"help": "LoRA rank"})
-    rate: float = field(default=0.1, metadata={"help": "mean arrival rate, requests per second"})
+    rate: float = field(default=0.1, metadata={"help": "arrival rate, requests per second: the mean at constant "
+                                               "rates, the base that a schedule's multipliers scale"})
 
     def __post_init__(self) -> None:
         if not self.id:

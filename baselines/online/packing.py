@@ -1,13 +1,14 @@
 """What online policies share: pack adapters for given rates with the greedy policy's surrogate packing, and turn
 that packing into a plan that changes the running fleet as little as it can.
 
-* :meth:`Packer.pack`: the published greedy pipeline without its twin verification (``GreedyPolicy(verify=
-  False)``: the surrogate alone, milliseconds), on the rates given times ``1 + headroom``.
-* :meth:`Packer.fit`: matches the packing's GPUs to the current replicas (Hungarian assignment: replicas whose
-  ``max_lora_rank`` already covers the group first, then the most traffic already in place), so a matched group
-  is loaded onto a running replica instead of a cold start, when the replica's flags serve it (its
-  ``max_lora_rank`` covers it, and the surrogate predicts its ``max_loras`` serves it unstarved); otherwise the
-  group gets a new replica, and replicas no group needs are removed once no replica is starting.
+* :meth:`Packer.pack`: the published greedy pipeline without its twin verification (the surrogate alone,
+  milliseconds), on the rates given times ``1 + headroom``, with its ``latency`` objective: the GPU count of
+  the tightest packing, the load spread evenly over them, so every GPU keeps the same room for surprises.
+* :meth:`Packer.fit`: matches the packing's GPUs to the current replicas (Hungarian assignment: as many groups
+  as possible on replicas whose flags serve them, then the most traffic already in place), so a matched group
+  is loaded onto a running replica instead of a cold start; a group no replica's flags serve (its
+  ``max_lora_rank`` too small, or a ``max_loras`` the surrogate predicts starves it) gets a new replica, and
+  replicas no group needs are removed.
 * :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates
   (:func:`adaptergym.dynamic.fast.judge_plan`).
 """
@@ -15,7 +16,7 @@ that packing into a plan that changes the running fleet as little as it can.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +28,10 @@ from adaptergym.envs.common import mean_request_tokens, rank_cover
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
 from adaptergym.surrogate import gpu_features, load_surrogate
-from adaptergym.twin.fleet_plan import make_before_break
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy
 
-#: A match that needs no restart (the replica's max_lora_rank covers the group) outweighs any traffic overlap.
+#: A match the replica's flags can serve (no restart, no new replica) outweighs any traffic overlap.
 COMPATIBLE_BONUS = 1e12
 
 
@@ -64,7 +64,7 @@ class Packer:
         self.headroom = headroom
         self.ids = fleet.adapter_ids
         self.ranks = {a: int(r) for a, r in zip(fleet.adapter_ids, fleet.adapter_ranks, strict=True)}
-        self.greedy = GreedyPolicy(verify=False)
+        self.greedy = GreedyPolicy(objective="latency", verify=False)
         self.surrogate = load_surrogate(fleet.profile)
         self.scorer = fast_scorer("surrogate", fleet.profile)
         self.tokens_per_request = mean_request_tokens(fleet.lengths)
@@ -97,28 +97,23 @@ class Packer:
                              self.fleet.lengths)
         return bool(verdict.starved.any())
 
-    def fit(self, groups: Sequence[Group], current: FleetPlan, starting: Collection[int] = ()) -> FleetPlan:
-        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc); ``starting``:
-        replicas of ``current`` still starting.
-
-        A group whose matched replica cannot keep its flags goes to a new replica rather than restarting it;
-        :func:`make_before_break` keeps what runs serving until the new replicas are up.
-        """
+    def fit(self, groups: Sequence[Group], current: FleetPlan) -> FleetPlan:
+        """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc): a group whose
+        matched replica's flags cannot serve it goes to a new replica rather than restarting it, and replicas of
+        ``current`` left without a group are removed."""
         ids = sorted(current)
         matched: dict[int, int] = {}
+        fits = self._fits([(g, current[rid]) for rid in ids for g in groups]).reshape(len(ids), len(groups))
         if ids:
             load = {a: r for g in groups for a, r in zip(g.adapters, g.rates, strict=True)}
-            gain = np.zeros((len(ids), len(groups)))
+            gain = COMPATIBLE_BONUS * fits
             for i, rid in enumerate(ids):
                 here = set(current[rid].adapters)
-                cover = current[rid].max_lora_rank or rank_cover(max((self.ranks[a] for a in here), default=8))
                 for j, g in enumerate(groups):
-                    gain[i, j] = (COMPATIBLE_BONUS * (cover >= g.cover)
-                                  + sum(load[a] for a in g.adapters if a in here) + 1e-9 * len(here & set(g.adapters)))
+                    gain[i, j] += sum(load[a] for a in g.adapters if a in here) + 1e-9 * len(here & set(g.adapters))
             rows, cols = linear_sum_assignment(-gain)
             matched = {int(j): ids[int(i)] for i, j in zip(rows, cols, strict=True)}
-        keep = dict(zip(matched, self._keeps_flags([(groups[j], current[rid]) for j, rid in matched.items()]),
-                        strict=True))
+        keep = {j: bool(fits[ids.index(rid), j]) for j, rid in matched.items()}
         plan: dict[int, ReplicaSpec] = {}
         new_ids = itertools.count(max(ids, default=-1) + 1)
         for j, g in enumerate(groups):
@@ -127,23 +122,22 @@ class Packer:
                 plan[matched[j]] = ReplicaSpec(g.adapters, old.max_loras, old.max_lora_rank)
             else:
                 plan[next(new_ids)] = ReplicaSpec(g.adapters, g.max_loras, g.cover)
-        return make_before_break(plan, current, starting)
+        return plan
 
-    def _keeps_flags(self, pairs: list[tuple[Group, ReplicaSpec]]) -> list[bool]:
+    def _fits(self, pairs: list[tuple[Group, ReplicaSpec]]) -> np.ndarray:
         """For each (group, running replica): can the replica serve the group without a restart? Its
-        ``max_lora_rank`` must cover the group, and its ``max_loras`` must be at least the packing's level for the
-        group, or else the surrogate must predict that ``max_loras`` serves the group (not starved, at least 90%
-        of its load)."""
-        fewer = [k for k, (g, old) in enumerate(pairs) if old.max_loras < g.max_loras]
-        served = np.ones(len(pairs), bool)
+        ``max_lora_rank`` must cover the group, and its ``max_loras`` must be the packing's level for the group, or
+        one the surrogate predicts serves it (not starved, at least 90% of its load)."""
+        fits = np.array([(old.max_lora_rank or 0) >= g.cover for g, old in pairs], bool)
+        fewer = [k for k, (g, old) in enumerate(pairs) if fits[k] and old.max_loras != g.max_loras]
         if fewer:
             rows = np.stack([gpu_features(pairs[k][0].rates, pairs[k][0].ranks, pairs[k][1].max_loras,
                                           self.fleet.lengths) for k in fewer])
             predicted = self.surrogate.predict(rows)
             offered = np.array([pairs[k][0].rates.sum() for k in fewer]) * self.tokens_per_request
-            served[fewer] = ((predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * offered)
-                             & (predicted["starved_prob"] < STARVED_PROBABILITY))
-        return [bool(served[k] and (old.max_lora_rank or 0) >= g.cover) for k, (g, old) in enumerate(pairs)]
+            fits[fewer] = ((predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * offered)
+                           & (predicted["starved_prob"] < STARVED_PROBABILITY))
+        return fits
 
 
 def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:
@@ -152,3 +146,4 @@ def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:
     spec = {a.id: a for a in workload.adapters}
     return [Group(g.adapters, np.array([spec[a].rate / copies[a] for a in g.adapters]),
                   np.array([spec[a].rank for a in g.adapters]), g.max_loras) for g in placement.assignments]
+

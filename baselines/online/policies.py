@@ -70,10 +70,10 @@ class Replanner:
     **Hysteresis.** Keeps the running plan when the surrogate predicts it serves those rates (times ``1 +
     headroom``) without starving and a fresh packing needs as many GPUs or more; adopts the fresh packing
     (fitted to the running replicas, :meth:`Packer.fit`) when the running plan would starve, or when the rates
-    pack on fewer GPUs even with ``shrink_band`` more room. While a replica of the plan is still starting, the
-    plan stays as it is (one change at a time). Running replicas are never restarted: a group their flags cannot
-    serve goes to a new replica, and replicas that leave the plan keep serving until the new ones serve (make
-    before break).
+    pack on fewer GPUs even with ``shrink_band`` more room. Running replicas are never restarted: a group their
+    flags cannot serve goes to a new replica. A change that needs new replicas is made in two steps (make before
+    break, :func:`make_before_break`): first only the new replicas are added, the running ones left as they are;
+    while a replica is starting the plan stays; once all serve, the next decision moves the adapters.
     """
 
     headroom: float = HEADROOM
@@ -111,7 +111,14 @@ class Replanner:
             roomy = Packer(fleet, self.headroom + self.shrink_band)
             if len(roomy.pack(rates)) >= len(current):
                 return current
-        return packer.fit(target, current)
+        return make_before_break(packer.fit(target, current), current)
+
+
+def make_before_break(plan: FleetPlan, current: FleetPlan) -> FleetPlan:
+    """The first step towards ``plan`` from ``current``: if ``plan`` has new replicas, ``current`` plus those alone
+    (what runs keeps serving as it does until they are up); otherwise ``plan`` itself."""
+    new = {rid: spec for rid, spec in plan.items() if rid not in current}
+    return {**current, **new} if new else plan
 
 
 @dataclass
