@@ -10,13 +10,13 @@ from adaptergym import load_profile
 from adaptergym.cli.main import main as adaptergym_main
 from adaptergym.envs.fleet_control import FILLS, START_ACTION
 from adaptergym.errors import ConfigError
-from agents.config import ALGORITHMS, FLEET, default_config
+from agents.config import FLEET, default_config
 from agents.envs import make_env
 from agents.evaluate import FLEET_COLUMNS, evaluate
 from agents.online import AgentPolicy
 from agents.reference import FixedKnobsPolicy, RandomPolicy
 from agents.run import TrainedAgent
-from agents.train import train
+from agents.train import new_model, train
 from baselines.online.leaderboard import entries, run
 
 # Flash crowds only (23 steps an episode), analytic scorer: about 40 s of training here.
@@ -42,9 +42,7 @@ def returns(policy, env) -> np.ndarray:
 
 def test_short_training_beats_its_initial_policy_and_random_knobs(fleet_run, fleet_env):
     config = fleet_run.config
-    initial = ALGORITHMS["maskable_ppo"]("MultiInputPolicy", fleet_env, seed=config.seed, device="cpu",
-                                         policy_kwargs={"net_arch": {"pi": list(config.net_arch_pi),
-                                                                     "vf": list(config.net_arch_vf)}})
+    initial = new_model(config, fleet_env)
     before = returns(TrainedAgent(initial, config, fleet_run.checkpoint), fleet_env)
     after = returns(fleet_run, fleet_env)
     random = returns(RandomPolicy(fleet_env.action_space.nvec, seed=0), fleet_env)
