@@ -66,13 +66,19 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Action Space
 
-    ``MultiDiscrete([7, 4, 4])``, each an index into a tuple of levels:
+    ``MultiDiscrete([11, 4, 4])``, each an index into a tuple of levels:
 
     | Index | Knob | Levels |
     |-------|------|--------|
-    | 0 | ``fill``: planned load per replica, GPUs' worth (replicas: ``ceil(load / fill)``) | 0.4, 0.5, ..., 0.9, 1.0 |
+    | 0 | ``fill``: the utilisation planned per replica | 0.2, 0.25, ..., 0.5, 0.6, 0.7, 0.8, 1.0 |
     | 1 | ``hysteresis``: extra room the load must leave before the fleet shrinks | 0, 0.1, 0.25, 0.5 |
-    | 2 | ``slot_fraction``: ``max_loras`` of replicas started now, per adapter they get | 0.125, 0.25, 0.5, 1 |
+    | 2 | ``slot_fraction``: ``max_loras`` per adapter of replicas started now | 0.125, 0.25, 0.5, 1 |
+
+    A replica's utilisation is its planned load over what it serves without starving at its effective adapter
+    count (the twin's starvation edges, :mod:`adaptergym.edges`, where they ship for the profile and lengths;
+    else one GPU's saturated throughput); the slot fraction also caps the adapters a replica may take per slot
+    (``max_loras / slot_fraction``), so a fleet shrinks only onto replicas with slots to spare
+    (:mod:`adaptergym.envs.fleet_packer` has the whole rule).
 
     ``action_masks()`` (also ``info["action_mask"]``) returns the valid levels of the three knobs concatenated,
     as sb3-contrib's ``MaskablePPO`` expects: a fill is masked when the planned load would need more than
@@ -89,7 +95,7 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     arrivals seen so far; "planned" is the highest forecast over the lead epochs (the coming one and those a
     replica started next would spend starting), which is what the packer packs.
 
-    ``"fleet"``, shape ``(14,)``:
+    ``"fleet"``, shape ``(15,)``:
 
     | Index | Observation | Min | Max |
     |-------|-------------|-----|-----|
@@ -107,6 +113,7 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | 11 | adapters in the workload, ``log2(1 + n) / 9`` | 0 | 1 |
     | 12 | share of the planned load in the ``top_k`` adapters | 0 | 1 |
     | 13 | start-up time of a replica, in epochs | 0 | inf |
+    | 14 | planned utilisation: planned load over the capacity of the packer's replicas | 0 | inf |
 
     ``"adapters"``, shape ``(top_k * 6,)``: the ``top_k`` adapters of highest planned load, one row each
     (``obs["adapters"].reshape(top_k, 6)``), zeros past the workload's adapters:
@@ -120,8 +127,8 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | 4 | replicas that hold it, ``log2(1 + n) / 9`` | 0 | 1 |
     | 5 | starved in the last epoch | 0 | 1 |
 
-    ``"replicas"``, shape ``(max_replicas * 9,)``: the replicas that served the last epoch, by id, one row each
-    (``obs["replicas"].reshape(max_replicas, 9)``), zeros past them:
+    ``"replicas"``, shape ``(max_replicas * 10,)``: the replicas that served the last epoch, by id, one row each
+    (``obs["replicas"].reshape(max_replicas, 10)``), zeros past them:
 
     | Col | Observation | Min | Max |
     |-----|-------------|-----|-----|
@@ -134,6 +141,7 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | 6 | queue at the epoch's end, ``log2(1 + requests) / 9`` (below) | 0 | inf |
     | 7 | starved in the last epoch | 0 | 1 |
     | 8 | planned load of its adapters (each adapter's planned load split over its replicas) | 0 | inf |
+    | 9 | its capacity at the adapters the packer plans for it (what it serves without starving) | 0 | inf |
 
     The queue is the twin's count of requests waiting on the replica; fast scorers have no queue, and give the
     shortfall ``(offered - served) x epoch length`` in mean requests instead.
@@ -160,7 +168,7 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ``reset`` picks a family of ``scenario`` uniformly and a seed of its ``split`` with ``self.np_random``
     (``options["scenario"]`` / ``options["scenario_seed"]`` pick them; ``options["workload"]``, a
     ``WorkloadSpec``, workload dict or JSON path with a rate schedule or without, pins the workload), and the
-    seed of its arrivals. The episode starts with the fleet an operator would be running: fill 0.7,
+    seed of its arrivals. The episode starts with the fleet an operator would be running: fill 0.5,
     hysteresis 0.25, slot fraction 0.5 on the true rates of the first epochs; reset serves the first epoch with
     it (its cost is in ``info["episode"]`` at the end, not in any reward) and observes it.
 
@@ -176,7 +184,8 @@ class AdapterFleetEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ``migrations``, ``restarts``, ``cold_starts``, ...; None where the scorer does not give a value, never NaN),
     ``reward_terms``, ``knobs`` (the levels applied), ``replicas_planned`` (the packer's target),
     ``invalid_action`` and ``action_mask``. ``reset`` gives ``scorer``, ``scenario``, ``workload_seed`` (-1 when
-    pinned), ``num_adapters``, ``epochs``, ``capacity_tok_s`` and ``action_mask``. The last step adds
+    pinned), ``num_adapters``, ``epochs``, ``capacity_tok_s``, ``replica_capacity`` (``"starvation edges"`` or
+    ``"saturated throughput"``: what utilisation is measured against) and ``action_mask``. The last step adds
     ``episode``, the whole episode's totals (:meth:`adaptergym.dynamic.DynamicFleet.summary`: GPU-hours,
     starved adapter-minutes, SLO share, p99 TTFT, loads, migrations, restarts, ...), first epoch included.
 
