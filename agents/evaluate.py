@@ -286,8 +286,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{env_id}, scenario {rows[0]['scenario']}, {len(seeds)} seeds ({args.seeds}), scorer "
-              f"{env.unwrapped.scorer.name}:\n")  # type: ignore[attr-defined]
+        scorer = env.unwrapped.scorer  # type: ignore[attr-defined]
+        scenarios = ", ".join(dict.fromkeys(r["scenario"] for r in rows))
+        print(f"{env_id}, scenario {scenarios}, {len(seeds)} seeds ({args.seeds}), scorer "
+              f"{getattr(scorer, 'name', scorer)}:\n")  # the placing envs hold a scorer, AdapterFleet-v0 its name
         print(markdown(summary, name))
     return 0
 
