@@ -80,8 +80,8 @@ class FleetControl:
                  capacity_source: str, max_replicas: int, top_k: int, max_slots: int) -> None:
         self.fleet = fleet
         self.forecaster = make_forecaster(forecaster, fleet.epoch_s, fleet.season_s)
-        self.unit = mean_request_tokens(fleet.lengths) / capacity_tok_s  # req/s -> GPUs' worth
         self.tokens_per_request = mean_request_tokens(fleet.lengths)
+        self.unit = self.tokens_per_request / capacity_tok_s  # req/s -> GPUs' worth
         self.capacity_tok_s = capacity_tok_s
         self.capacity_source = capacity_source
         self.max_replicas = max_replicas
