@@ -67,10 +67,12 @@ class Replanner:
     default profile, longer than a 5-minute epoch), so the plan covers the highest rate each adapter is
     expected to reach before a replica added at the next decision could serve: :meth:`lead_epochs` epochs.
 
-    **Hysteresis.** Keeps the running plan when the surrogate predicts it serves those rates (times ``1 +
-    headroom``) without starving and a fresh packing needs as many GPUs or more; adopts the fresh packing
-    (fitted to the running replicas, :meth:`Packer.fit`) when the running plan would starve, or when the rates
-    pack on fewer GPUs even with ``shrink_band`` more room. Running replicas are never restarted: a group their
+    **Hysteresis.** Packs the rates with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation
+    edge) but keeps the running plan while the surrogate predicts it serves them with half that room and a fresh
+    packing needs as many GPUs or more; adopts the fresh packing (fitted to the running replicas,
+    :meth:`Packer.fit`) when the running plan would starve with half the room, or when the rates pack on fewer
+    GPUs even with ``shrink_band`` more room. So a plan is not reshuffled for a forecast that moves within the
+    band. Running replicas are never restarted: a group their
     flags cannot serve goes to a new replica. A change that needs new replicas is made in two steps (make before
     break, :func:`make_before_break`): first only the new replicas are added, the running ones left as they are;
     while a replica is starting the plan stays; once all serve, the next decision moves the adapters.
@@ -105,7 +107,7 @@ class Replanner:
         if any(r.state == "starting" for r in fleet.results[-1].replicas):
             return current  # the last change is still under way
         target = packer.pack(rates)
-        if not packer.starved(current, rates):
+        if not packer.starved(current, rates, self.headroom / 2):
             if len(target) >= len(current):
                 return current
             roomy = Packer(fleet, self.headroom + self.shrink_band)
