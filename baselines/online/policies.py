@@ -125,7 +125,8 @@ def make_before_break(plan: FleetPlan, current: FleetPlan) -> FleetPlan:
 
 @dataclass
 class PeriodicPolicy(Replanner):
-    """:class:`Replanner` on a forecast of the coming epochs' rates from the arrivals seen so far.
+    """:class:`Replanner` on a forecast of the coming epochs' rates from the arrivals seen so far (floored, for
+    the adapters that starved in the last epoch, at what arrived in it).
 
     Args:
         forecaster: a name of :func:`adaptergym.forecast.forecaster_names` (``holt-winters`` needs the fleet's
@@ -143,10 +144,13 @@ class PeriodicPolicy(Replanner):
         self._seen = 0
 
     def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        """The forecast, but never below the last epoch's rate for an adapter that starved in it (a forecaster
+        that smooths would otherwise keep under-planning a surge it has already seen)."""
         for counts in fleet.observed_counts()[self._seen:]:
             self._forecast.observe(counts)
             self._seen += 1
-        return self._forecast.predict(epochs)
+        last = fleet.results[-1]
+        return np.maximum(self._forecast.predict(epochs), np.where(last.starved, last.offered_rates, 0.0))
 
 
 @dataclass
