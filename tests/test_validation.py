@@ -135,8 +135,7 @@ def test_memory_bracketed_by_start_up_outcomes_recovers_a_known_model():
 
     from adaptergym.calibration.memory import fit_memory_from_startups
     from adaptergym.errors import DataError
-    from adaptergym.twin import ServerConfig
-    from adaptergym.twin.startup import check_startup
+    from adaptergym.twin import ServerConfig, check_startup
 
     truth = load_profile(None)
     configs = [(n, r) for r in (8, 16, 32) for n in range(16, 1025, 16)]

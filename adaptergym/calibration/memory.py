@@ -61,7 +61,7 @@ def fit_memory_from_startups(outcomes: pd.DataFrame, base: MemoryModel) -> tuple
     ``kv_insufficient_for_max_model_len`` over ``max_loras`` x ``max_lora_rank``) still bracket the memory
     each slot takes. Weights, bytes per KV token and ``max_model_len`` are the model's architecture and come
     from ``base``; activations and the per-slot terms are chosen by a linear program that puts every verdict
-    well inside its region (:func:`adaptergym.twin.startup.check_startup` draws the regions), activations as
+    well inside its region (:func:`adaptergym.twin.startup.vllm_startup` draws the regions), activations as
     close to ``base``'s as that allows.
 
     Args:

@@ -10,9 +10,9 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig, default_rank
-from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.frameworks import Engine, new_engine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.replica import check_ranks, failed_record, new_engine, run_replica
+from adaptergym.twin.replica import check_ranks, failed_record, run_replica
 from adaptergym.workload.requests import RequestBatch
 
 ROUTERS = ("even", "least-loaded")
@@ -82,7 +82,7 @@ def _least_loaded(
                   for r in range(len(replicas))]
     subsets = [requests.subset(m) for m in candidates]
     local_ids = [np.cumsum(m) - 1 for m in candidates]
-    engines: list[ReplicaEngine | None] = [new_engine(profile, c, s) for c, s in zip(configs, subsets, strict=True)]
+    engines: list[Engine | None] = [new_engine(profile, c, s) for c, s in zip(configs, subsets, strict=True)]
     for rid in np.flatnonzero(np.array([len(servers[a]) > 1 for a in requests.adapter.tolist()])).tolist():
         t = float(requests.arrival_s[rid])
         group = servers[int(requests.adapter[rid])]

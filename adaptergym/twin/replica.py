@@ -10,9 +10,9 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import ITL_BINS, ReplicaEngine
+from adaptergym.twin.engine import ITL_BINS
+from adaptergym.twin.frameworks import check_startup, new_engine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.startup import check_startup
 from adaptergym.workload.requests import RequestBatch
 
 ProgressCallback = Callable[[float], None]
@@ -27,12 +27,6 @@ def check_ranks(requests: RequestBatch, config: ServerConfig, served: np.ndarray
         i = int(too_big[0])
         raise ConfigError(f"adapter {ids[i]!r}: rank {int(ranks[i])} exceeds max_lora_rank "
                           f"{config.max_lora_rank}; raise --max-lora-rank to at least {int(ranks[i])}")
-
-
-def new_engine(profile: TwinProfile, config: ServerConfig, requests: RequestBatch) -> ReplicaEngine | None:
-    """An engine ready to run, or None when vLLM would not start with this config."""
-    startup = check_startup(profile, config)
-    return ReplicaEngine(profile, config, requests, startup) if startup.ok else None
 
 
 def failed_record(profile: TwinProfile, config: ServerConfig, requests: RequestBatch, duration_s: float) -> RunRecord:

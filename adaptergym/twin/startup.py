@@ -1,4 +1,8 @@
-"""Start-up feasibility: does vLLM start with this config, and how many KV tokens does it get?"""
+"""Start-up feasibility: does vLLM start with this config, and how many KV tokens does it get?
+
+(S-LoRA's accounting, a fixed pool, is ``adaptergym.twin.slora.pool_startup``; ``adaptergym.twin.check_startup``
+picks by the profile's framework.)
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def lora_memory_gib(profile: TwinProfile, max_loras: int, max_lora_rank: int) ->
     return max_loras * (mem.lora_slot_gib_fixed + mem.lora_slot_gib_per_rank * max_lora_rank)
 
 
-def check_startup(profile: TwinProfile, config: ServerConfig) -> Startup:
+def vllm_startup(profile: TwinProfile, config: ServerConfig) -> Startup:
     """Replay vLLM's start-up memory accounting.
 
     Weights, LoRA slots and peak activations must fit in physical memory (else ``oom``); what is left of
