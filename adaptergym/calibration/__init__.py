@@ -79,7 +79,8 @@ def calibrate(
             ``adaptergym.run_formats``).
         model: the ``model`` column value to fit.
         base: profile whose values stand for terms the data cannot fit (default: the model's shipped
-            profile on the runs' framework, else the default profile).
+            profile on the runs' framework, else the default profile); its provenance's ``sources`` (where
+            hand-set values come from) are kept.
         data_dir: folder with ``kv_capacity.csv``, ``raw_estimator_runs/``, ``raw_scheduler_overhead/`` and
             ``anchor_twin_constants.json`` (default: the folder of ``runs``); each is optional.
         holdout: regex on ``dataset_group``; matching rows are not used ('' uses every row).
@@ -120,8 +121,9 @@ def calibrate(
         timer = StepTimer(profile, profile.engine.max_lora_rank, lora_enabled=False)
         report["terms"]["step_time"]["decode_microbenchmark_mape"] = decode_error_pct(
             lambda batch, context: timer.step_ms(batch, 0, context, 0) + timer.scheduler_ms(batch, 0), rows)
+    sources = {"sources": base_profile.provenance["sources"]} if "sources" in base_profile.provenance else {}
     profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
-                                  provenance={"fitted_by": "adaptergym calibrate", **report})
+                                  provenance={"fitted_by": "adaptergym calibrate", **report, **sources})
     return profile, report
 
 
