@@ -88,7 +88,8 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert "--holdout '(': not a regular expression" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "fitted_by" in load_profile(n).provenance])
+@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "decode_microbenchmark_mape" in
+                                  load_profile(n).provenance.get("terms", {}).get("step_time", {})])
 def test_calibrated_profile_reproduces_decode_microbenchmarks(name, shared_data):
     """The step model without LoRA, at the decode benchmarks' batch and context, within the stated fit error."""
     from adaptergym.calibration.micro import decode_rows

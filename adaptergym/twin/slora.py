@@ -120,7 +120,6 @@ class SLoraEngine:
         self._since_admission = 0
         self._new = 0  # requests prefilled since the last decode step (their next gap has no stall)
         self._stall_ms = 0.0  # prefill steps since the last decode step (in every older request's next gap)
-        self._head_fits: bool | None = None  # admission verdict of the queue's head, until the batch changes
         self._idle_since = 0.0
         # Clock and statistics.
         self.now = 0.0
@@ -210,12 +209,39 @@ class SLoraEngine:
         return candidates[:lo]
 
     def _head_admissible(self) -> bool:
-        """Whether the queue's first request would be admitted now (cached until the running batch changes)."""
-        if not self.waiting:
-            return False
-        if self._head_fits is None:
-            self._head_fits = bool(self._select(1))
-        return self._head_fits
+        """Whether the queue's first request would be admitted now."""
+        return bool(self._select(1))
+
+    def _first_admissible_step(self, start: int, k_max: int) -> int:
+        """The first of the next decode steps ``start..k_max-1`` at whose start the queue's head would be admitted
+        (``k_max`` if none), with no request finishing before then.
+
+        Decoding does not change the running batch's own peak (each request holds one token more and has one
+        fewer to come), but the head, which keeps its estimate, moves ahead of running requests as they near their
+        end: after t steps it sorts before every running request with at least ``left_head + t`` tokens to come.
+        """
+        head = self.waiting[0]
+        adapter = self._adapter_of[head]
+        if (self.n_running >= self.max_seqs or self._prompt[head] > self.prefill_budget or start >= k_max):
+            return k_max
+        held_head, left_head = self._prompt[head] + 1, self._output[head] - 1
+        pages = self._batch_pages + (0 if self._run_count[adapter] else self.adapter_pages[adapter])
+        tick = self._tick
+        pairs = sorted(((self._output[r] - tick + b - 1, self._prompt[r] + tick - b) for r, b in self._base.items()),
+                       reverse=True)
+        left = np.array([p[0] for p in pairs], np.int64)
+        held = np.array([p[1] for p in pairs], np.int64)
+        n = left.size
+        cum = np.concatenate(([0], np.cumsum(held)))
+        own = cum[1:] + left * np.arange(1, n + 1)  # each running request's term; the same after any decode step
+        before = np.concatenate(([np.iinfo(np.int64).min], np.maximum.accumulate(own)))  # max over the first p
+        after = np.concatenate((np.maximum.accumulate((own + left)[::-1])[::-1], [np.iinfo(np.int64).min]))
+        t = np.arange(start, k_max)
+        p = np.searchsorted(-left, -(left_head + t), side="right")  # running requests still sorting first
+        head_term = cum[p] + p * t + held_head + left_head * (p + 1)
+        peak = np.maximum(np.maximum(before[p], head_term), np.where(p < n, after[p] + held_head - t, head_term))
+        fits = np.flatnonzero(peak < self.pool_tokens - pages)
+        return int(start + fits[0]) if fits.size else k_max
 
     # ------------------------------------------------------------------ steps
     def _prefill(self, batch: list[int]) -> None:
@@ -247,7 +273,6 @@ class SLoraEngine:
         self._log((1, 0, tokens, tokens, len(adapters), len(adapters) * tokens,
                    tokens > self.timer.graph_max_tokens, overhead_ms), running_before)
         self._stall_ms += step_ms
-        self._head_fits = None
         self._account(step_ms / 1000.0, running_before)
         self.now = end
         self.steps += 1
@@ -289,8 +314,7 @@ class SLoraEngine:
             self._leave(self._adapter_of[rid])
             finished = True
         if finished:
-            self._head_fits = None
-            self._offload(end)
+                self._offload(end)
 
     def _join(self, adapter: int) -> None:
         if self._run_count[adapter] == 0:
@@ -340,10 +364,10 @@ class SLoraEngine:
     def _decode_jump(self, next_arrival: float, t_stop: float) -> bool:
         """Advance k >= 2 decode steps at once when none of them could admit a request; False otherwise.
 
-        A step may admit when ``admit_every_steps`` decode steps have passed and the queue's head fits; the
-        head's verdict holds until a request finishes, and an empty queue changes only with an arrival. k stops
-        at the first finish, at the last step starting before ``t_stop``, and (when the queue is empty) at the
-        first step after which an arrival could be admitted.
+        A step may admit when ``admit_every_steps`` decode steps have passed and the queue's head fits (see
+        :meth:`_first_admissible_step`); an empty queue changes only with an arrival. k stops at the first
+        finish, at the last step starting before ``t_stop``, and (when the queue is empty) at the first step
+        after which an arrival could be admitted.
         """
         n = self.n_running
         if self._new or self._stall_ms or not self._finish_heap:
@@ -351,8 +375,7 @@ class SLoraEngine:
         k = self._finish_heap[0][0] - self._tick  # the k-th step finishes a request
         free = max(0, self.admit_every - self._since_admission)  # steps that cannot admit whatever waits
         if self.waiting:
-            if self._head_admissible():
-                k = min(k, free)
+            k = self._first_admissible_step(free, k)
         elif math.isfinite(next_arrival):
             k = min(k, max(free, self._steps_starting_before(next_arrival, n, k)))
         k = min(k, self._steps_starting_before(t_stop, n, k))
@@ -365,7 +388,14 @@ class SLoraEngine:
         np.add.at(self.itl_hist, itl_bins(durations_ms), n)
         self._log((k, k * n, 0, k * self._context + n * k * (k - 1) / 2, k * self._in_batch,
                    k * self._in_batch * n, k * (n > self.timer.graph_max_tokens), k * overhead_ms), n)
-        self._account(total_ms / 1000.0, n, mean_extra_tokens=n * (k - 1) / 2)
+        starts = self.now + np.concatenate(([0.0], np.cumsum(durations_ms[:-1]))) / 1000.0
+        queued = len(self.waiting) + self._arrivals_by(starts)  # the queue at each step's start, as steps see it
+        self.area_running += n * total_ms / 1000.0
+        self.area_waiting += float(queued @ durations_ms) / 1000.0
+        self.area_pool += ((self._context + self._resident_pages) * total_ms
+                           + n * float(np.arange(k) @ durations_ms)) / 1000.0
+        self.max_waiting_seen = max(self.max_waiting_seen, int(queued.max()))
+        self.max_running_seen = max(self.max_running_seen, n)
         self._tick += k
         self._context += n * k
         self._since_admission += k
@@ -394,13 +424,23 @@ class SLoraEngine:
             self._step_sums[i] += value
             self._itl_sums[i] += gaps * value
 
-    def _account(self, dt_s: float, running: int, mean_extra_tokens: float = 0.0) -> None:
-        held = self._context + mean_extra_tokens + self._resident_pages
+    def _account(self, dt_s: float, running: int) -> None:
+        """Time-weighted statistics of one step of ``dt_s`` seconds."""
         self.area_running += running * dt_s
         self.area_waiting += len(self.waiting) * dt_s
-        self.area_pool += held * dt_s
+        self.area_pool += (self._context + self._resident_pages) * dt_s
         self.max_waiting_seen = max(self.max_waiting_seen, len(self.waiting))
         self.max_running_seen = max(self.max_running_seen, running)
+
+    def _arrivals_by(self, times: np.ndarray) -> np.ndarray:
+        """How many of this replica's requests not yet taken from arrivals arrive by each of ``times``."""
+        first = self.n_arrived
+        arrived = np.searchsorted(self.arrival_s[first:], times, side="right")
+        last = first + int(arrived[-1]) if arrived.size else first
+        if self.flags.count(ROUTED_AWAY, first, last):
+            ours = np.frombuffer(self.flags, np.uint8, last - first, first) != ROUTED_AWAY
+            arrived = np.concatenate(([0], np.cumsum(ours)))[arrived]
+        return arrived
 
     def _take_arrivals(self, until: float | None = None) -> None:
         """Queue the requests that arrived by ``until`` (default: now)."""
