@@ -27,6 +27,12 @@ class Serve(Command):
         parser.add_argument("--max-lora-rank", type=int, default=None, help="vLLM --max-lora-rank")
         parser.add_argument("--max-num-seqs", type=int, default=None, help="vLLM --max-num-seqs")
         parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget per step")
+        parser.add_argument("--gpu-memory-utilization", type=float, default=None,
+                            help="share of GPU memory vLLM may take; the KV cache gets what weights, LoRA slots "
+                                 "and activations leave of it (default: profile's, 0.9)")
+        parser.add_argument("--max-model-len", type=int, default=None,
+                            help="longest request (prompt + output) accepted; the KV cache must hold one "
+                                 "(default: the model's context, profile's)")
         parser.add_argument("--max-waiting-queue-length", type=int, default=None,
                             help="waiting requests beyond which new ones get HTTP 503 (default: profile's cap)")
         parser.add_argument("--served-model-name", default=None, help="base model name (default: profile's)")
@@ -68,6 +74,8 @@ class Serve(Command):
             max_lora_rank=args.max_lora_rank,
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
             enable_lora=bool(adapters) or args.enable_lora,
         ), [a.rank for a in adapters]).resolved(profile)
         server = build_server(profile, config, adapters, speed=args.speed, served_model_name=args.served_model_name,

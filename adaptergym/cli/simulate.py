@@ -46,6 +46,12 @@ class Simulate(Command):
         parser.add_argument("--max-lora-rank", type=int, default=None, help="vLLM --max-lora-rank")
         parser.add_argument("--max-num-seqs", type=int, default=None, help="vLLM --max-num-seqs")
         parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget per step")
+        parser.add_argument("--gpu-memory-utilization", type=float, default=None,
+                            help="share of GPU memory vLLM may take; the KV cache gets what weights, LoRA slots "
+                                 "and activations leave of it (default: profile's, 0.9)")
+        parser.add_argument("--max-model-len", type=int, default=None,
+                            help="longest request (prompt + output) accepted; the KV cache must hold one "
+                                 "(default: the model's context, profile's)")
         parser.add_argument("--duration", type=float, default=None, help="override the workload's duration_s")
         parser.add_argument("--seed", type=int, default=0, help="seed of the request draw")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -64,6 +70,8 @@ class Simulate(Command):
             max_lora_rank=args.max_lora_rank,
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
         ), requests.adapter_ranks).resolved(profile)
         with progress_bar(not (args.quiet or args.json), "simulating") as update:
             metrics = simulate(requests, profile, config, progress=update)
