@@ -4,7 +4,9 @@ Steps: Optuna over the fast model proposes finalists (:mod:`adaptergym.advise.se
 (:class:`adaptergym.advise.judge.Judge`) and the objective picks one (:func:`adaptergym.advise.judge.pick`);
 the twin then runs the pick's knobs at :data:`CURVE_POINTS` KV budgets (``gpu_memory_utilization`` from the
 smallest that starts to the cap, each with its capacity run), which is the trade-off curve, and the objective
-picks again among finalists and curve, so the twin, not the estimate, sets the budget. Every verdict comes from
+picks again among finalists and curve, so the twin, not the estimate, sets the budget (for ``latency`` and
+``memory``, which prefer less memory, it bisects the budget below the pick down to the grid's step). Every
+verdict comes from
 the window and seed of the printed ``adaptergym simulate`` command
 (:func:`adaptergym.placement.verification_window_s`: 600 simulated s, longer for a light workload).
 
@@ -112,7 +114,8 @@ def check_workload(workload: WorkloadSpec, profile: TwinProfile) -> None:
 
 
 def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, objective: str = "throughput",
-           slo_ttft_ms: float | None = None, seed: int = 0, trials: int = DEFAULT_TRIALS) -> Advice:
+           slo_ttft_ms: float | None = None, seed: int = 0, trials: int = DEFAULT_TRIALS,
+           duration_s: float | None = None) -> Advice:
     """Search the server knobs for one GPU serving ``workload`` (module doc).
 
     Args:
@@ -122,9 +125,11 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
         slo_ttft_ms: p99 TTFT every recommendation must meet, ms.
         seed: seeds the Optuna sampler and every twin run's request draw.
         trials: Optuna trials over the fast model.
+        duration_s: simulated seconds of every twin run on the workload (default: placement verification's
+            window, 600 s or long enough for 500 requests).
 
     Raises:
-        ConfigError: unknown objective, a non-positive SLO or trial count.
+        ConfigError: unknown objective, a non-positive SLO, trial count or duration.
         WorkloadError: a workload no GPU of the profile can serve, or a trace / burst workload.
         AdviceError: configs serve the workload, but none within the SLO.
     """
@@ -135,10 +140,12 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
         raise ConfigError(f"slo_ttft_ms: {slo_ttft_ms} must be a number of milliseconds > 0")
     if trials < 1:
         raise ConfigError(f"trials: {trials} must be >= 1")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+        raise ConfigError(f"duration_s: {duration_s} must be a number of simulated seconds > 0")
     prof = load_profile(profile)
     check_workload(workload, prof)
     space, fast = Space.of(workload, prof), FastModel(workload, prof)
-    judge = Judge(workload, prof, fast, verification_window_s(workload.total_rate), seed)
+    judge = Judge(workload, prof, fast, duration_s or verification_window_s(workload.total_rate), seed)
     judged = [judge(c, capacity=objective == "throughput") for c in finalists(space, fast, objective, trials, seed)]
     best = pick(judged, objective, slo_ttft_ms)
     curve: list[Verdict] = []
@@ -155,9 +162,33 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
             curve = kv_curve(space, judge, best)
         judged = [judge(v.config) for v in judged]  # the curve may have added capacity runs
         best = pick(judged + curve, objective, slo_ttft_ms)
+        if objective != "throughput":
+            curve = refine_budget(judge, judged, curve, best, objective, slo_ttft_ms)
+            best = pick(judged + curve, objective, slo_ttft_ms)
     closest = None if best is not None else max(judged, key=lambda v: v.metrics.total_throughput)
     return Advice(workload, prof, objective, slo_ttft_ms, seed, judge.duration_s, best, tuple(curve),
                   tuple(judged), trials, judge.runs, time.perf_counter() - start, closest)
+
+
+def refine_budget(judge: Judge, judged: list[Verdict], curve: list[Verdict], best: Verdict, objective: str,
+                  slo_ttft_ms: float | None) -> list[Verdict]:
+    """The curve with the twin's bisection of the KV budget between ``best`` and the curve point below it, on the
+    utilization grid, as long as the objective prefers the smaller budget (the curve's steps are coarse, and
+    ``latency`` and ``memory`` prefer the least memory that serves as well); returns the curve, sorted."""
+    utilization = best.config.gpu_memory_utilization
+    below = [v.config.gpu_memory_utilization for v in curve if v.config.gpu_memory_utilization < utilization]
+    if best not in curve or not below:
+        return curve
+    low, high, added = max(below), utilization, []
+    while round((high - low) / UTILIZATION_STEP) > 1:
+        middle = round(low + UTILIZATION_STEP * (round((high - low) / UTILIZATION_STEP) // 2), 6)
+        verdict = judge(replace(best.config, gpu_memory_utilization=middle), capacity=True)
+        added.append(verdict)
+        if pick(judged + curve + added, objective, slo_ttft_ms) is verdict:
+            high = middle
+        else:
+            low = middle
+    return sorted(curve + added, key=lambda v: v.config.gpu_memory_utilization)
 
 
 def kv_curve(space: Space, judge: Judge, verdict: Verdict) -> list[Verdict]:

@@ -100,23 +100,26 @@ def _point(profile: TwinProfile, config: ServerConfig, default_kv_gib: float) ->
     return Point(config.gpu_memory_utilization, config.max_num_seqs, kv_gib, kv_gib / default_kv_gib, throughput)
 
 
-def study(profile: TwinProfile | str) -> Study:
-    """Both curves of ``profile`` and its budgets (module doc)."""
+def study(profile: TwinProfile | str, utilization_grid: float = UTILIZATION_GRID,
+          batches: Sequence[int] = BATCHES) -> Study:
+    """Both curves of ``profile`` and its budgets (module doc); ``utilization_grid`` and ``batches`` set the
+    curves' points."""
     prof = load_profile(profile)
     default = _config(prof)
     default_kv = check_startup(prof, default).kv_cache_tokens * prof.memory.kv_bytes_per_token / GIB
     floor, cap = utilization_floor(prof, default), default.gpu_memory_utilization
-    steps = round((cap - floor) / UTILIZATION_GRID)
-    utilizations = sorted({*np.round(floor + UTILIZATION_GRID * np.arange(steps + 1), 6), cap})
+    steps = int((cap - floor) / utilization_grid + 1e-9)
+    utilizations = sorted({*np.round(floor + utilization_grid * np.arange(steps + 1), 6), cap})
     kv_curve = tuple(_point(prof, _config(prof, float(u)), default_kv) for u in utilizations)
-    batch_curve = tuple(_point(prof, _config(prof, max_num_seqs=b), default_kv) for b in BATCHES)
+    batch_curve = tuple(_point(prof, _config(prof, max_num_seqs=b), default_kv) for b in batches)
     peak = max(p.throughput_tok_s for p in kv_curve)
     slot_gib = lora_memory_gib(prof, 1, RANK)
     budgets = []
     for tolerance in TOLERANCES:
         point = _smallest_within(kv_curve, peak, tolerance)
         freed = prof.memory.gpu_memory_gib * (cap - point.gpu_memory_utilization)
-        batch = next(p.max_num_seqs for p in batch_curve if p.throughput_tok_s >= (1 - tolerance) * peak)
+        batch = next((p.max_num_seqs for p in batch_curve if p.throughput_tok_s >= (1 - tolerance) * peak),
+                     batch_curve[-1].max_num_seqs)
         budgets.append(Budget(tolerance, point, point.throughput_tok_s / peak, freed,
                               freed / prof.memory.gpu_memory_gib, int(freed // slot_gib), batch))
     at_paper = next((p for p in kv_curve if p.kv_share >= PAPER_KV_SHARE), None)

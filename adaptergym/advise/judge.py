@@ -40,7 +40,7 @@ LATENCY_SLACK = 2.0
 #: Served share of the best feasible served throughput that ``memory`` keeps.
 MEMORY_SERVED_SHARE = 0.99
 #: Offered load of a capacity run, in multiples of the fast model's capacity (which is optimistic).
-OVERLOAD = 2.0
+OVERLOAD = 1.5
 #: Simulated seconds of a capacity run (its second half is measured).
 CAPACITY_WINDOW_S = 240.0
 

@@ -30,6 +30,8 @@ class Advise(Command):
         parser.add_argument("--slo-ttft-ms", type=float, default=None, help="p99 TTFT the server must meet, ms")
         parser.add_argument("--seed", type=int, default=0, help="seed of the search and of every twin run")
         parser.add_argument("--trials", type=int, default=None, help="Optuna trials over the fast estimate (150)")
+        parser.add_argument("--duration", type=float, default=None,
+                            help="simulated seconds of each twin run (default: 600, or long enough for 500 requests)")
         parser.add_argument("--plot", default=None, metavar="PNG", help="write the trade-off curve (or BCA curves)")
         parser.add_argument("--bca", action="store_true", help="the batching-configuration-advisor study instead")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,7 +50,7 @@ class Advise(Command):
             raise ConfigError("--workload: required (a workload JSON), or --bca for the BCA study")
         workload = WorkloadSpec.from_json(args.workload)
         advice = advise(workload, args.profile, objective=args.objective, slo_ttft_ms=args.slo_ttft_ms,
-                        seed=args.seed, trials=args.trials or DEFAULT_TRIALS)
+                        seed=args.seed, trials=args.trials or DEFAULT_TRIALS, duration_s=args.duration)
         if not advice.fits_one_gpu:
             return _does_not_fit(advice, args)
         if args.plot:
