@@ -80,7 +80,7 @@ class Study:
     kv_curve: tuple[Point, ...]
     batch_curve: tuple[Point, ...]
     budgets: tuple[Budget, ...]
-    share_at_paper_kv: float | None  # throughput share at the smallest measured budget >= 16% of the KV cache
+    share_at_paper_kv: float | None  # throughput share at 16% of the KV cache (linear between curve points)
     replica_gib: float  # start-up memory of another replica of the same server (weights, slots, activations, KV)
     colocation_modeled: bool = False
 
@@ -122,12 +122,13 @@ def study(profile: TwinProfile | str, utilization_grid: float = UTILIZATION_GRID
                      batch_curve[-1].max_num_seqs)
         budgets.append(Budget(tolerance, point, point.throughput_tok_s / peak, freed,
                               freed / prof.memory.gpu_memory_gib, int(freed // slot_gib), batch))
-    at_paper = next((p for p in kv_curve if p.kv_share >= PAPER_KV_SHARE), None)
+    shares = [p.kv_share for p in kv_curve]
+    at_paper = float(np.interp(PAPER_KV_SHARE, shares, [p.throughput_tok_s / peak for p in kv_curve])) \
+        if shares[0] <= PAPER_KV_SHARE else None
     mem = prof.memory
     replica = mem.weights_gib + mem.activation_gib + lora_memory_gib(prof, ADAPTERS, RANK) + (
         default.max_model_len * mem.kv_bytes_per_token / GIB)
-    return Study(prof.name, peak, kv_curve, batch_curve, tuple(budgets),
-                 at_paper.throughput_tok_s / peak if at_paper else None, replica)
+    return Study(prof.name, peak, kv_curve, batch_curve, tuple(budgets), at_paper, replica)
 
 
 def _smallest_within(curve: Sequence[Point], peak: float, tolerance: float) -> Point:
@@ -156,11 +157,14 @@ def print_report(studies: Sequence[Study]) -> None:
     print_table("BCA on the twin: the smallest KV budget within 1/5/10% of saturated peak (+slots: rank-16 "
                 "adapter slots the freed memory holds; seqs: the smallest max_num_seqs within the tolerance)", rows)
     for s in studies:
-        share = f"{s.share_at_paper_kv:.0%}" if s.share_at_paper_kv is not None else "does not start"
-        print(f"{s.profile}: throughput at {PAPER_KV_SHARE:.0%} of the KV cache: {share} of peak "
-              f"(BCA, OPT-1.3B: {PAPER_THROUGHPUT_SHARE:.0%}); another replica would need {s.replica_gib:.1f} GiB "
-              "to start, but co-location is not modeled (no measurements of two vLLM processes on one GPU), so "
-              "its throughput is not predicted; freed GPU memory buys no CPU cache (host memory).")
+        share = f"{s.share_at_paper_kv:.0%}" if s.share_at_paper_kv is not None else "no start"
+        widest = s.budgets[-1]
+        fits = "fits in" if s.replica_gib <= widest.freed_gib else "is more than"
+        print(f"{s.profile.split('__')[1]}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
+              f"{PAPER_THROUGHPUT_SHARE:.0%}). Another replica needs {s.replica_gib:.1f} GiB to start, which {fits} "
+              f"the {widest.freed_gib:.1f} GiB freed within {widest.tolerance:.0%}; its throughput beside this one is "
+              "not modeled (no measurements of two vLLM processes sharing a GPU). Freed GPU memory buys no CPU "
+              "cache (--max-cpu-loras holds adapters in host memory).")
 
 
 def plot_studies(studies: Sequence[Study], path: str) -> None:

@@ -76,7 +76,7 @@ def _print_advice(advice: Any, workload_path: str) -> None:
             ("LoRA slots GiB", best.lora_gib),
             ("GPU memory left free GiB", f"{best.free_gib:.1f} of {memory.gpu_memory_gib:g}")]
     slo = f", p99 TTFT <= {advice.slo_ttft_ms:g} ms" if advice.slo_ttft_ms else ""
-    print_table(f"predicted by the twin ({advice.objective}{slo}; {advice.duration_s:g} s, seed {advice.seed})", rows)
+    print_table(f"twin prediction ({advice.objective}{slo}, {advice.duration_s:g} s, seed {advice.seed})", rows)
     curve = [{"util.": f"{v.config.gpu_memory_utilization:g}", "KV GiB": v.kv_cache_gib,
               "served tok/s": v.metrics.total_throughput, "capacity tok/s": v.capacity_tok_s,
               "p99 TTFT ms": v.p99_ttft_ms if math.isfinite(v.p99_ttft_ms) else math.nan,
