@@ -4,9 +4,9 @@ Steps: Optuna over the fast model proposes finalists (:mod:`adaptergym.advise.se
 (:class:`adaptergym.advise.judge.Judge`) and the objective picks one (:func:`adaptergym.advise.judge.pick`);
 the twin then runs the pick's knobs at :data:`CURVE_POINTS` KV budgets (``gpu_memory_utilization`` from the
 smallest that starts to the cap, each with its capacity run), which is the trade-off curve, and the objective
-picks again among finalists and curve, so the twin, not the estimate, sets the budget (for ``latency`` and
-``memory``, which prefer less memory, it bisects the budget below the pick down to the grid's step). Every
-verdict comes from
+picks again among finalists and curve, so the twin, not the estimate, sets the budget (for ``memory`` it
+bisects the budget below the pick down to the grid's step, keeping a smaller one only if a second request draw
+agrees). Every verdict comes from
 the window and seed of the printed ``adaptergym simulate`` command
 (:func:`adaptergym.placement.verification_window_s`: 600 simulated s, longer for a light workload).
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from adaptergym.advise.fast import FastModel
-from adaptergym.advise.judge import OBJECTIVES, Judge, Verdict, pick
+from adaptergym.advise.judge import OBJECTIVES, Judge, Verdict, latency_bound, pick
 from adaptergym.advise.knobs import (
     UTILIZATION_STEP,
     Space,
@@ -162,7 +162,7 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
             curve = kv_curve(space, judge, best)
         judged = [judge(v.config) for v in judged]  # the curve may have added capacity runs
         best = pick(judged + curve, objective, slo_ttft_ms)
-        if objective != "throughput":
+        if objective == "memory":
             curve = refine_budget(judge, judged, curve, best, objective, slo_ttft_ms)
             best = pick(judged + curve, objective, slo_ttft_ms)
     closest = None if best is not None else max(judged, key=lambda v: v.metrics.total_throughput)
@@ -173,8 +173,9 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
 def refine_budget(judge: Judge, judged: list[Verdict], curve: list[Verdict], best: Verdict, objective: str,
                   slo_ttft_ms: float | None) -> list[Verdict]:
     """The curve with the twin's bisection of the KV budget between ``best`` and the curve point below it, on the
-    utilization grid, as long as the objective prefers the smaller budget (the curve's steps are coarse, and
-    ``latency`` and ``memory`` prefer the least memory that serves as well); returns the curve, sorted."""
+    utilization grid, as long as the objective prefers the smaller budget and it holds on a second request draw
+    too (the curve's steps are coarse, and ``memory`` wants the least that serves as well, but not a budget one
+    draw's luck passes); returns the curve, sorted."""
     utilization = best.config.gpu_memory_utilization
     below = [v.config.gpu_memory_utilization for v in curve if v.config.gpu_memory_utilization < utilization]
     if best not in curve or not below:
@@ -184,7 +185,9 @@ def refine_budget(judge: Judge, judged: list[Verdict], curve: list[Verdict], bes
         middle = round(low + UTILIZATION_STEP * (round((high - low) / UTILIZATION_STEP) // 2), 6)
         verdict = judge(replace(best.config, gpu_memory_utilization=middle), capacity=True)
         added.append(verdict)
-        if pick(judged + curve + added, objective, slo_ttft_ms) is verdict:
+        everything = judged + curve + added
+        bound = latency_bound(everything, slo_ttft_ms)
+        if pick(everything, objective, slo_ttft_ms) is verdict and judge.holds_on_another_draw(verdict.config, bound):
             high = middle
         else:
             low = middle

@@ -12,7 +12,7 @@ keeps every objective from buying its gain with such queues). Objectives (:func:
 :data:`TIE`:
 
 - ``throughput``: the highest capacity; ties: the lowest p99 TTFT;
-- ``latency``: the lowest p99 TTFT; ties: the most GPU memory left free;
+- ``latency``: the lowest p99 TTFT; ties: the largest KV cache (headroom for bursts);
 - ``memory``: the most GPU memory left free (``(1 - gpu_memory_utilization)`` x GPU memory) among verdicts
   serving at least :data:`MEMORY_SERVED_SHARE` of the best feasible served throughput; ties: the lowest p99 TTFT.
 """
@@ -87,11 +87,12 @@ class Judge:
         self.workload, self.profile, self.fast = workload, profile, fast
         self.duration_s, self.seed = duration_s, seed
         self._verdicts: dict[ServerConfig, Verdict] = {}
+        self.extra_runs = 0
 
     @property
     def runs(self) -> int:
-        """Twin runs so far (the workload's and the capacity runs)."""
-        return sum(1 + (v.capacity_tok_s is not None) for v in self._verdicts.values())
+        """Twin runs so far (the workload's, the capacity runs and the second draws)."""
+        return sum(1 + (v.capacity_tok_s is not None) for v in self._verdicts.values()) + self.extra_runs
 
     def __call__(self, config: ServerConfig, capacity: bool = False) -> Verdict:
         """The verdict on ``config``; with ``capacity``, its capacity run too."""
@@ -110,6 +111,14 @@ class Judge:
             verdict = self._verdicts[config] = replace(verdict, capacity_tok_s=served)
         return verdict
 
+    def holds_on_another_draw(self, config: ServerConfig, bound_ms: float) -> bool:
+        """Whether ``config`` also serves the workload within a p99 TTFT of ``bound_ms`` on an independent request
+        draw (seed + 1): a check on a budget chosen at the edge of what one draw needs."""
+        metrics = simulate(self.workload, self.profile, config, seed=self.seed + 1, duration_s=self.duration_s)
+        self.extra_runs += 1
+        p99 = metrics.p99_ttft_ms if math.isfinite(metrics.p99_ttft_ms) else math.inf
+        return metrics.startup == "ok" and not metrics.starved and p99 <= bound_ms
+
     def _overload(self, capacity_tok_s: float) -> WorkloadSpec:
         """The workload's adapter mix offering :data:`OVERLOAD` x ``capacity_tok_s``."""
         scale = OVERLOAD * capacity_tok_s / max(self.fast.offered_tok_s, 1e-9)
@@ -121,12 +130,18 @@ def _within(value: float, best: float) -> bool:
     return abs(value - best) <= TIE * abs(best)
 
 
-def pick(verdicts: Sequence[Verdict], objective: str, slo_ttft_ms: float | None) -> Verdict | None:
-    """The verdict ``objective`` prefers among the feasible ones (module doc); None if none is feasible."""
+def latency_bound(verdicts: Sequence[Verdict], slo_ttft_ms: float | None) -> float | None:
+    """The p99 TTFT a feasible verdict keeps (module doc): the SLO, else the slack over the lowest that serves."""
     serving = [v.p99_ttft_ms for v in verdicts if v.serves()]
     if slo_ttft_ms is None and serving:
-        slo_ttft_ms = LATENCY_SLACK * min(serving)
-    ok = [v for v in verdicts if v.feasible(slo_ttft_ms)]
+        return LATENCY_SLACK * min(serving)
+    return slo_ttft_ms
+
+
+def pick(verdicts: Sequence[Verdict], objective: str, slo_ttft_ms: float | None) -> Verdict | None:
+    """The verdict ``objective`` prefers among the feasible ones (module doc); None if none is feasible."""
+    bound = latency_bound(verdicts, slo_ttft_ms)
+    ok = [v for v in verdicts if v.feasible(bound)]
     if not ok:
         return None
     if objective == "throughput":
@@ -134,7 +149,7 @@ def pick(verdicts: Sequence[Verdict], objective: str, slo_ttft_ms: float | None)
         return min((v for v in ok if _within(v.capacity_tok_s, top)), key=lambda v: v.p99_ttft_ms)
     if objective == "latency":
         top = min(v.p99_ttft_ms for v in ok)
-        return max((v for v in ok if _within(v.p99_ttft_ms, top)), key=lambda v: v.free_gib)
+        return max((v for v in ok if _within(v.p99_ttft_ms, top)), key=lambda v: v.kv_cache_gib)
     served = max(v.metrics.total_throughput for v in ok)
     keep = [v for v in ok if v.metrics.total_throughput >= MEMORY_SERVED_SHARE * served]
     top = max(v.free_gib for v in keep)
