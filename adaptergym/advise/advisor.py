@@ -42,7 +42,7 @@ from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import WorkloadSpec
 
 #: KV budgets (utilizations) of the trade-off curve.
-CURVE_POINTS = 8
+CURVE_POINTS = 7
 
 
 class AdviceError(ConfigError):

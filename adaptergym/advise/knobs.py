@@ -5,7 +5,8 @@ Knobs and their ranges (:class:`Space`):
 - ``max_loras``: 1 to the workload's adapter count, within what starts at ``max_lora_rank``;
 - ``max_cpu_loras``: ``max_loras`` to the adapter count (vLLM's default is ``max_loras``, which reloads adapters
   from disk whenever more are served than fit in the cache);
-- ``max_num_seqs``: :data:`MIN_MAX_NUM_SEQS` to the profile's default (the calibrated runs' setting);
+- ``max_num_seqs``: powers of two from :data:`MIN_MAX_NUM_SEQS` up to the profile's default (the calibrated
+  runs' setting), and that default;
 - ``gpu_memory_utilization`` (the KV budget): from the smallest value the configuration starts at to the
   profile's (0.9, vLLM's default and the setting of every start-up the memory model was fitted on: above it the
   twin would extrapolate), on a grid of :data:`UTILIZATION_STEP`;

@@ -1,8 +1,9 @@
 """Optuna over the fast model: which server configs deserve a twin run.
 
 One TPE study (seeded) draws ``max_lora_rank``, ``max_loras``, ``max_cpu_loras`` (as a share of the adapters
-beyond ``max_loras``), ``max_num_seqs`` and the KV budget (as a share of the way from the configuration's
-smallest starting ``gpu_memory_utilization`` to the cap; :meth:`Space.choose`). Each trial is scored by
+beyond ``max_loras``), ``max_num_seqs`` (a power of two, or the profile's default) and the KV budget (as a
+share of the way from the configuration's smallest starting ``gpu_memory_utilization`` to the cap;
+:meth:`Space.choose`). Each trial is scored by
 :class:`FastModel` under the objective (:data:`FAST_VALUES`); a config that does not start or is estimated to
 starve (for ``memory``: to serve less than 99% of the offered load) is infeasible, an Optuna constraint. The
 finalists are the best :data:`FINALISTS` feasible configs, the :data:`LOW_LATENCY` with the lowest TTFT proxy
@@ -13,7 +14,6 @@ budget, which the twin sweeps afterwards (:func:`_signature`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from adaptergym.advise.fast import Estimate, FastModel
@@ -23,9 +23,9 @@ from adaptergym.twin import ServerConfig
 #: Trials of the study; scoring one takes well under a millisecond, so TPE's own sampling is most of the time.
 DEFAULT_TRIALS = 150
 #: Finalists by the objective's fast value.
-FINALISTS = 6
+FINALISTS = 5
 #: Finalists by the TTFT proxy, besides.
-LOW_LATENCY = 3
+LOW_LATENCY = 2
 #: Served share of the offered load the ``memory`` objective keeps (the fast model's side of its 1% rule).
 MEMORY_SERVED_SHARE = 0.99
 #: What the study minimises per objective.
@@ -57,6 +57,7 @@ def finalists(space: Space, fast: FastModel, objective: str, trials: int, seed: 
     served_floor = MEMORY_SERVED_SHARE * fast.offered_tok_s if objective == "memory" else 0.0
     slots_high = max(1, space.max_slots(space.rank_choices[0]))
     seqs_high = space.profile.engine.max_num_seqs
+    seq_choices = tuple(sorted({*(2**k for k in range(20) if MIN_MAX_NUM_SEQS <= 2**k < seqs_high), seqs_high}))
     scored: list[tuple[float, float, ServerConfig, tuple[int, ...]]] = []
 
     def trial_value(trial: optuna.Trial) -> float:
@@ -64,7 +65,7 @@ def finalists(space: Space, fast: FastModel, objective: str, trials: int, seed: 
         cpu_share = trial.suggest_float("cpu_share", 0.0, 1.0)
         config = space.choose(
             max_loras=slots, max_cpu_loras=slots + round(cpu_share * (space.adapters - slots)),
-            max_num_seqs=trial.suggest_int("max_num_seqs", min(MIN_MAX_NUM_SEQS, seqs_high), seqs_high, log=True),
+            max_num_seqs=trial.suggest_categorical("max_num_seqs", seq_choices),
             max_lora_rank=trial.suggest_categorical("max_lora_rank", space.rank_choices),
             kv_share=trial.suggest_float("kv_share", 0.0, 1.0))
         estimate = fast.estimate(config) if config is not None else None
@@ -95,6 +96,5 @@ def finalists(space: Space, fast: FastModel, objective: str, trials: int, seed: 
 
 
 def _signature(config: ServerConfig) -> tuple[int, ...]:
-    """The knobs finalists must differ in: all but the KV budget (the twin's curve sweeps it for the pick), with
-    ``max_num_seqs`` by power of two."""
-    return (config.max_loras, config.max_cpu_loras, config.max_lora_rank, round(math.log2(config.max_num_seqs)))
+    """The knobs finalists must differ in: all but the KV budget (the twin's curve sweeps it for the pick)."""
+    return (config.max_loras, config.max_cpu_loras, config.max_lora_rank, config.max_num_seqs)
