@@ -7,7 +7,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import asdict
 
-from adaptergym.cli.base import Command, print_json, print_table
+from adaptergym.cli.base import Command, add_server_flags, print_json, print_table, server_flags
 
 
 def progress_bar(enabled: bool, description: str):
@@ -41,17 +41,7 @@ class Simulate(Command):
         parser.add_argument("--workload", required=True, help="workload JSON or trace CSV")
         parser.add_argument("--profile", default=None, help="profile name, model name or JSON path "
                             "(default: h100-64gb__llama-3.1-8b-instruct__vllm-0.8.5)")
-        parser.add_argument("--max-loras", type=int, default=None, help="GPU adapter slots")
-        parser.add_argument("--max-cpu-loras", type=int, default=None, help="CPU adapter cache size")
-        parser.add_argument("--max-lora-rank", type=int, default=None, help="vLLM --max-lora-rank")
-        parser.add_argument("--max-num-seqs", type=int, default=None, help="vLLM --max-num-seqs")
-        parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget per step")
-        parser.add_argument("--gpu-memory-utilization", type=float, default=None,
-                            help="share of GPU memory vLLM may take; the KV cache gets what weights, LoRA slots "
-                                 "and activations leave of it (default: profile's, 0.9)")
-        parser.add_argument("--max-model-len", type=int, default=None,
-                            help="longest request (prompt + output) accepted; the KV cache must hold one "
-                                 "(default: the model's context, profile's)")
+        add_server_flags(parser)
         parser.add_argument("--duration", type=float, default=None, help="override the workload's duration_s")
         parser.add_argument("--seed", type=int, default=0, help="seed of the request draw")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,12 +56,7 @@ class Simulate(Command):
         requests = draw_requests(workload, args.seed, args.duration)
         config = default_rank(ServerConfig(
             max_loras=args.max_loras or max(1, len(requests.adapter_ids)),
-            max_cpu_loras=args.max_cpu_loras,
-            max_lora_rank=args.max_lora_rank,
-            max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
+            **server_flags(args),
         ), requests.adapter_ranks).resolved(profile)
         with progress_bar(not (args.quiet or args.json), "simulating") as update:
             metrics = simulate(requests, profile, config, progress=update)
