@@ -34,7 +34,7 @@ import numpy as np
 
 from adaptergym.advise.knobs import model_len_cover, utilization_floor
 from adaptergym.envs.common import saturated_throughput
-from adaptergym.profile import GIB, TwinProfile, load_profile, shipped_profiles
+from adaptergym.profile import GIB, TwinProfile, load_profile
 from adaptergym.twin import ServerConfig, check_startup, lora_memory_gib
 from adaptergym.workload import LengthSpec
 
@@ -141,32 +141,6 @@ def _smallest_within(curve: Sequence[Point], peak: float, tolerance: float) -> P
     return chosen
 
 
-def print_report(studies: Sequence[Study]) -> None:
-    """The tables of :func:`study` results, and the comparison with BCA's figures."""
-    from adaptergym.cli.base import print_table
-
-    rows = []
-    for s in studies:
-        for b in s.budgets:
-            rows.append({"model": s.profile.split("__")[1], "within": f"{b.tolerance:.0%}",
-                         "util.": f"{b.point.gpu_memory_utilization:.2f}",
-                         "KV GiB (of default)": f"{b.point.kv_cache_gib:.1f} ({b.point.kv_share:.0%})",
-                         "tok/s (of peak)": f"{b.point.throughput_tok_s:,.0f} ({b.throughput_share:.1%})",
-                         "freed GiB (of GPU)": f"{b.freed_gib:.1f} ({b.freed_share:.1%})",
-                         "+slots": b.extra_slots, "seqs": b.smallest_batch})
-    print_table("BCA on the twin: the smallest KV budget within 1/5/10% of saturated peak (+slots: rank-16 "
-                "adapter slots the freed memory holds; seqs: the smallest max_num_seqs within the tolerance)", rows)
-    for s in studies:
-        share = f"{s.share_at_paper_kv:.0%}" if s.share_at_paper_kv is not None else "no start"
-        widest = s.budgets[-1]
-        fits = "fits in" if s.replica_gib <= widest.freed_gib else "is more than"
-        print(f"{s.profile.split('__')[1]}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
-              f"{PAPER_THROUGHPUT_SHARE:.0%}). Another replica needs {s.replica_gib:.1f} GiB to start, which {fits} "
-              f"the {widest.freed_gib:.1f} GiB freed within {widest.tolerance:.0%}; its throughput beside this one is "
-              "not modeled (no measurements of two vLLM processes sharing a GPU). Freed GPU memory buys no CPU "
-              "cache (--max-cpu-loras holds adapters in host memory).")
-
-
 def plot_studies(studies: Sequence[Study], path: str) -> None:
     """Throughput (share of peak) vs KV budget and vs ``max_num_seqs``, one line per profile; BCA's OPT-1.3B
     point for reference."""
@@ -194,17 +168,3 @@ def plot_studies(studies: Sequence[Study], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def run(profiles: Sequence[str] | None, plot: str | None, as_json: bool) -> int:
-    """The report command: every shipped profile unless ``profiles`` names some."""
-    from adaptergym.cli.base import print_json
-
-    studies = [study(p) for p in (profiles or shipped_profiles())]
-    if plot:
-        plot_studies(studies, plot)
-    if as_json:
-        print_json([s.to_dict() for s in studies])
-    else:
-        print_report(studies)
-    return 0

@@ -43,9 +43,7 @@ class Advise(Command):
         from adaptergym.errors import ConfigError
 
         if args.bca:
-            from adaptergym.advise.bca import run
-
-            return run([args.profile] if args.profile else None, args.plot, args.json)
+            return _bca(args)
         if not args.workload:
             raise ConfigError("--workload: required (a workload JSON), or --bca for the BCA study")
         workload = WorkloadSpec.from_json(args.workload)
@@ -110,3 +108,44 @@ def _does_not_fit(advice: Any, args: argparse.Namespace) -> int:
           f"{args.workload} --policy greedy --profile {advice.profile.name} --seed {args.seed} --export DIR; "
           "then adaptergym advise --workload DIR/gpu<k>.json sizes each GPU.")
     return 0
+
+
+def _bca(args: argparse.Namespace) -> int:
+    """The BCA study of every shipped profile, or of --profile."""
+    from adaptergym.advise.bca import plot_studies, study
+    from adaptergym.profile import shipped_profiles
+
+    studies = [study(p) for p in ([args.profile] if args.profile else shipped_profiles())]
+    if args.plot:
+        plot_studies(studies, args.plot)
+    if args.json:
+        print_json([s.to_dict() for s in studies])
+    else:
+        _print_bca(studies)
+    return 0
+
+
+def _print_bca(studies: Any) -> None:
+    """The tables of :func:`study` results, and the comparison with BCA's figures."""
+    from adaptergym.advise.bca import PAPER_KV_SHARE, PAPER_THROUGHPUT_SHARE
+
+    rows = []
+    for s in studies:
+        for b in s.budgets:
+            rows.append({"model": s.profile.split("__")[1], "within": f"{b.tolerance:.0%}",
+                         "util.": f"{b.point.gpu_memory_utilization:.2f}",
+                         "KV GiB (of default)": f"{b.point.kv_cache_gib:.1f} ({b.point.kv_share:.0%})",
+                         "tok/s (of peak)": f"{b.point.throughput_tok_s:,.0f} ({b.throughput_share:.1%})",
+                         "freed GiB (of GPU)": f"{b.freed_gib:.1f} ({b.freed_share:.1%})",
+                         "+slots": b.extra_slots, "seqs": b.smallest_batch})
+    print_table("BCA on the twin: the smallest KV budget within 1/5/10% of saturated peak (+slots: rank-16 "
+                "adapter slots the freed memory holds; seqs: the smallest max_num_seqs within the tolerance)", rows)
+    for s in studies:
+        share = f"{s.share_at_paper_kv:.0%}" if s.share_at_paper_kv is not None else "no start"
+        widest = s.budgets[-1]
+        fits = "fits in" if s.replica_gib <= widest.freed_gib else "is more than"
+        print(f"{s.profile.split('__')[1]}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
+              f"{PAPER_THROUGHPUT_SHARE:.0%}). Another replica needs {s.replica_gib:.1f} GiB to start, which {fits} "
+              f"the {widest.freed_gib:.1f} GiB freed within {widest.tolerance:.0%}; its throughput beside this one is "
+              "not modeled (no measurements of two vLLM processes sharing a GPU). Freed GPU memory buys no CPU "
+              "cache (--max-cpu-loras holds adapters in host memory).")
