@@ -6,8 +6,7 @@ the twin then runs the pick's knobs at :data:`CURVE_POINTS` KV budgets (``gpu_me
 smallest that starts to the cap, each with its capacity run), which is the trade-off curve, and the objective
 picks again among finalists and curve, so the twin, not the estimate, sets the budget (for ``memory`` it
 bisects the budget below the pick down to the grid's step, keeping a smaller one only if a second request draw
-agrees). Every verdict comes from
-the window and seed of the printed ``adaptergym simulate`` command
+agrees). Every verdict comes from the window and seed of the printed ``adaptergym simulate`` command
 (:func:`adaptergym.placement.verification_window_s`: 600 simulated s, longer for a light workload).
 
 When no finalist serves the workload without starving, it does not fit on one GPU (``fits_one_gpu`` False; the
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,7 +64,7 @@ class Advice:
     trials: int
     twin_runs: int
     seconds: float
-    closest: Verdict | None = field(default=None)  # does not fit: the finalist serving the largest share
+    closest: Verdict | None = None  # does not fit: the finalist serving the largest share
 
     @property
     def fits_one_gpu(self) -> bool:
