@@ -22,6 +22,9 @@ from tests.conftest import toy_profile
 SMALL = {"name": "small", "adapters": [{"id": f"a{i}", "rank": 8 * (1 + i % 2), "rate": 0.5 + 0.25 * i}
                                        for i in range(6)],
          "lengths": {"kind": "fixed", "input_tokens": 200, "output_tokens": 60}, "duration_s": 120}
+#: SMALL whose rates triple for its second minute.
+SMALL_VARYING = {**SMALL, "name": "small-varying",
+                 "schedule": [{"kind": "piecewise", "times_s": [0, 60], "multipliers": [1, 3]}]}
 
 
 def write(tmp_path, spec, name="w.json"):
@@ -32,15 +35,17 @@ def write(tmp_path, spec, name="w.json"):
 
 @pytest.fixture(scope="module")
 def advised():
-    """advise on SMALL for the throughput and memory objectives (computed once for the tests below)."""
+    """advise on SMALL for the throughput and memory objectives, and on SMALL_VARYING (computed once)."""
     workload = WorkloadSpec.from_dict(SMALL)
-    return {o: advise(workload, objective=o, trials=25, duration_s=150) for o in ("throughput", "memory")}
+    out = {o: advise(workload, objective=o, trials=25, duration_s=150) for o in ("throughput", "memory")}
+    out["varying"] = advise(WorkloadSpec.from_dict(SMALL_VARYING), trials=15, duration_s=120)
+    return out
 
 
-@pytest.mark.parametrize("objective", ["throughput", "memory"])
-def test_the_printed_simulate_command_reproduces_the_recommendation(tmp_path, capsys, advised, objective):
-    path = write(tmp_path, SMALL)
-    advice = json.loads(json.dumps(advised[objective].to_dict(path)))  # what `advise --json` prints
+@pytest.mark.parametrize(("case", "spec"), [("throughput", SMALL), ("memory", SMALL), ("varying", SMALL_VARYING)])
+def test_the_printed_simulate_command_reproduces_the_recommendation(tmp_path, capsys, advised, case, spec):
+    path = write(tmp_path, spec)
+    advice = json.loads(json.dumps(advised[case].to_dict(path)))  # what `advise --json` prints
     assert advice["fits_one_gpu"] and advice["vllm_serve"].startswith("vllm serve llama-3.1-8b-instruct --enable-lora")
     command = shlex.split(advice["simulate_command"])
     assert command[:2] == ["adaptergym", "simulate"]
@@ -53,6 +58,14 @@ def test_the_printed_simulate_command_reproduces_the_recommendation(tmp_path, ca
     for key in ("total_throughput", "p99_ttft_ms", "mean_itl_ms", "kv_cache_tokens"):
         assert rerun[key] == predicted[key], key
     assert rerun["config"]["gpu_memory_utilization"] == advice["flags"]["gpu_memory_utilization"]
+
+
+def test_a_time_varying_workload_is_sized_for_its_peak_and_predicted_as_it_varies(advised):
+    advice = advised["varying"]
+    # the search ran the busiest minute (rates x 3) at constant rates; the prediction is the varying workload
+    peak = max(v.metrics.offered_throughput for v in advice.curve if v.metrics.startup == "ok")
+    assert advice.best.metrics.offered_throughput == pytest.approx(peak * 2 / 3, rel=0.1)
+    assert not advice.best.metrics.starved and advice.duration_s == 120
 
 
 def test_objectives_trade_memory_for_capacity(advised):

@@ -9,6 +9,10 @@ bisects the budget below the pick down to the grid's step, keeping a smaller one
 agrees). Every verdict comes from the window and seed of the printed ``adaptergym simulate`` command
 (:func:`adaptergym.placement.verification_window_s`: 600 simulated s, longer for a light workload).
 
+A time-varying workload (a rate ``schedule``) is sized for its busiest minute: the search, the finalists and
+the curve run it at those constant rates (:func:`peak_workload`); the recommendation is then run once on the
+workload as it varies, over its whole duration, and that run is the prediction the printed command reproduces.
+
 When no finalist serves the workload without starving, it does not fit on one GPU (``fits_one_gpu`` False; the
 CLI then asks the placement policies how many GPUs it needs). When some serve it but none meets the SLO, even
 along the curve of the lowest-latency one, :class:`AdviceError` says so with the best p99 TTFT found.
@@ -37,11 +41,14 @@ from adaptergym.advise.search import DEFAULT_TRIALS, finalists
 from adaptergym.errors import ConfigError, WorkloadError
 from adaptergym.placement import verification_window_s
 from adaptergym.profile import TwinProfile, load_profile
+from adaptergym.simulation import simulate
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
-from adaptergym.workload import WorkloadSpec
+from adaptergym.workload import AdapterSpec, WorkloadSpec, rate_table
 
 #: KV budgets (utilizations) of the trade-off curve.
-CURVE_POINTS = 7
+CURVE_POINTS = 6
+#: Epoch over which a time-varying workload's peak rates are averaged, seconds.
+PEAK_EPOCH_S = 60.0
 
 
 class AdviceError(ConfigError):
@@ -125,7 +132,7 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
         seed: seeds the Optuna sampler and every twin run's request draw.
         trials: Optuna trials over the fast model.
         duration_s: simulated seconds of every twin run on the workload (default: placement verification's
-            window, 600 s or long enough for 500 requests).
+            window, 600 s or long enough for 500 requests; a time-varying workload's final run: its duration).
 
     Raises:
         ConfigError: unknown objective, a non-positive SLO, trial count or duration.
@@ -143,8 +150,9 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
         raise ConfigError(f"duration_s: {duration_s} must be a number of simulated seconds > 0")
     prof = load_profile(profile)
     check_workload(workload, prof)
-    space, fast = Space.of(workload, prof), FastModel(workload, prof)
-    judge = Judge(workload, prof, fast, duration_s or verification_window_s(workload.total_rate), seed)
+    sized = peak_workload(workload)
+    space, fast = Space.of(sized, prof), FastModel(sized, prof)
+    judge = Judge(sized, prof, fast, duration_s or verification_window_s(sized.total_rate), seed)
     judged = [judge(c, capacity=objective == "throughput") for c in finalists(space, fast, objective, trials, seed)]
     best = pick(judged, objective, slo_ttft_ms)
     curve: list[Verdict] = []
@@ -165,8 +173,23 @@ def advise(workload: WorkloadSpec, profile: TwinProfile | str | None = None, *, 
             curve = refine_budget(judge, judged, curve, best, objective, slo_ttft_ms)
             best = pick(judged + curve, objective, slo_ttft_ms)
     closest = None if best is not None else max(judged, key=lambda v: v.metrics.total_throughput)
-    return Advice(workload, prof, objective, slo_ttft_ms, seed, judge.duration_s, best, tuple(curve),
-                  tuple(judged), trials, judge.runs, time.perf_counter() - start, closest)
+    window = judge.duration_s
+    if best is not None and workload.schedule:  # what the printed command runs: the workload as it varies
+        window = duration_s or workload.duration_s
+        best = replace(best, metrics=simulate(workload, prof, best.config, seed=seed, duration_s=window))
+    return Advice(workload, prof, objective, slo_ttft_ms, seed, window, best, tuple(curve), tuple(judged), trials,
+                  judge.runs + bool(workload.schedule and best), time.perf_counter() - start, closest)
+
+
+def peak_workload(workload: WorkloadSpec) -> WorkloadSpec:
+    """``workload`` at constant rates: its own, or for a time-varying one each adapter's rate in the busiest
+    :data:`PEAK_EPOCH_S` of its schedule (the minute with the highest total rate), which a server must serve."""
+    if not workload.schedule:
+        return workload
+    epochs = rate_table(workload).epoch_rates(PEAK_EPOCH_S)
+    peak = epochs[int(np.argmax(epochs.sum(axis=1)))]
+    adapters = tuple(AdapterSpec(a.id, a.rank, float(r)) for a, r in zip(workload.adapters, peak, strict=True))
+    return workload.with_schedule(()).with_adapters(adapters)
 
 
 def refine_budget(judge: Judge, judged: list[Verdict], curve: list[Verdict], best: Verdict, objective: str,

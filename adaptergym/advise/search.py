@@ -25,7 +25,7 @@ DEFAULT_TRIALS = 150
 #: Finalists by the objective's fast value.
 FINALISTS = 5
 #: Finalists by the TTFT proxy, besides.
-LOW_LATENCY = 2
+LOW_LATENCY = 1
 #: Served share of the offered load the ``memory`` objective keeps (the fast model's side of its 1% rule).
 MEMORY_SERVED_SHARE = 0.99
 #: What the study minimises per objective.
