@@ -22,6 +22,8 @@ COMMANDS = {
     "surrogate": "adaptergym.cli.surrogate:SurrogateCommand",
     "place": "adaptergym.cli.place:Place",
     "leaderboard": "adaptergym.cli.leaderboard:Leaderboard",
+    "forecast": "adaptergym.cli.forecast:Forecast",
+    "advise": "adaptergym.cli.advise:Advise",
 }
 
 

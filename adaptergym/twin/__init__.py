@@ -6,7 +6,7 @@ from adaptergym.twin.engine import ReplicaEngine
 from adaptergym.twin.fleet import ReplicaPlan, route_even, simulate_fleet
 from adaptergym.twin.frameworks import FRAMEWORKS, check_startup, framework_of, new_engine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.replica import check_ranks, run_replica
+from adaptergym.twin.replica import check_lengths, check_ranks, run_replica
 from adaptergym.twin.slora import SLoraEngine
 from adaptergym.twin.startup import Startup, lora_memory_gib
 
@@ -18,6 +18,7 @@ __all__ = [
     "SLoraEngine",
     "ServerConfig",
     "Startup",
+    "check_lengths",
     "check_ranks",
     "check_startup",
     "framework_of",
