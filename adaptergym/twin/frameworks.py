@@ -14,6 +14,7 @@ each framework's flags (vLLM V1 ``vllm-v1``; S-LoRA ``slora``):
   ``memory.adapter_pages_per_rank`` x its own rank slots); it only sets the rank of the step model's rank terms.
 * KV budget: ``memory.gpu_memory_utilization`` is ``--gpu-memory-utilization``; S-LoRA's is a fixed pool,
   ``memory.kv_pool_tokens`` (``--max_total_token_num``).
+* ``max_model_len``: ``--max-model-len``; S-LoRA's ``--max_req_total_len`` (longest prompt + output).
 * ``engine.admit_every_steps``: 1 in vLLM; S-LoRA's router constant ``max_wait_tokens`` (10).
 """
 
