@@ -1,0 +1,26 @@
+"""The engine reproduces the records of the fingerprinted runs (``tests/engine_cases.py``) exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adaptergym.twin.engine import ReplicaEngine
+from tests.engine_cases import FINGERPRINTS, SUMS_RTOL, cases, run_case
+
+EXPECTED = json.loads(FINGERPRINTS.read_text())
+
+
+def test_every_case_is_fingerprinted():
+    assert sorted(EXPECTED) == sorted(cases())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_records_match_the_fingerprints(name):
+    got = run_case(name, ReplicaEngine)
+    assert len(got) == len(EXPECTED[name])
+    for mine, expected in zip(got, EXPECTED[name], strict=True):
+        assert mine["exact"] == expected["exact"]
+        assert mine["hash"] == expected["hash"]
+        assert mine["sums"] == pytest.approx(expected["sums"], rel=SUMS_RTOL, abs=1e-9)
