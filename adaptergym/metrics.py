@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptergym.twin.engine import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.record import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS, RunRecord
 
 STARVATION_THRESHOLD = 0.1
 

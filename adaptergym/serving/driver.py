@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from adaptergym.twin.engine import REFUSED, ReplicaEngine
+from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.record import REFUSED
 
 
 class ScaledClock:

@@ -10,8 +10,8 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import ITL_BINS, ReplicaEngine
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.record import ITL_BINS, RunRecord
 from adaptergym.twin.startup import check_startup
 from adaptergym.workload.requests import RequestBatch
 
