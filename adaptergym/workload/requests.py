@@ -62,7 +62,7 @@ def sample_requests(spec: WorkloadSpec, rng: np.random.Generator) -> RequestBatc
         times = np.zeros(n)
     else:
         times = np.concatenate(per_adapter) if per_adapter else np.empty(0)
-        adapter = np.concatenate([np.full(t.size, i) for i, t in enumerate(per_adapter)]).astype(np.int64)
+        adapter = np.repeat(np.arange(len(per_adapter), dtype=np.int64), [t.size for t in per_adapter])
         order = _arrival_order(times)
         times, adapter = times[order], adapter[order]
         if spec.num_requests is not None:
