@@ -23,11 +23,11 @@ import numpy as np
 
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
+from adaptergym.twin.engine_base import EngineBase
 from adaptergym.twin.lora_cache import load_ms_by_rank
-from adaptergym.twin.record import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS, REFUSED, ROUTED_AWAY, RunRecord
+from adaptergym.twin.record import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS, ROUTED_AWAY
 from adaptergym.twin.reference_engine import ReferenceEngine
 from adaptergym.twin.startup import Startup
-from adaptergym.twin.step_time import StepTimer
 from adaptergym.workload.requests import RequestBatch
 
 try:
@@ -45,30 +45,37 @@ _ARRAYS = (("arrival_s", np.float64, np.inf), ("adapter", np.int64, 0), ("input_
            ("_queue_next", np.int64, 0), ("_order_prev", np.int64, 0), ("_order_next", np.int64, 0))
 
 
-class CompiledEngine:
-    """Simulates one replica. Requests come up front (a ``RequestBatch``) or online through :meth:`submit`.
+def _from_core(name: str, doc: str) -> property:
+    """A read-only attribute that is the core's."""
+    return property(lambda self: getattr(self._core, name), doc=doc)
 
-    Args:
-        profile: calibrated profile (step-time model, loading, engine defaults).
-        config: resolved server config (see ``ServerConfig.resolved``).
-        requests: requests sorted by arrival; may be empty for online use.
-        startup: the start-up outcome (must be ``ok``; its KV block count sizes the cache).
-        jumps: advance pure-decode stretches in one jump (identical results; off only to test that).
-    """
+
+class CompiledEngine(EngineBase):
+    """The replica engine run by the compiled core (see :class:`EngineBase` for the arguments)."""
+
+    now = _from_core("now", "Simulated time, s.")
+    steps = _from_core("steps", "Engine steps so far.")
+    jumped_steps = _from_core("jumped_steps", "Of the steps, those advanced by decode jumps.")
+    n_requests = _from_core("n_requests", "Requests known to the engine (up front or submitted).")
+    n_arrived = _from_core("n_arrived", "Requests taken from arrivals (queued, refused or routed away).")
+    n_refused = _from_core("n_refused", "Arrivals refused because the waiting queue was full.")
+    n_running = _from_core("n_running", "Requests in the running batch.")
+    n_waiting = _from_core("n_waiting", "Requests in the waiting queue.")
+    free_blocks = _from_core("free_blocks", "Free KV blocks.")
+    last_step = _from_core("last_step", "(tokens, distinct adapters, sequences) of the latest step, for checks.")
+    step_counts = _from_core("step_counts", "``RAW_COUNTS`` summed over every step.")
+    itl_counts = _from_core("itl_counts", "``RAW_COUNTS`` summed over steps, weighted by the ITL gaps each closed.")
+    area_running = _from_core("area_running", "Running requests integrated over time.")
+    area_waiting = _from_core("area_waiting", "Waiting requests integrated over time.")
+    area_kv_blocks = _from_core("area_kv_blocks", "Used KV blocks integrated over time.")
+    max_waiting_seen = _from_core("max_waiting_seen", "Longest waiting queue at a step's start.")
+    max_running_seen = _from_core("max_running_seen", "Largest running batch.")
+    loads_from_disk = _from_core("loads_from_disk", "Adapter loads from disk.")
+    loads_from_cpu = _from_core("loads_from_cpu", "Adapter loads to the GPU.")
 
     def __init__(self, profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup,
                  jumps: bool = True):
-        self.config = config
-        self.startup = startup
-        self.adapter_ids = requests.adapter_ids
-        self.jumps = jumps
-        self.block_size = profile.engine.block_size
-        self.max_waiting = profile.engine.max_waiting_requests
-        self.budget = int(config.max_num_batched_tokens or profile.engine.max_num_batched_tokens)
-        self.max_seqs = int(config.max_num_seqs or profile.engine.max_num_seqs)
-        self.max_loras = config.max_loras if config.enable_lora else 1 << 30
-        self.total_blocks = startup.kv_blocks
-        self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
+        super().__init__(profile, config, requests, startup, jumps)
         self._loading = profile.loading
         n = len(requests)
         # The request arrays are only read by the core (``submit`` writes into the arrays ``_grow`` makes).
@@ -94,72 +101,21 @@ class CompiledEngine:
     def _bind(self) -> None:
         self._core.bind(*(getattr(self, name) for name, _, _ in _ARRAYS), self.itl_hist)
 
-    # ------------------------------------------------------------------ state
-    @property
-    def n_requests(self) -> int:
-        return self._core.n_requests
-
-    @property
-    def now(self) -> float:
-        return self._core.now
-
-    @property
-    def steps(self) -> int:
-        return self._core.steps
-
-    @property
-    def jumped_steps(self) -> int:
-        """Of :attr:`steps`, those advanced by decode jumps."""
-        return self._core.jumped_steps
-
-    @property
-    def n_arrived(self) -> int:
-        """Requests taken from arrivals (queued, refused or routed away)."""
-        return self._core.n_arrived
-
-    @property
-    def n_refused(self) -> int:
-        return self._core.n_refused
-
-    @property
-    def n_running(self) -> int:
-        return self._core.n_running
-
-    @property
-    def n_waiting(self) -> int:
-        return self._core.n_waiting
-
     @property
     def n_outstanding(self) -> int:
         """Requests in the replica (running + waiting): what a least-loaded router compares."""
         return self._core.n_running + self._core.n_waiting
 
     @property
-    def free_blocks(self) -> int:
-        return self._core.free_blocks
-
-    @property
     def kv_usage(self) -> float:
         return 1.0 - self._core.free_blocks / max(self.total_blocks, 1)
 
     @property
-    def last_step(self) -> tuple[int, int, int]:
-        """(tokens, distinct adapters, sequences) of the latest step, for checks."""
-        return self._core.last_step
-
-    @property
-    def step_counts(self) -> np.ndarray:
-        """``RAW_COUNTS`` summed over every step."""
-        return np.array(self._core.step_counts)
-
-    @property
-    def itl_counts(self) -> np.ndarray:
-        """``RAW_COUNTS`` summed over steps, each weighted by the inter-token gaps it closed."""
-        return np.array(self._core.itl_counts)
-
-    @property
     def drained(self) -> bool:
         return self.n_arrived >= self.n_requests and self.n_outstanding == 0
+
+    def flag_codes(self) -> np.ndarray:
+        return self.flags
 
     # ------------------------------------------------------------------ online use
     def submit(self, arrival_s: float, adapter: int, input_tokens: int, output_tokens: int) -> int:
@@ -215,47 +171,11 @@ class CompiledEngine:
         """Run the steps that start before ``t_stop`` (the last may end after it)."""
         self._core.run_until(float(t_stop))
 
-    def record(self, duration_s: float) -> RunRecord:
-        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out).
-
-        When every request is this replica's the arrays are views of the engine's, not copies: take the record
-        once the run is over, or copy what must outlive further steps (as ``RunRecord.arrived_before`` does).
-        """
-        n, core = self.n_requests, self._core
-        flags = self.flags[:n]
-        mine = flags != ROUTED_AWAY if (flags == ROUTED_AWAY).any() else slice(None)  # a view when all are ours
-        sim_time = max(core.now, 1e-12)
-        return RunRecord(
-            startup=self.startup,
-            duration_s=duration_s,
-            arrival_s=self.arrival_s[:n][mine],
-            adapter=self.adapter[:n][mine],
-            input_tokens=self.input_tokens[:n][mine],
-            output_tokens=self.output_tokens[:n][mine],
-            first_token_s=self.first_token_s[:n][mine],
-            finish_s=self.finish_s[:n][mine],
-            preemptions=self.preemptions[:n][mine],
-            refused=flags[mine] == REFUSED,
-            adapter_ids=self.adapter_ids,
-            itl_hist=self.itl_hist.copy(),
-            itl_counts=self.itl_counts,
-            step_counts=self.step_counts,
-            steps=core.steps,
-            mean_running=core.area_running / sim_time,
-            mean_waiting=core.area_waiting / sim_time,
-            max_waiting=core.max_waiting_seen,
-            max_running=core.max_running_seen,
-            mean_kv_usage=core.area_kv_blocks / sim_time / max(self.total_blocks, 1),
-            loads_from_disk=core.loads_from_disk,
-            loads_from_cpu=core.loads_from_cpu,
-            sim_time_s=core.now,
-        )
-
 
 #: The engine the twin runs: the compiled one, or the reference when the extension is not built.
 ReplicaEngine: type[CompiledEngine] | type[ReferenceEngine] = CompiledEngine
 if Core is None:
     warnings.warn("adaptergym: the compiled engine is not built, so the twin runs its pure-Python reference "
-                  "(about 3x slower); build it with `pip install -e .` or `python setup.py build_ext --inplace`",
+                  "(about 20x slower); build it with `pip install -e .` or `python setup.py build_ext --inplace`",
                   RuntimeWarning, stacklevel=2)
     ReplicaEngine = ReferenceEngine
