@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptergym import ServerConfig
+from adaptergym.profile import STEP_FEATURES, LoadTimeModel, SchedulerOverhead, TwinProfile
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import check_startup
 from adaptergym.twin.engine import CompiledEngine, Core, ReplicaEngine
@@ -29,6 +30,17 @@ def test_the_compiled_engine_is_built_and_used():
     assert ReplicaEngine is CompiledEngine
 
 
+#: Every step-time coefficient, load time and scheduler cost is drawn, so a term added to the Python step
+#: model (``StepTimer``) or loading but not to ``_engine.c`` fails this test.
+profiles = st.fixed_dictionaries({
+    "coefficients": st.fixed_dictionaries({name: st.floats(0.0, 0.5) for name in STEP_FEATURES}),
+    "base_ms": st.floats(2.0, 20.0),
+    "cpu_to_gpu_ms": st.tuples(st.floats(0.0, 10.0), st.floats(0.0, 10.0)),
+    "disk_to_cpu_ms": st.tuples(st.floats(0.0, 40.0), st.floats(0.0, 40.0)),
+    "scheduler": st.tuples(st.floats(-0.5, 1.0), st.floats(0.0, 0.05), st.floats(0.0, 0.3)),
+    "graph_max_tokens": st.sampled_from([8, 64, 512]),
+})
+
 servers = st.fixed_dictionaries({
     "adapters": st.integers(1, 12),
     "rate": st.floats(0.5, 40.0),
@@ -39,18 +51,26 @@ servers = st.fixed_dictionaries({
     "extra_cpu_loras": st.integers(0, 4),
     "kv_tokens": st.sampled_from([800, 2000, 6000, 1 << 20]),
     "queue_cap": st.sampled_from([5, 40, 25_500]),
-    "skip_ms": st.sampled_from([0.0, 0.3]),
     "lora": st.booleans(),
     "stride_s": st.sampled_from([None, 0.7]),
     "seed": st.integers(0, 10_000),
 })
 
 
-def _run(engine_class, case: dict):
-    profile = toy_profile(kv_tokens=case["kv_tokens"], max_model_len=768)
-    profile = dataclasses.replace(
-        profile, scheduler=dataclasses.replace(profile.scheduler, per_skipped_ms=case["skip_ms"]),
-        engine=dataclasses.replace(profile.engine, max_waiting_requests=case["queue_cap"]))
+def _profile(case: dict, model: dict) -> TwinProfile:
+    profile = toy_profile(kv_tokens=case["kv_tokens"], max_model_len=768,
+                          **{**model["coefficients"], "base_ms": model["base_ms"]})
+    ranks = ("8", "16")
+    return dataclasses.replace(
+        profile, scheduler=SchedulerOverhead(*model["scheduler"]),
+        loading=LoadTimeModel(dict(zip(ranks, model["cpu_to_gpu_ms"], strict=True)),
+                              dict(zip(ranks, model["disk_to_cpu_ms"], strict=True))),
+        engine=dataclasses.replace(profile.engine, max_waiting_requests=case["queue_cap"],
+                                   cuda_graph_max_tokens=model["graph_max_tokens"]))
+
+
+def _run(engine_class, case: dict, model: dict):
+    profile = _profile(case, model)
     lengths = LengthSpec("lognormal", input_median=120, output_median=40, max_input_tokens=600, max_total_tokens=700)
     arrival = ArrivalSpec("gamma", cv=3.0) if case["gamma"] else ArrivalSpec()
     adapters = cycled_workload(case["adapters"], [case["rate"] / case["adapters"]], [8, 16]).adapters
@@ -68,9 +88,9 @@ def _run(engine_class, case: dict):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(servers)
-def test_compiled_and_reference_engines_give_the_same_records(case):
-    compiled, reference = (fingerprint(_run(cls, case)) for cls in (CompiledEngine, ReferenceEngine))
+@given(servers, profiles)
+def test_compiled_and_reference_engines_give_the_same_records(case, model):
+    compiled, reference = (fingerprint(_run(cls, case, model)) for cls in (CompiledEngine, ReferenceEngine))
     assert compiled["exact"] == reference["exact"]
     assert compiled["hash"] == reference["hash"]
     assert compiled["sums"] == pytest.approx(reference["sums"], rel=SUMS_RTOL, abs=1e-9)
