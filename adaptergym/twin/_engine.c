@@ -866,7 +866,7 @@ static void release_buffers(Core *c) {
     c->bound = 0;
 }
 
-static int Core_init(Core *c, PyObject *args, PyObject *kwds) {
+static int Core_init(Core *c, PyObject *args, PyObject *Py_UNUSED(kwds)) {
     PyObject *cpu_ms, *disk_ms;
     int lora_enabled, jumps;
     Py_ssize_t block_size, max_waiting, budget, max_seqs, max_loras, total_blocks, gpu_slots, cpu_slots, graph, bins;
@@ -1058,7 +1058,8 @@ static PyTypeObject CoreType = {
 };
 
 static struct PyModuleDef engine_module = {
-    PyModuleDef_HEAD_INIT, "_engine", "The compiled step loop of adaptergym's replica engine.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_engine", "The compiled step loop of adaptergym's replica engine.", -1, NULL, NULL, NULL,
+    NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__engine(void) {
