@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from adaptergym.twin.engine import CompiledEngine
-from adaptergym.twin.reference_engine import ReferenceEngine
+from adaptergym.twin.compiled_engine import CompiledEngine
+from adaptergym.twin.engine import ReferenceEngine
 from tests.engine_cases import FINGERPRINTS, SUMS_RTOL, cases, run_case
 
 EXPECTED = json.loads(FINGERPRINTS.read_text())

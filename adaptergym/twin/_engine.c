@@ -1,4 +1,4 @@
-/* The replica engine's step loop, compiled: a line-for-line mirror of adaptergym/twin/reference_engine.py.
+/* The replica engine's step loop, compiled: a line-for-line mirror of adaptergym/twin/engine.py.
  *
  * Every mechanism (scheduling, preemption, admission, LoRA slots, decode jumps) is the reference engine's; a
  * change there must be made here too (tests/test_compiled_engine.py runs both on randomised cases and
@@ -7,7 +7,7 @@
  * numpy's pairwise algorithm for the same reason. Sums the reference folds in numpy/BLAS blocks (step counts,
  * ITL-weighted counts, the waiting area of a jump) are summed here step by step: equal to rounding.
  *
- * Per-request arrays are numpy arrays owned by the Python wrapper (adaptergym/twin/engine.py) and bound with
+ * Per-request arrays are numpy arrays owned by the Python wrapper (adaptergym/twin/compiled_engine.py), bound with
  * Core.bind(); per-adapter state lives here. The step-time model and the load times come in as numbers
  * (StepTimer.coefficients(), LoraCache's per-adapter costs): the profile's data never reaches C as anything
  * else.
@@ -1046,7 +1046,7 @@ static PyGetSetDef Core_getset[] = {
 static PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "adaptergym.twin._engine.Core",
-    .tp_doc = "The state and step loop of one replica (see adaptergym/twin/engine.py).",
+    .tp_doc = "The state and step loop of one replica (see adaptergym/twin/compiled_engine.py).",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
