@@ -50,14 +50,25 @@ def _best_of(repeats: int, fn: Callable[[], object]) -> tuple[object, float]:
     return timings[-1][0], min(t for _, t in timings)
 
 
-def _process_s(workload: WorkloadSpec, repeats: int) -> float:
-    """Least wall time of a whole ``adaptergym simulate --json`` process of ``workload`` (start-up included)."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_s(workload: WorkloadSpec, repeats: int) -> tuple[float, float]:
+    """Least wall time and least CPU time (user + system) of a whole ``adaptergym simulate --json`` process of
+    ``workload``, start-up included. On a box shared with other work the CPU time is what the wall time would
+    be on an idle one."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "workload.json"
         path.write_text(json.dumps(workload.to_dict()))
         command = [sys.executable, "-m", "adaptergym", *(a.format(workload=path) for a in SATURATED_COMMAND)]
-        return min(_timed(lambda: subprocess.run(command, check=True, capture_output=True))[1]
-                   for _ in range(repeats))
+        wall, cpu = [], []
+        for _ in range(repeats):
+            before = _children_cpu_s()
+            wall.append(_timed(lambda: subprocess.run(command, check=True, capture_output=True))[1])
+            cpu.append(_children_cpu_s() - before)
+        return min(wall), min(cpu)
 
 
 @BENCHMARKS.register("twin")
@@ -105,10 +116,12 @@ def bench_twin() -> list[Row]:
         ]
     rows.append({"benchmark": "twin", "metric": "peak RSS of this process", "value": _peak_rss_mb(), "unit": "MB",
                  "target": "< 500"})
-    process_s = _process_s(saturated, 3)
+    process_s, process_cpu_s = _process_s(saturated, 3)
     rows += [
         {"benchmark": "twin/saturated-384", "metric": "wall time (whole `simulate --json` process)",
          "value": process_s, "unit": "s", "target": "<= 1.2"},
+        {"benchmark": "twin/saturated-384", "metric": "CPU time (whole `simulate --json` process)",
+         "value": process_cpu_s, "unit": "s", "target": "<= 1.2 (its wall time on an idle box)"},
         {"benchmark": "twin/saturated-384", "metric": "simulated s per wall s (whole process)",
          "value": 3600.0 / process_s, "unit": "x real time", "target": ">= 3000"},
     ]
