@@ -93,3 +93,24 @@ def test_compiled_and_reference_engines_give_the_same_records(case, model):
     assert compiled["exact"] == reference["exact"]
     assert compiled["hash"] == reference["hash"]
     assert compiled["sums"] == pytest.approx(reference["sums"], rel=SUMS_RTOL, abs=1e-9)
+
+
+@pytest.mark.parametrize("line", [100, 154, 194])
+def test_both_engines_replay_hour_long_real_rows_alike(line, shared_data):
+    """Whole hours of real runs (Llama: 64 adapters through 16 slots, light; 320 through 64, overloaded; Qwen:
+    320 through 64, light): the compiled engine's records are the reference's."""
+    from adaptergym import load_profile
+    from adaptergym.real_runs import read_runs, replays
+
+    item = next(i for i in replays(read_runs(shared_data / "real_runs.csv"))[0] if i.line == line)
+    profile = load_profile(item.model)
+    config = item.config.resolved(profile)
+    requests = draw_requests(item.workload, 0)
+    records = []
+    for cls in (CompiledEngine, ReferenceEngine):
+        engine = cls(profile, config, requests, check_startup(profile, config))
+        engine.run_until(requests.duration_s)
+        records.append(fingerprint(engine.record(requests.duration_s)))
+    compiled, reference = records
+    assert compiled["exact"] == reference["exact"] and compiled["hash"] == reference["hash"]
+    assert compiled["sums"] == pytest.approx(reference["sums"], rel=SUMS_RTOL)
