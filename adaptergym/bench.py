@@ -128,6 +128,32 @@ def bench_twin() -> list[Row]:
     return rows
 
 
+@BENCHMARKS.register("workload")
+def bench_workload() -> list[Row]:
+    """Drawing the requests of a time-varying workload: the first test workload of each dynamic scenario (hours
+    of traffic, 64-192 adapters), by inverting each adapter's cumulative rate; and the same adapters at constant
+    rates for comparison."""
+    import numpy as np
+
+    from adaptergym.scenarios import get_scenario
+    from adaptergym.workload import sample_requests
+
+    rows: list[Row] = []
+    for name in ("diurnal-v0", "flash-crowd-v0", "drift-v0"):
+        scenario = get_scenario(name)
+        workload = scenario.workload(scenario.test_seeds[0])
+        for label, w in ((name, workload), (f"{name} constant", workload.with_schedule(()))):
+            requests, draw_s = _timed(lambda w=w: sample_requests(w, np.random.default_rng(0)))
+            hours = w.duration_s / 3600
+            rows += [
+                {"benchmark": f"workload/{label}", "metric": "wall time (request draw)", "value": draw_s, "unit": "s",
+                 "target": ""},
+                {"benchmark": f"workload/{label}", "metric": "requests drawn", "value": len(requests),
+                 "unit": f"in {hours:g} h, {len(w.adapters)} adapters", "target": ""},
+            ]
+    return rows
+
+
 def run_benchmarks(names: list[str] | None = None) -> list[Row]:
     for module in BENCHMARK_MODULES:
         importlib.import_module(module)

@@ -27,8 +27,7 @@ def draw_requests(workload: WorkloadSpec | RequestBatch | str | Path, seed: int 
     if isinstance(workload, RequestBatch):
         return workload
     if duration_s is not None:
-        workload = WorkloadSpec(workload.adapters, workload.lengths, workload.arrival, duration_s,
-                                workload.num_requests, workload.name)
+        workload = workload.with_duration(duration_s)
     return sample_requests(workload, np.random.default_rng(seed))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptergym.accuracy import mape, smape
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.real_runs import Replay, RowProblem, group_pattern, read_runs, replays
@@ -139,19 +140,6 @@ class Report:
 
 def _real_column(metric: str) -> str:
     return {"total_throughput": "total_throughput_tok_s"}.get(metric, metric)
-
-
-def mape(y: np.ndarray, yhat: np.ndarray) -> float:
-    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
-    ok = np.isfinite(y) & np.isfinite(yhat) & (y != 0)
-    return float(100 * np.mean(np.abs(yhat[ok] - y[ok]) / np.abs(y[ok]))) if ok.any() else math.nan
-
-
-def smape(y: np.ndarray, yhat: np.ndarray) -> float:
-    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
-    ok = np.isfinite(y) & np.isfinite(yhat) & ((np.abs(y) + np.abs(yhat)) > 0)
-    return float(100 * np.mean(2 * np.abs(yhat[ok] - y[ok]) / (np.abs(y[ok]) + np.abs(yhat[ok])))) \
-        if ok.any() else math.nan
 
 
 def error_table(predictions: Iterable[Prediction]) -> dict[str, dict[str, dict[str, float]]]:

@@ -22,7 +22,6 @@ from adaptergym.profile import STEP_FEATURES, StepTimeModel, TwinProfile
 from adaptergym.real_runs import Replay
 from adaptergym.twin.step_time import StepTimer
 from adaptergym.validation import Prediction, mape, predict_all
-from adaptergym.workload import WorkloadSpec
 
 #: A replay serving less than this share of its offered load is saturated (busy all the time).
 SATURATED = 0.97
@@ -43,7 +42,7 @@ def capped(items: Sequence[Replay], duration_s: float) -> list[Replay]:
     for item in items:
         w = item.workload
         if w is not None and w.arrival.kind != "burst" and w.duration_s > duration_s:
-            w = WorkloadSpec(w.adapters, w.lengths, w.arrival, duration_s, w.num_requests, w.name)
+            w = w.with_duration(duration_s)
         out.append(dataclasses.replace(item, workload=w))
     return out
 

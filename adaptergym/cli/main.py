@@ -22,6 +22,7 @@ COMMANDS = {
     "surrogate": "adaptergym.cli.surrogate:SurrogateCommand",
     "place": "adaptergym.cli.place:Place",
     "leaderboard": "adaptergym.cli.leaderboard:Leaderboard",
+    "forecast": "adaptergym.cli.forecast:Forecast",
 }
 
 
