@@ -5,7 +5,10 @@
  * compares their records). Arithmetic follows the reference's expressions in the same order, compiled
  * without FMA contraction, so per-request times are bit-identical; a jump's total duration is summed with
  * numpy's pairwise algorithm for the same reason. Sums the reference folds in numpy/BLAS blocks (step counts,
- * ITL-weighted counts, the waiting area of a jump) are summed here step by step: equal to rounding.
+ * ITL-weighted counts, the waiting area of a jump) are summed here step by step: equal to rounding. ITL bins
+ * use libm's log, as the reference's scalar path (math.log) does; its vectorised path (np.log) may differ from
+ * libm in the last bit on CPUs where numpy uses its own SIMD log, which moves a gap by one bin only if it lies
+ * within that bit of a bin edge (never seen in the tests or the real rows).
  *
  * Per-request arrays are numpy arrays owned by the Python wrapper (adaptergym/twin/compiled_engine.py), bound with
  * Core.bind(); per-adapter state lives here. The step-time model and the load times come in as numbers
