@@ -26,7 +26,8 @@ Row = dict[str, object]
 BENCHMARKS: Registry[list[Row]] = Registry("benchmark")
 
 #: Modules that register benchmarks when imported (kept lazy so `bench twin` does not import torch).
-BENCHMARK_MODULES = ("adaptergym.bench", "adaptergym.envs.bench", "adaptergym.surrogate.bench", "baselines.bench")
+BENCHMARK_MODULES = ("adaptergym.bench", "adaptergym.envs.bench", "adaptergym.surrogate.bench", "baselines.bench",
+                     "adaptergym.advise.bench")
 
 
 def _peak_rss_mb() -> float:

@@ -23,6 +23,7 @@ COMMANDS = {
     "place": "adaptergym.cli.place:Place",
     "leaderboard": "adaptergym.cli.leaderboard:Leaderboard",
     "forecast": "adaptergym.cli.forecast:Forecast",
+    "advise": "adaptergym.cli.advise:Advise",
 }
 
 

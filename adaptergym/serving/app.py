@@ -52,7 +52,7 @@ class TwinServer:
 
     @property
     def max_model_len(self) -> int:
-        return self.profile.memory.max_model_len
+        return self.config.max_model_len or self.profile.memory.max_model_len
 
 
 def build_server(profile: TwinProfile, config: ServerConfig, adapters: Sequence[AdapterSource], *,

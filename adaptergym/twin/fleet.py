@@ -12,7 +12,7 @@ from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig, default_rank
 from adaptergym.twin.engine import ReplicaEngine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.replica import check_ranks, failed_record, new_engine, run_replica
+from adaptergym.twin.replica import check_lengths, check_ranks, failed_record, new_engine, run_replica
 from adaptergym.workload.requests import RequestBatch
 
 ROUTERS = ("even", "least-loaded")
@@ -64,6 +64,7 @@ def simulate_fleet(
                for plan, m in zip(replicas, masks, strict=True)]
     for config, mask in zip(configs, masks, strict=True):
         check_ranks(requests, config, np.unique(requests.adapter[mask]))
+        check_lengths(requests, config, mask)
     if router == "even" or requests.drain:
         return [run_replica(profile, c, requests.subset(m)) for c, m in zip(configs, masks, strict=True)]
     return _least_loaded(profile, requests, replicas, configs)

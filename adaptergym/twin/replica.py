@@ -29,6 +29,21 @@ def check_ranks(requests: RequestBatch, config: ServerConfig, served: np.ndarray
                           f"{config.max_lora_rank}; raise --max-lora-rank to at least {int(ranks[i])}")
 
 
+def check_lengths(requests: RequestBatch, config: ServerConfig, mask: np.ndarray | None = None) -> None:
+    """vLLM rejects a request longer (prompt + output) than ``max_model_len``: name the first such request."""
+    if config.max_model_len is None:
+        return
+    tokens = requests.input_tokens + requests.output_tokens
+    if mask is not None:
+        tokens = np.where(mask, tokens, 0)
+    too_long = np.flatnonzero(tokens > config.max_model_len)
+    if too_long.size:
+        i = int(too_long[0])
+        raise ConfigError(f"request {i} (adapter {requests.adapter_ids[requests.adapter[i]]!r}): {int(tokens[i])} "
+                          f"tokens exceed max_model_len {config.max_model_len}, which vLLM rejects; raise "
+                          f"--max-model-len to at least {int(tokens.max())}")
+
+
 def new_engine(profile: TwinProfile, config: ServerConfig, requests: RequestBatch) -> ReplicaEngine | None:
     """An engine ready to run, or None when vLLM would not start with this config."""
     startup = check_startup(profile, config)
