@@ -117,7 +117,7 @@ def fluid_queue_record(engine: Engine, duration_s: float) -> RunRecord:
     finish[started] = now + (output - engine.generated_tokens())[started] * per_token_s
     refused = record.refused.copy()
     later = np.arange(engine.n_arrived, len(arrival))  # arrivals the engine has not taken yet
-    refused[later] = refused_arrivals(min(len(engine.waiting), engine.max_waiting), arrival[later] - now, rate,
+    refused[later] = refused_arrivals(min(engine.n_waiting, engine.max_waiting), arrival[later] - now, rate,
                                       engine.max_waiting)
     waiting = np.flatnonzero(~np.isfinite(first) & ~refused)
     first[waiting] = np.maximum(now + np.arange(1, waiting.size + 1) / rate, arrival[waiting])

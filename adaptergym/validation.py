@@ -10,6 +10,7 @@ exactly those rows are reported beside ours.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,7 @@ from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import DEFAULT_FRAMEWORK, TwinProfile, find_profile, load_profile
 from adaptergym.real_runs import Replay, RowProblem, group_pattern, read_runs, replays
 from adaptergym.twin import check_startup
+from adaptergym.workload import RequestBatch, WorkloadSpec
 
 #: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
 ANCHOR_COLUMNS = {"total_throughput": "dt_total_throughput", "mean_itl_ms": "dt_itl", "mean_ttft_ms": "dt_ttft"}
@@ -175,7 +177,6 @@ def replay(item: Replay, profile: TwinProfile, seed: int = 0, full: bool = False
     """Simulate one real run (start-up only when it was refused, or its workload is unknown); an hour-long run
     is judged from part of it (see ``adaptergym.long_runs``) unless ``full``."""
     from adaptergym.long_runs import judge_run
-    from adaptergym.simulation import draw_requests
 
     config = item.config.resolved(profile)
     startup = check_startup(profile, config)
@@ -183,7 +184,7 @@ def replay(item: Replay, profile: TwinProfile, seed: int = 0, full: bool = False
     counts: tuple[float, ...] = ()
     step_counts: tuple[float, ...] = ()
     if startup.ok and item.measured_status_ok and item.workload is not None:
-        predicted, record = judge_run(profile, config, draw_requests(item.workload, seed), full=full)
+        predicted, record = judge_run(profile, config, _drawn(item.workload, seed), full=full)
         counts = tuple(record.itl_counts.tolist()) if record.itl_counts is not None else ()
         step_counts = tuple(record.step_counts.tolist()) if record.step_counts is not None else ()
     return Prediction(item.line, item.run_id, item.group, item.model, item.status, startup.status,
@@ -191,6 +192,16 @@ def replay(item: Replay, profile: TwinProfile, seed: int = 0, full: bool = False
 
 
 System = tuple[str, str]  # (model, framework) of a row: see ``Replay.system``
+
+
+@functools.lru_cache(maxsize=1)
+def _drawn(workload: WorkloadSpec, seed: int) -> RequestBatch:
+    """The requests of ``workload``, kept while the next rows replay the same workload: real runs often repeat
+    one workload at several server settings (``predict_all`` puts them next to each other), and drawing an
+    hour of requests costs more than simulating it. The engines only read request arrays."""
+    from adaptergym.simulation import draw_requests
+
+    return draw_requests(workload, seed)
 
 
 def _replay_chunk(args: tuple[list[Replay], dict[System, TwinProfile], int, bool]) -> list[Prediction]:
@@ -218,8 +229,10 @@ def predict_all(items: Sequence[Replay], profiles: dict[System, TwinProfile], *,
     """Replay every item (see :func:`replay`), in parallel over ``workers`` processes (default: all cores);
     order is kept."""
     workers = workers or os.cpu_count() or 1
-    # Expensive rows first, spread round-robin over small chunks, so cores finish together.
-    order = sorted(range(len(items)), key=lambda i: -_cost(items[i]))
+    # Expensive rows first, spread round-robin over small chunks, so cores finish together; rows of one workload
+    # next to each other, so they draw its requests once (``_drawn``).
+    first_of: dict[WorkloadSpec | None, int] = {}
+    order = sorted(range(len(items)), key=lambda i: (-_cost(items[i]), first_of.setdefault(items[i].workload, i)))
     chunk_size = max(1, min(16, len(items) // (workers * 8) or 1))
     chunks = [order[k:k + chunk_size] for k in range(0, len(order), chunk_size)]
     results: dict[int, Prediction] = {}

@@ -207,3 +207,22 @@ def test_a_light_hour_is_judged_from_its_first_900_s_as_the_whole_hour_would_be(
         twin, hour = short.loc[served, f"{metric}_twin"], full.loc[served, f"{metric}_twin"]
         assert not np.allclose(twin, hour, rtol=1e-9)  # different spans were simulated...
         assert np.allclose(twin, hour, rtol=tolerance), metric  # ...and agree
+
+
+def test_rows_of_one_workload_draw_its_requests_once_with_the_same_predictions(monkeypatch):
+    import adaptergym.simulation
+    from adaptergym.validation import _drawn, predict_all, replay, resolve_profiles
+
+    items = [i for i in replays(read_runs(SAMPLE))[0] if i.status == "ok"]
+    profiles, _ = resolve_profiles((i.model for i in items), "auto")
+    alone = []
+    for item in items:  # each row with its own draw
+        _drawn.cache_clear()
+        alone.append(replay(item, profiles[item.model]))
+    drawn = []
+    draw = adaptergym.simulation.draw_requests
+    monkeypatch.setattr(adaptergym.simulation, "draw_requests", lambda *a, **k: drawn.append(a) or draw(*a, **k))
+    _drawn.cache_clear()
+    together = predict_all(items, profiles, workers=1)
+    assert len(drawn) == len({i.workload for i in items}) < len(items)
+    assert [p.predicted for p in together] == [p.predicted for p in alone]

@@ -8,9 +8,6 @@ import math
 import sys
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 
 class Command:
     """A subcommand. The class docstring is its help text."""
@@ -81,6 +78,9 @@ def format_value(value: Any, large: str = ",.1f", small: str = ".3g") -> str:
 
 def print_table(title: str, rows: list[tuple[str, Any]] | list[dict[str, Any]], columns: list[str] | None = None):
     """A human table on stdout: key/value pairs, or a list of dict rows."""
+    from rich.console import Console  # imported here: a --json run has no table to draw
+    from rich.table import Table
+
     console = Console()
     table = Table(title=title)
     if rows and isinstance(rows[0], dict):

@@ -10,9 +10,8 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import ITL_BINS
 from adaptergym.twin.frameworks import check_startup, new_engine
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.record import ITL_BINS, RunRecord
 from adaptergym.workload.requests import RequestBatch
 
 ProgressCallback = Callable[[float], None]

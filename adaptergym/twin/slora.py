@@ -33,9 +33,9 @@ import numpy as np
 
 from adaptergym.profile import GIB, TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import ITL_BINS, ROUTED_AWAY, itl_bin, itl_bins
+from adaptergym.twin.engine_base import EngineBase
 from adaptergym.twin.lora_cache import load_ms_by_rank
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.record import ITL_BINS, ROUTED_AWAY, itl_bin, itl_bins
 from adaptergym.twin.startup import NO_KV_MEMORY, OK, OOM, Startup
 from adaptergym.twin.step_time import RAW_COUNTS, StepTimer
 from adaptergym.workload.requests import RequestBatch
@@ -63,9 +63,9 @@ def slora_step_timer(profile: TwinProfile, config: ServerConfig) -> StepTimer:
     return StepTimer(profile, int(config.max_lora_rank or 0), True, 0)
 
 
-class SLoraEngine:
-    """Simulates one S-LoRA server; same interface as :class:`adaptergym.twin.engine.ReplicaEngine` for runs
-    over a request batch (``run_until``, ``record``, and what ``adaptergym.long_runs`` and the fleet read).
+class SLoraEngine(EngineBase):
+    """Simulates one S-LoRA server; same interface as the vLLM engines for runs over a request batch
+    (``run_until``, ``record``, and what ``adaptergym.long_runs`` and the fleet read).
 
     Args:
         profile: calibrated S-LoRA profile (pool, step-time model, fetch times, router constants).
@@ -79,18 +79,14 @@ class SLoraEngine:
 
     def __init__(self, profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup,
                  jumps: bool = True) -> None:
-        self.config = config
-        self.startup = startup
-        self.jumps = jumps
-        self.adapter_ids = requests.adapter_ids
-        self.pool_tokens = startup.kv_cache_tokens
-        self.prefill_budget = int(config.max_num_batched_tokens or profile.engine.max_num_batched_tokens)
-        self.max_seqs = int(config.max_num_seqs or profile.engine.max_num_seqs)
+        super().__init__(profile, config, requests, startup, jumps)
+        self.pool_tokens = startup.kv_cache_tokens  # ``budget`` is the prompt tokens of one admitted mini-batch
+        self.max_loras = len(self.adapter_ids)  # no slot count: every adapter may be resident (so FCFS)
+        self.max_waiting = 1 << 62  # S-LoRA's queue has no cap: nothing is refused
+        self.timer = slora_step_timer(profile, config)
         self.admit_every = profile.engine.admit_every_steps
         self.poll_s = profile.engine.idle_poll_ms / 1000.0
-        self.max_waiting = 1 << 62  # S-LoRA's queue has no cap: nothing is refused
         self.n_refused = 0
-        self.timer = slora_step_timer(profile, config)
         ranks = requests.adapter_ranks
         self.adapter_pages = np.ceil(profile.memory.adapter_pages_per_rank * ranks - 1e-9).astype(int).tolist()
         self.fetch_ms = load_ms_by_rank(profile.loading.cpu_to_gpu_ms, ranks).tolist()
@@ -104,6 +100,7 @@ class SLoraEngine:
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.generated = np.zeros(n, np.int64)  # kept for finished requests; running ones are tick - base
+        self.preemptions = np.zeros(n, np.int64)  # never: admission reserves every request's whole output
         self.flags = bytearray(n)  # ROUTED_AWAY: another replica's request
         self.waiting: deque[int] = deque()
         self.n_arrived = 0
@@ -124,19 +121,15 @@ class SLoraEngine:
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
-        self.loads = 0
+        self.loads_from_cpu = 0  # adapters copied into the pool
+        self.loads_from_disk = 0  # with --swap every adapter is in host memory from start-up
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
-        self._step_sums = [0.0] * len(RAW_COUNTS)
-        self._itl_sums = [0.0] * len(RAW_COUNTS)
-        self.area_running = self.area_waiting = self.area_pool = 0.0
+        self.step_counts = [0.0] * len(RAW_COUNTS)
+        self.itl_counts = [0.0] * len(RAW_COUNTS)  # weighted by the inter-token gaps each step's time is part of
+        self.area_running = self.area_waiting = self.area_kv_blocks = 0.0  # pool slots held (KV and adapters)
         self.max_waiting_seen = self.max_running_seen = 0
 
-    # ------------------------------------------------------------------ interface shared with ReplicaEngine
-    @property
-    def max_loras(self) -> int:
-        """No slot count: every adapter may be resident at once (so the queue is first come, first served)."""
-        return len(self.adapter_ids)
-
+    # ------------------------------------------------------------------ interface shared with the vLLM engines
     @property
     def n_running(self) -> int:
         return len(self._base)
@@ -144,6 +137,9 @@ class SLoraEngine:
     @property
     def n_outstanding(self) -> int:
         return self.n_running + len(self.waiting)
+
+    def flag_codes(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.flags), np.uint8)
 
     def exclude(self, rid: int) -> None:
         """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
@@ -176,7 +172,7 @@ class SLoraEngine:
             return []
         candidates = list(itertools.islice(self.waiting, room))
         prompts = np.array([self._prompt[r] for r in candidates], np.int64)
-        room = int(np.searchsorted(np.cumsum(prompts), self.prefill_budget, side="right"))
+        room = int(np.searchsorted(np.cumsum(prompts), self.budget, side="right"))
         if room == 0:
             return []
         candidates = candidates[:room]
@@ -222,7 +218,7 @@ class SLoraEngine:
         """
         head = self.waiting[0]
         adapter = self._adapter_of[head]
-        if (self.n_running >= self.max_seqs or self._prompt[head] > self.prefill_budget or start >= k_max):
+        if (self.n_running >= self.max_seqs or self._prompt[head] > self.budget or start >= k_max):
             return k_max
         held_head, left_head = self._prompt[head] + 1, self._output[head] - 1
         pages = self._batch_pages + (0 if self._run_count[adapter] else self.adapter_pages[adapter])
@@ -252,7 +248,7 @@ class SLoraEngine:
             self._resident.add(adapter)
             self._resident_pages += self.adapter_pages[adapter]
             fetch_ms += self.fetch_ms[adapter]
-            self.loads += 1
+            self.loads_from_cpu += 1
         tokens = sum(self._prompt[r] for r in batch)
         running_before = self.n_running
         overhead_ms = self.timer.scheduler_ms(running_before, 0) + fetch_ms
@@ -392,7 +388,7 @@ class SLoraEngine:
         queued = len(self.waiting) + self._arrivals_by(starts)  # the queue at each step's start, as steps see it
         self.area_running += n * total_ms / 1000.0
         self.area_waiting += float(queued @ durations_ms) / 1000.0
-        self.area_pool += ((self._context + self._resident_pages) * total_ms
+        self.area_kv_blocks += ((self._context + self._resident_pages) * total_ms
                            + n * float(np.arange(k) @ durations_ms)) / 1000.0
         self.max_waiting_seen = max(self.max_waiting_seen, int(queued.max()))
         self.max_running_seen = max(self.max_running_seen, n)
@@ -421,14 +417,14 @@ class SLoraEngine:
         """Add a step's (or jump's) ``RAW_COUNTS``; ``gaps`` is how many inter-token gaps its time is part of
         (a prefill step lengthens the next gap of every request already running)."""
         for i, value in enumerate(counts):
-            self._step_sums[i] += value
-            self._itl_sums[i] += gaps * value
+            self.step_counts[i] += value
+            self.itl_counts[i] += gaps * value
 
     def _account(self, dt_s: float, running: int) -> None:
         """Time-weighted statistics of one step of ``dt_s`` seconds."""
         self.area_running += running * dt_s
         self.area_waiting += len(self.waiting) * dt_s
-        self.area_pool += (self._context + self._resident_pages) * dt_s
+        self.area_kv_blocks += (self._context + self._resident_pages) * dt_s
         self.max_waiting_seen = max(self.max_waiting_seen, len(self.waiting))
         self.max_running_seen = max(self.max_running_seen, running)
 
@@ -473,34 +469,3 @@ class SLoraEngine:
                 self.now = t_stop
                 return
             self.step()
-
-    def record(self, duration_s: float) -> RunRecord:
-        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out)."""
-        n = self.n_requests
-        flags = np.frombuffer(bytes(self.flags), np.uint8)[:n]
-        mine = flags != ROUTED_AWAY
-        sim_time = max(self.now, 1e-12)
-        return RunRecord(
-            startup=self.startup,
-            duration_s=duration_s,
-            arrival_s=self.arrival_s[mine],
-            adapter=self.adapter[mine],
-            input_tokens=self.input_tokens[mine],
-            output_tokens=self.output_tokens[mine],
-            first_token_s=self.first_token_s[mine],
-            finish_s=self.finish_s[mine],
-            preemptions=np.zeros(int(mine.sum()), np.int64),
-            refused=np.zeros(int(mine.sum()), bool),
-            adapter_ids=self.adapter_ids,
-            itl_hist=self.itl_hist.copy(),
-            itl_counts=np.array(self._itl_sums),
-            step_counts=np.array(self._step_sums),
-            steps=self.steps,
-            mean_running=self.area_running / sim_time,
-            mean_waiting=self.area_waiting / sim_time,
-            max_waiting=self.max_waiting_seen,
-            max_running=self.max_running_seen,
-            mean_kv_usage=self.area_pool / sim_time / max(self.pool_tokens, 1),
-            loads_from_cpu=self.loads,
-            sim_time_s=self.now,
-        )
