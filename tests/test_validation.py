@@ -214,11 +214,11 @@ def test_rows_of_one_workload_draw_its_requests_once_with_the_same_predictions(m
     from adaptergym.validation import _drawn, predict_all, replay, resolve_profiles
 
     items = [i for i in replays(read_runs(SAMPLE))[0] if i.status == "ok"]
-    profiles, _ = resolve_profiles((i.model for i in items), "auto")
+    profiles, _ = resolve_profiles((i.system for i in items), "auto")
     alone = []
     for item in items:  # each row with its own draw
         _drawn.cache_clear()
-        alone.append(replay(item, profiles[item.model]))
+        alone.append(replay(item, profiles[item.system]))
     drawn = []
     draw = adaptergym.simulation.draw_requests
     monkeypatch.setattr(adaptergym.simulation, "draw_requests", lambda *a, **k: drawn.append(a) or draw(*a, **k))

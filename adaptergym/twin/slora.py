@@ -135,6 +135,10 @@ class SLoraEngine(EngineBase):
         return len(self._base)
 
     @property
+    def n_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
     def n_outstanding(self) -> int:
         return self.n_running + len(self.waiting)
 
