@@ -29,7 +29,7 @@ from adaptergym.twin._engine import Core  # ImportError when not built: ``engine
 from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.engine_base import EngineBase
 from adaptergym.twin.lora_cache import load_ms_by_rank
-from adaptergym.twin.record import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS, ROUTED_AWAY
+from adaptergym.twin.record import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS
 from adaptergym.twin.startup import Startup
 from adaptergym.workload.requests import RequestBatch
 
@@ -141,10 +141,6 @@ class CompiledEngine(EngineBase):
         n = self.n_requests
         decoding = self._state[:n] == DECODING
         return np.where(decoding, self._core.tick - self._base[:n], self.generated[:n])
-
-    def exclude(self, rid: int) -> None:
-        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
-        self.flags[rid] = ROUTED_AWAY
 
     def add_adapter(self, adapter_id: str, rank: int) -> int:
         """Register one more adapter online (vLLM's ``/v1/load_lora_adapter``); returns its index."""

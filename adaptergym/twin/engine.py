@@ -108,11 +108,6 @@ class ReferenceEngine(EngineBase):
         return len(self.waiting)
 
     @property
-    def n_outstanding(self) -> int:
-        """Requests in the replica (running + waiting): what a least-loaded router compares."""
-        return self.n_running + len(self.waiting)
-
-    @property
     def kv_usage(self) -> float:
         return 1.0 - self.free_blocks / max(self.total_blocks, 1)
 
@@ -151,10 +146,6 @@ class ReferenceEngine(EngineBase):
             if rid not in self._prefill:
                 out[rid] = self._tick - self._base[rid]
         return out
-
-    def exclude(self, rid: int) -> None:
-        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
-        self.flags[rid] = ROUTED_AWAY
 
     def add_adapter(self, adapter_id: str, rank: int) -> int:
         """Register one more adapter online (vLLM's ``/v1/load_lora_adapter``); returns its index."""

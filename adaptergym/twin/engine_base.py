@@ -40,6 +40,15 @@ class EngineBase:
         self.total_blocks = startup.kv_blocks
         self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
 
+    @property
+    def n_outstanding(self) -> int:
+        """Requests in the replica (running + waiting): what a least-loaded router compares."""
+        return self.n_running + self.n_waiting
+
+    def exclude(self, rid: int) -> None:
+        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
+        self.flags[rid] = ROUTED_AWAY
+
     def record(self, duration_s: float) -> RunRecord:
         """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out).
 

@@ -138,16 +138,8 @@ class SLoraEngine(EngineBase):
     def n_waiting(self) -> int:
         return len(self.waiting)
 
-    @property
-    def n_outstanding(self) -> int:
-        return self.n_running + len(self.waiting)
-
     def flag_codes(self) -> np.ndarray:
         return np.frombuffer(bytes(self.flags), np.uint8)
-
-    def exclude(self, rid: int) -> None:
-        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
-        self.flags[rid] = ROUTED_AWAY
 
     def generated_tokens(self) -> np.ndarray:
         """Tokens generated so far, per request id (live values for running requests)."""
