@@ -189,13 +189,19 @@ class Verification:
                 "p99_ttft_ms": self.p99_ttft_ms}
 
 
+def verification_window_s(total_rate: float, duration_s: float = VERIFY_DURATION_S) -> float:
+    """Simulated seconds a GPU offered ``total_rate`` req/s is judged over: ``duration_s``, or long enough to
+    expect :data:`MIN_VERIFIED_REQUESTS` requests."""
+    return max(duration_s, MIN_VERIFIED_REQUESTS / max(total_rate, 1e-9))
+
+
 def verify_gpu(workload: WorkloadSpec, assignment: GpuAssignment, copies: Counter[str], profile: TwinProfile,
                *, seed: int = 0, duration_s: float = VERIFY_DURATION_S) -> GpuVerdict:
     """Simulate one GPU alone on its share of ``workload`` (what ``adaptergym simulate`` runs for it) for
     ``duration_s``, or longer when its share is too light for :data:`MIN_VERIFIED_REQUESTS` requests."""
     share = gpu_workload(workload, assignment, copies)
     config = assignment.config([a.rank for a in share.adapters]).resolved(profile)
-    duration_s = max(duration_s, MIN_VERIFIED_REQUESTS / max(share.total_rate, 1e-9))
+    duration_s = verification_window_s(share.total_rate, duration_s)
     record = run_replica(profile, config, draw_requests(share, seed, duration_s))
     done = np.isfinite(record.finish_s) & (record.finish_s <= record.duration_s + 1e-9)
     ttft = (record.first_token_s[done] - record.arrival_s[done]) * 1000.0

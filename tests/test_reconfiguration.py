@@ -12,14 +12,18 @@ import dataclasses
 import numpy as np
 import pytest
 
+from adaptergym import ServerConfig
 from adaptergym.errors import ConfigError
 from adaptergym.profile import StartupTimeModel
 from adaptergym.simulation import draw_requests
+from adaptergym.twin import check_startup
+from adaptergym.twin.compiled_engine import CompiledEngine
+from adaptergym.twin.engine import ReferenceEngine
 from adaptergym.twin.fleet_plan import ReplicaSpec, plan_changes
 from adaptergym.twin.online_fleet import FAILED, SERVING, STARTING, OnlineFleet
 from adaptergym.workload import cycled_workload
 from tests.conftest import toy_profile
-from tests.test_twin import batch, engine_for
+from tests.test_twin import batch
 
 LOAD_MS = 20.0 + 5.0  # disk -> CPU -> GPU of a rank-16 adapter
 PREFILL_100_MS = 10 + 2 + 0.02 * 100 + 0.5 * 0.100 + 0.3  # one 100-token prompt, its adapter already in a slot
@@ -165,10 +169,20 @@ def test_plan_changes_name_each_kind_of_change():
 
 
 # ---------------------------------------------------------------------- the engine's public methods for it
-def test_submit_many_is_submit_one_by_one():
+ENGINES = [ReferenceEngine, CompiledEngine]
+
+
+def make(engine: type, requests, **config):
+    """An engine of class ``engine`` on the toy profile (4 slots, max_lora_rank 16 unless ``config`` says)."""
+    cfg = ServerConfig(**{"max_loras": 4, "max_lora_rank": 16, **config}).resolved(toy_profile())
+    return engine(toy_profile(), cfg, requests, check_startup(toy_profile(), cfg))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_submit_many_is_submit_one_by_one(engine):
     requests = draw_requests(cycled_workload(3, [5.0], [16], duration_s=20), seed=1)
     empty = batch([], [], [], [], ranks=(16, 16, 16))
-    one, many = engine_for(toy_profile(), empty), engine_for(toy_profile(), empty)
+    one, many = make(engine, empty), make(engine, empty)
     for k in range(len(requests)):
         one.submit(float(requests.arrival_s[k]), int(requests.adapter[k]), int(requests.input_tokens[k]),
                    int(requests.output_tokens[k]))
@@ -181,26 +195,56 @@ def test_submit_many_is_submit_one_by_one():
         many.submit_many([1.0], [0], [10], [10])
 
 
-def test_take_back_returns_queued_and_future_requests_but_not_preempted_or_running_ones():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_take_back_returns_queued_and_future_requests_but_not_preempted_or_running_ones(engine):
     # One slot: a0's request runs; a1's two wait for the slot; a1's third arrives later.
     requests = batch([0.0, 0.0, 0.0, 50.0], [0, 1, 1, 1], [100] * 4, [500, 3, 3, 3], ranks=(16, 16))
-    engine = engine_for(toy_profile(), requests, max_loras=1)
-    engine.run_until(1.0)
-    assert engine.n_running == 1 and engine.n_waiting == 2
-    assert engine.take_back([1]) == [1, 2, 3]
-    assert engine.n_waiting == 0 and engine.take_back() == []
-    engine.run_until(100.0)
-    record = engine.record(100.0)
-    assert record.arrival_s.tolist() == [0.0]  # the taken requests are another replica's now
+    taking = make(engine, requests, max_loras=1)
+    taking.run_until(1.0)
+    assert taking.n_running == 1 and taking.n_waiting == 2
+    assert taking.take_back([1]) == [1, 2, 3]
+    assert taking.n_waiting == 0 and taking.take_back() == []
+    taking.run_until(100.0)
+    assert taking.record(100.0).arrival_s.tolist() == [0.0]  # the taken requests are another replica's now
 
 
-def test_load_adapter_stalls_the_engine_for_its_load_time():
-    engine = engine_for(toy_profile(), batch([], [], [], [], ranks=(16, 16)), max_loras=1)
-    engine.run_until(5.0)
-    assert engine.load_adapter(1) == pytest.approx(LOAD_MS)
-    assert engine.now == pytest.approx(5.0 + LOAD_MS / 1000.0)
-    assert engine.load_adapter(1) == 0.0  # already in its slot
-    busy = engine_for(toy_profile(), batch([0.0], [0], [100], [500], ranks=(16, 16)), max_loras=1)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_load_adapter_stalls_the_engine_for_its_load_time(engine):
+    idle = make(engine, batch([], [], [], [], ranks=(16, 16)), max_loras=1)
+    idle.run_until(5.0)
+    assert idle.load_adapter(1) == pytest.approx(LOAD_MS)
+    assert idle.now == pytest.approx(5.0 + LOAD_MS / 1000.0)
+    assert idle.load_adapter(1) == 0.0  # already in its slot
+    busy = make(engine, batch([0.0], [0], [100], [500], ranks=(16, 16)), max_loras=1)
     busy.run_until(1.0)  # a0's request holds the only slot: a1 only reaches CPU memory
     assert busy.load_adapter(1) == pytest.approx(20.0)
     assert busy.unload_adapter(1) == []  # nothing of a1 was queued
+
+
+def test_the_compiled_engine_reconfigures_as_the_reference_does():
+    """Loads, take-backs and unloads interleaved with a busy run give identical requests in both engines."""
+    requests = draw_requests(cycled_workload(6, [3.0, 1.0], [8, 16], duration_s=120.0), seed=5)
+    empty = batch([], [], [], [], ranks=tuple(int(r) for r in requests.adapter_ranks))
+    engines = [make(engine, empty, max_loras=2) for engine in ENGINES]
+    taken = [[], []]
+    for k, engine in enumerate(engines):
+        half = requests.arrival_s < 60.0
+        engine.submit_many(requests.arrival_s[half], requests.adapter[half], requests.input_tokens[half],
+                           requests.output_tokens[half])
+        engine.run_until(30.0)
+        taken[k].append(engine.take_back([1, 3]))
+        engine.load_adapter(4)
+        engine.run_until(45.0)
+        taken[k].append(engine.unload_adapter(0))
+        engine.load_adapter(0)
+        rest = ~half
+        engine.submit_many(requests.arrival_s[rest], requests.adapter[rest], requests.input_tokens[rest],
+                           requests.output_tokens[rest])
+        engine.run_until(120.0)
+    reference, compiled = engines
+    n = len(requests)
+    assert taken[0] == taken[1] and all(taken[0])
+    for name in ("first_token_s", "finish_s", "preemptions"):
+        assert np.array_equal(getattr(reference, name)[:n], getattr(compiled, name)[:n], equal_nan=True), name
+    assert reference.flag_codes()[:n].tolist() == compiled.flag_codes()[:n].tolist()
+    assert reference.now == compiled.now and reference.loads_from_disk == compiled.loads_from_disk

@@ -26,8 +26,8 @@ from adaptergym.envs.scoring import AnalyticScorer, GpuPlan, SurrogateScorer, lo
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
+from adaptergym.twin import check_startup
 from adaptergym.twin.fleet_plan import FleetPlan, PlanChanges, check_plan, plan_changes
-from adaptergym.twin.startup import check_startup
 from adaptergym.workload import LengthSpec
 
 FAST_SCORERS = ("surrogate", "analytic")

@@ -235,17 +235,11 @@ class AnalyticScorer:
         """Saturated throughput (prompt + output tokens/s) of one GPU serving adapters of ``ranks``."""
         if self._startup.status(plan) != "ok":
             return 0.0
-        config = plan.config().resolved(self.profile)
-        prompt, output = mean_lengths(lengths)
-        n = min(float(config.max_num_seqs or 1), self._startup.kv_tokens(plan) / (prompt + output / 2),
-                (config.max_num_batched_tokens or 1) * output / (prompt + output))
         key = (plan.max_lora_rank, plan.max_loras)
         if key not in self._timers:
             self._timers[key] = StepTimer(self.profile, plan.max_lora_rank, True, plan.max_loras)
-        timer = self._timers[key]
-        distinct = min(plan.max_loras, ranks.size)
-        step_ms = timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), distinct) + timer.scheduler_ms(n, 0)
-        return n * (prompt + output) / output / (step_ms / 1000.0)
+        return full_batch_capacity_tok_s(self._timers[key], plan.config().resolved(self.profile),
+                                         self._startup.kv_tokens(plan), min(plan.max_loras, ranks.size), lengths)
 
     def score(self, workload: WorkloadSpec, plans: Sequence[GpuPlan], seed: int) -> FleetScore:
         return self.score_rates(*workload_arrays(workload), workload.lengths, plans)
@@ -258,6 +252,26 @@ class AnalyticScorer:
         served = np.minimum(offered, capacity)
         return FleetScore(self.name, tuple(self._startup.status(p) for p in plans), offered, served,
                           starved(served, offered))
+
+
+def full_batch(config: ServerConfig, kv_tokens: float, lengths: Any) -> float:
+    """Sequences a GPU runs at once when its queue never empties: ``max_num_seqs``, or as many as its KV cache
+    holds (each with its prompt and half its output), or as many as the token budget feeds (each step decodes
+    ``n`` tokens and prefills ``n * input / output``), whichever is fewest."""
+    prompt, output = mean_lengths(lengths)
+    return min(float(config.max_num_seqs or 1), kv_tokens / (prompt + output / 2),
+               (config.max_num_batched_tokens or 1) * output / (prompt + output))
+
+
+def full_batch_capacity_tok_s(timer: StepTimer, config: ServerConfig, kv_tokens: float, adapters: int,
+                              lengths: Any) -> float:
+    """The analytic scorer's saturated throughput (prompt + output tokens/s, class doc of :class:`AnalyticScorer`)
+    of a resolved ``config`` with ``kv_tokens`` of KV cache and ``adapters`` distinct adapters in every batch;
+    ``timer`` is the config's step model."""
+    prompt, output = mean_lengths(lengths)
+    n = full_batch(config, kv_tokens, lengths)
+    step_ms = timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), adapters) + timer.scheduler_ms(n, 0)
+    return n * (prompt + output) / output / (step_ms / 1000.0)
 
 
 def load_surrogate_scorer(profile: TwinProfile) -> SurrogateScorer | None:

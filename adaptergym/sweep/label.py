@@ -37,13 +37,9 @@ COLUMNS = (
 
 
 def profile_fingerprint(profile: TwinProfile) -> str:
-    """A short hash of everything in the profile a steady-state twin run reads (its provenance and the
-    start-up time, which only reconfigurations pay, excluded), so a dataset can tell whether the profile it was
-    generated with has changed since."""
-    data = profile.to_dict()
-    data.pop("provenance", None)
-    data.pop("startup_time", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """A short hash of everything in the profile the twin reads (its provenance excluded), so a dataset can
+    tell whether the profile it was generated with has changed since."""
+    return hashlib.sha256(json.dumps(profile.fingerprint_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """One vLLM V1 replica: continuous batching, chunked prefill, KV blocks, recompute preemption, LoRA slots.
 
+``ReferenceEngine`` is the pure-Python engine, which the compiled one (``compiled_engine.py``, ``_engine.c``)
+mirrors; ``ReplicaEngine``, what every simulation runs, is the compiled one when it is built.
+
 The engine is a step loop, like vLLM's engine core. Each step schedules running requests first (in admission
 order) under the token budget, preempting the newest running request when a KV block cannot be allocated,
 then admits waiting requests FCFS (preempted ones first) unless a preemption happened in that step. A waiting
@@ -21,65 +24,32 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection, Sequence
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
+from adaptergym.twin.engine_base import EngineBase
 from adaptergym.twin.lora_cache import LoraCache
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.record import ITL_BINS, REFUSED, ROUTED_AWAY, itl_bin, itl_bins
 from adaptergym.twin.startup import Startup
-from adaptergym.twin.step_time import RAW_COUNTS, StepTimer
+from adaptergym.twin.step_time import RAW_COUNTS
 from adaptergym.twin.waiting import WaitingQueue
 from adaptergym.workload.requests import RequestBatch
 
-#: ITL histogram: log-spaced bins of 0.5% width from 0.01 ms upward.
-ITL_BIN_WIDTH = math.log(1.005)
-ITL_MIN_MS = 0.01
-ITL_BINS = 4000
-ROUTED_AWAY = 2
-REFUSED = 1
-# Whether the next step admits a waiting request (see ``ReplicaEngine._admission``).
+# Whether the next step admits a waiting request (see ``ReferenceEngine._admission``).
 ADMITS, BLOCKED, AWAITS_ARRIVAL = 0, 1, 2
 
 
-def itl_bin(gap_ms: float) -> int:
-    """Histogram bin of one inter-token gap."""
-    return min(int(math.log(max(gap_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH), ITL_BINS - 1)
-
-
-def itl_bins(gaps_ms: np.ndarray) -> np.ndarray:
-    """Histogram bins of many gaps."""
-    scaled = np.log(np.maximum(gaps_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH
-    return np.minimum(scaled.astype(np.int64), ITL_BINS - 1)
-
-
-class ReplicaEngine:
-    """Simulates one replica. Requests come up front (a ``RequestBatch``) or online through :meth:`submit`.
-
-    Args:
-        profile: calibrated profile (step-time model, loading, engine defaults).
-        config: resolved server config (see ``ServerConfig.resolved``).
-        requests: requests sorted by arrival; may be empty for online use.
-        startup: the start-up outcome (must be ``ok``; its KV block count sizes the cache).
-        jumps: advance pure-decode stretches in one jump (identical results; off only to test that).
-    """
+class ReferenceEngine(EngineBase):
+    """The replica engine in pure Python (see :class:`EngineBase` for the arguments)."""
 
     def __init__(self, profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup,
                  jumps: bool = True):
-        self.config = config
-        self.startup = startup
-        self.adapter_ids = requests.adapter_ids
-        self.jumps = jumps
-        self.block_size = profile.engine.block_size
-        self.max_waiting = profile.engine.max_waiting_requests
-        self.budget = int(config.max_num_batched_tokens or profile.engine.max_num_batched_tokens)
-        self.max_seqs = int(config.max_num_seqs or profile.engine.max_num_seqs)
-        self.max_loras = config.max_loras if config.enable_lora else 1 << 30
-        self.total_blocks = startup.kv_blocks
+        super().__init__(profile, config, requests, startup, jumps)
         self.free_blocks = startup.kv_blocks
-        self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
         self.lora = LoraCache(config.max_loras, int(config.max_cpu_loras or config.max_loras),
                               requests.adapter_ranks, profile.loading)
         # Per-request inputs and results (grown by ``submit`` in online use).
@@ -116,6 +86,7 @@ class ReplicaEngine:
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
+        self.jumped_steps = 0  # of which advanced by decode jumps
         self.last_step = (0, 0, 0)  # (tokens, distinct adapters, sequences) of the latest step, for checks
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
         self._itl_counts = np.zeros(len(RAW_COUNTS))  # step counts weighted by the ITL gaps each step closes
@@ -138,11 +109,6 @@ class ReplicaEngine:
         return len(self.waiting)
 
     @property
-    def n_outstanding(self) -> int:
-        """Requests in the replica (running + waiting): what a least-loaded router compares."""
-        return self.n_running + len(self.waiting)
-
-    @property
     def kv_usage(self) -> float:
         return 1.0 - self.free_blocks / max(self.total_blocks, 1)
 
@@ -155,8 +121,7 @@ class ReplicaEngine:
         """Add requests online, sorted by arrival and none before the last one submitted; returns the id of the
         first (the others follow in order)."""
         rid, k = self.n_requests, len(arrival_s)
-        if k and ((rid and arrival_s[0] < self.arrival_s[rid - 1]) or np.any(np.diff(arrival_s) < 0)):
-            raise ValueError("submit: arrivals must be in time order")
+        self._check_order(arrival_s)
         if rid + k > self.arrival_s.size:
             self._grow(max(64, 2 * self.arrival_s.size, rid + k))
         self.arrival_s[rid:rid + k], self.adapter[rid:rid + k] = arrival_s, adapter
@@ -188,10 +153,6 @@ class ReplicaEngine:
                 out[rid] = self._tick - self._base[rid]
         return out
 
-    def exclude(self, rid: int) -> None:
-        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
-        self.flags[rid] = ROUTED_AWAY
-
     def add_adapter(self, adapter_id: str, rank: int) -> int:
         """Register one more adapter online (vLLM's ``/v1/load_lora_adapter``); returns its index."""
         self.adapter_ids = (*self.adapter_ids, adapter_id)
@@ -211,25 +172,12 @@ class ReplicaEngine:
             self.now += load_ms / 1000.0
         return load_ms
 
-    def take_back(self, adapters: Collection[int] | None = None) -> list[int]:
-        """Hand the requests of ``adapters`` (indices; default all) that have not started back to the router:
-        queued ones and submitted ones not yet arrived. Preempted requests stay, as running ones do: they are
-        in flight. Taken requests are left out of :meth:`record`, as :meth:`exclude`d ones are. Returns their
-        ids in arrival order."""
-        wanted = range(len(self.adapter_ids)) if adapters is None else adapters
-        taken = [rid for a in wanted for rid in self.waiting.take_adapter(a)]
-        chosen = None if adapters is None else set(adapters)
-        taken += [rid for rid in range(self.n_arrived, self.n_requests)
-                  if self.flags[rid] == 0 and (chosen is None or self._adapter_of[rid] in chosen)]
-        for rid in taken:
-            self.flags[rid] = ROUTED_AWAY
-        return sorted(taken)
+    def _take_queued(self, adapter: int) -> list[int]:
+        return self.waiting.take_adapter(adapter)
 
-    def unload_adapter(self, adapter: int) -> list[int]:
-        """vLLM's ``/v1/unload_lora_adapter``: forget the adapter's weights (a later load reads the disk again)
-        and hand back its requests that have not started (:meth:`take_back`); running ones finish."""
+    def forget_adapter(self, adapter: int) -> None:
+        """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
         self.lora.discard(adapter)
-        return self.take_back([adapter])
 
     def running_adapters(self) -> list[int]:
         """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""
@@ -578,6 +526,7 @@ class ReplicaEngine:
             self._take_arrivals(last_start)
         self.now = end
         self.steps += k
+        self.jumped_steps += k
         self._finish_decoding(end)
         return True
 
@@ -686,41 +635,16 @@ class ReplicaEngine:
     def drained(self) -> bool:
         return self.n_arrived >= self.n_requests and self.n_running == 0 and not len(self.waiting)
 
-    def record(self, duration_s: float) -> RunRecord:
-        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out).
+    def flag_codes(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.flags), np.uint8)
 
-        When every request is this replica's the arrays are views of the engine's, not copies: take the record
-        once the run is over, or copy what must outlive further steps (as ``RunRecord.arrived_before`` does).
-        """
-        n = self.n_requests
-        flags = np.frombuffer(bytes(self.flags), np.uint8)[:n]
-        mine = flags != ROUTED_AWAY if ROUTED_AWAY in self.flags else slice(None)  # a view when all are ours
-        sim_time = max(self.now, 1e-12)
-        return RunRecord(
-            startup=self.startup,
-            duration_s=duration_s,
-            arrival_s=self.arrival_s[:n][mine],
-            adapter=self.adapter[:n][mine],
-            input_tokens=self.input_tokens[:n][mine],
-            output_tokens=self.output_tokens[:n][mine],
-            first_token_s=self.first_token_s[:n][mine],
-            finish_s=self.finish_s[:n][mine],
-            preemptions=self.preemptions[:n][mine],
-            refused=flags[mine] == REFUSED,
-            adapter_ids=self.adapter_ids,
-            itl_hist=self.itl_hist.copy(),
-            itl_counts=self.itl_counts.copy(),
-            step_counts=self.step_counts.copy(),
-            steps=self.steps,
-            mean_running=self.area_running / sim_time,
-            mean_waiting=self.area_waiting / sim_time,
-            max_waiting=self.max_waiting_seen,
-            max_running=self.max_running_seen,
-            mean_kv_usage=self.area_kv_blocks / sim_time / max(self.total_blocks, 1),
-            loads_from_disk=self.lora.loads_from_disk,
-            loads_from_cpu=self.lora.loads_from_cpu,
-            sim_time_s=self.now,
-        )
+    @property
+    def loads_from_disk(self) -> int:
+        return self.lora.loads_from_disk
+
+    @property
+    def loads_from_cpu(self) -> int:
+        return self.lora.loads_from_cpu
 
 
 def _steps_before(window_s: float, first_ms: float, delta_ms: float) -> int:
@@ -741,3 +665,12 @@ def _steps_before(window_s: float, first_ms: float, delta_ms: float) -> int:
     while start(k) < window_ms:
         k += 1
     return k
+
+
+try:
+    from adaptergym.twin.compiled_engine import CompiledEngine as ReplicaEngine
+except ImportError:  # the extension is not built
+    warnings.warn("adaptergym: the compiled engine is not built, so the twin runs its pure-Python reference "
+                  "(about 20x slower); build it with `pip install -e .` or `python setup.py build_ext --inplace`",
+                  RuntimeWarning, stacklevel=2)
+    ReplicaEngine = ReferenceEngine  # type: ignore[misc,assignment]

@@ -10,9 +10,9 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig, default_rank
-from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.frameworks import Engine, new_engine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.replica import check_ranks, failed_record, new_engine, run_replica
+from adaptergym.twin.replica import check_lengths, check_ranks, failed_record, run_replica
 from adaptergym.workload.requests import RequestBatch
 
 ROUTERS = ("even", "least-loaded")
@@ -64,7 +64,7 @@ def round_robin(adapter: np.ndarray, servers: Sequence[Sequence[int]], dealt: np
     return table[adapter, turn % np.maximum(n_servers, 1)[adapter]]
 
 
-def least_loaded(engines: Sequence[ReplicaEngine], local_ids: Sequence[int], t: float) -> int:
+def least_loaded(engines: Sequence[Engine], local_ids: Sequence[int], t: float) -> int:
     """Route one request arriving at ``t`` that every engine of ``engines`` holds (as ``local_ids[k]`` in engine
     k) to the one with the fewest outstanding requests at ``t``: run each to ``t`` and exclude it from the
     others. Returns the chosen engine's position."""
@@ -88,6 +88,7 @@ def simulate_fleet(
                for plan, m in zip(replicas, masks, strict=True)]
     for config, mask in zip(configs, masks, strict=True):
         check_ranks(requests, config, np.unique(requests.adapter[mask]))
+        check_lengths(requests, config, mask)
     if router == "even" or requests.drain:
         return [run_replica(profile, c, requests.subset(m)) for c, m in zip(configs, masks, strict=True)]
     return _least_loaded(profile, requests, replicas, configs)
@@ -106,7 +107,7 @@ def _least_loaded(
                   for r in range(len(replicas))]
     subsets = [requests.subset(m) for m in candidates]
     local_ids = [np.cumsum(m) - 1 for m in candidates]
-    engines: list[ReplicaEngine | None] = [new_engine(profile, c, s) for c, s in zip(configs, subsets, strict=True)]
+    engines: list[Engine | None] = [new_engine(profile, c, s) for c, s in zip(configs, subsets, strict=True)]
     for rid in np.flatnonzero(np.array([len(servers[a]) > 1 for a in requests.adapter.tolist()])).tolist():
         t = float(requests.arrival_s[rid])
         group = servers[int(requests.adapter[rid])]

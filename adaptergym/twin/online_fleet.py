@@ -5,9 +5,9 @@ replicas that follows a :data:`FleetPlan`, changed by :meth:`OnlineFleet.apply` 
 costs is what vLLM does (see :mod:`adaptergym.twin.fleet_plan` for the kinds of change):
 
 * **load** an adapter on a serving replica: ``load_lora_adapter`` reads it from disk into CPU memory and copies
-  it into a GPU slot while the engine waits (:meth:`ReplicaEngine.load_adapter`);
+  it into a GPU slot while the engine waits (the engine's ``load_adapter``);
 * **unload**: ``unload_lora_adapter``; the adapter's running requests finish there, its queued ones go back to
-  the router (:meth:`ReplicaEngine.unload_adapter`);
+  the router (the engine's ``unload_adapter``);
 * **cold start**: a new GPU, serving after the profile's start-up time (:class:`StartupTimeModel`) for its
   ``max_loras``, then loading its adapters as a server started with ``--lora-modules`` does;
 * **restart** (new ``max_loras`` or ``max_lora_rank``): the replica stops taking requests, hands its queued ones
@@ -36,10 +36,11 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import REFUSED, ROUTED_AWAY, ReplicaEngine
 from adaptergym.twin.fleet import ROUTERS, least_loaded, round_robin
 from adaptergym.twin.fleet_plan import FleetPlan, PlanChanges, ReplicaSpec, check_plan, plan_changes
-from adaptergym.twin.startup import Startup, check_startup
+from adaptergym.twin.frameworks import Engine, framework_of
+from adaptergym.twin.record import REFUSED, ROUTED_AWAY
+from adaptergym.twin.startup import Startup
 from adaptergym.workload.requests import RequestBatch
 
 #: Replica states: starting (cold start or restart), serving, failed to start (holds its GPU, serves nothing).
@@ -57,7 +58,7 @@ class Replica:
     gpu_start_s: float
     ready_s: float  # when it serves (inf: it never will)
     adapters: tuple[int, ...]  # adapter indices of spec.adapters
-    engine: ReplicaEngine | None = None  # from ready_s on
+    engine: Engine | None = None  # from ready_s on
 
     @property
     def state(self) -> str:
@@ -108,6 +109,10 @@ class OnlineFleet:
     def __init__(self, profile: TwinProfile, requests: RequestBatch, router: str = "even") -> None:
         if router not in ROUTERS:
             raise ConfigError(f"router: {router!r} is not one of {', '.join(ROUTERS)}")
+        self.framework = framework_of(profile)
+        if not self.framework.online:
+            raise ConfigError(f"profile {profile.name!r}: its framework ({profile.framework}) takes no requests or "
+                              "adapters online, so a fleet cannot change its plan; use a vLLM profile")
         self.profile = profile
         self.requests = requests
         self.router = router
@@ -124,7 +129,7 @@ class OnlineFleet:
         self._dealt = np.zeros(len(requests.adapter_ids), np.int64)  # round-robin turn per adapter
         self._servers: list[list[int]] = [[] for _ in requests.adapter_ids]  # per adapter, serving replica ids
         # Every engine ever started, the replica it belongs to, and the global id of each of its local requests.
-        self._engines: list[ReplicaEngine] = []
+        self._engines: list[Engine] = []
         self._engine_replica: list[int] = []
         self._engine_gids: list[list[np.ndarray]] = []
         self._engine_of: dict[int, int] = {}  # id(engine) -> its position in _engines
@@ -185,7 +190,7 @@ class OnlineFleet:
         """A replica launched at ``launch_s``, serving after its start-up time (at once if ``warm``) unless vLLM
         refuses its flags."""
         config = spec.config(self.ranks, self.cpu_slots).resolved(self.profile)
-        startup = check_startup(self.profile, config)
+        startup = self.framework.startup(self.profile, config)
         ready = launch_s + (0.0 if warm else self.profile.startup_time.seconds(config.max_loras))
         replica = Replica(rid, spec, config, startup, gpu_start_s, ready if startup.ok else math.inf,
                           self._indices(spec))
@@ -211,7 +216,7 @@ class OnlineFleet:
         requests = self.requests
         batch = RequestBatch(empty, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
                              requests.adapter_ids, requests.adapter_ranks, requests.duration_s)
-        engine = ReplicaEngine(self.profile, replica.config, batch, replica.startup)
+        engine = self.framework.engine(self.profile, replica.config, batch, replica.startup)
         engine.run_until(replica.ready_s)  # an empty engine's clock just moves there
         for a in replica.adapters if load else ():
             self.counts.load_ms += engine.load_adapter(a)
@@ -297,14 +302,14 @@ class OnlineFleet:
                 least_loaded([self.replicas[r].engine for r in servers], [int(local[r][k]) for r in servers],
                              float(arrival[k]))
 
-    def _submit(self, engine: ReplicaEngine, gids: np.ndarray, arrival: np.ndarray) -> int:
+    def _submit(self, engine: Engine, gids: np.ndarray, arrival: np.ndarray) -> int:
         """Hand requests ``gids`` to ``engine``; returns the local id of the first."""
         req = self.requests
         first = engine.submit_many(arrival, req.adapter[gids], req.input_tokens[gids], req.output_tokens[gids])
         self._engine_gids[self._engine_of[id(engine)]].append(gids)
         return first
 
-    def _global_ids(self, engine: ReplicaEngine, local_ids: list[int]) -> list[int]:
+    def _global_ids(self, engine: Engine, local_ids: list[int]) -> list[int]:
         gids = np.concatenate(self._engine_gids[self._engine_of[id(engine)]] or [np.empty(0, np.int64)])
         return gids[np.array(local_ids, np.int64)].tolist() if local_ids else []
 

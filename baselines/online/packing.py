@@ -9,7 +9,7 @@ that packing into a plan that changes the running fleet as little as it can.
   is loaded onto a running replica instead of a cold start; a group no replica's flags serve (its
   ``max_lora_rank`` too small, or a ``max_loras`` the surrogate predicts starves it) gets a new replica, and
   replicas no group needs are removed.
-* :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates
+* :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates, with a given headroom
   (:func:`adaptergym.dynamic.fast.judge_plan`).
 """
 
@@ -91,10 +91,9 @@ class Packer:
         level = self.surrogate.best_max_loras(rates * (1.0 + self.headroom), ranks, self.fleet.lengths)
         return ReplicaSpec(adapters, level, rank_cover(int(ranks.max())))
 
-    def starved(self, plan: FleetPlan, rates: np.ndarray) -> bool:
+    def starved(self, plan: FleetPlan, rates: np.ndarray, headroom: float) -> bool:
         """Whether the surrogate predicts ``plan`` starves some adapter at ``rates * (1 + headroom)``."""
-        verdict = judge_plan(self.scorer, plan, rates * (1.0 + self.headroom), self.ids, self.ranks,
-                             self.fleet.lengths)
+        verdict = judge_plan(self.scorer, plan, rates * (1.0 + headroom), self.ids, self.ranks, self.fleet.lengths)
         return bool(verdict.starved.any())
 
     def fit(self, groups: Sequence[Group], current: FleetPlan) -> FleetPlan:

@@ -67,10 +67,12 @@ class Replanner:
     default profile, longer than a 5-minute epoch), so the plan covers the highest rate each adapter is
     expected to reach before a replica added at the next decision could serve: :meth:`lead_epochs` epochs.
 
-    **Hysteresis.** Keeps the running plan when the surrogate predicts it serves those rates (times ``1 +
-    headroom``) without starving and a fresh packing needs as many GPUs or more; adopts the fresh packing
-    (fitted to the running replicas, :meth:`Packer.fit`) when the running plan would starve, or when the rates
-    pack on fewer GPUs even with ``shrink_band`` more room. Running replicas are never restarted: a group their
+    **Hysteresis.** Packs the rates with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation
+    edge) but keeps the running plan while the surrogate predicts it serves them with half that room and a fresh
+    packing needs as many GPUs or more; adopts the fresh packing (fitted to the running replicas,
+    :meth:`Packer.fit`) when the running plan would starve with half the room, or when the rates pack on fewer
+    GPUs even with ``shrink_band`` more room. So a plan is not reshuffled for a forecast that moves within the
+    band. Running replicas are never restarted: a group their
     flags cannot serve goes to a new replica. A change that needs new replicas is made in two steps (make before
     break, :func:`make_before_break`): first only the new replicas are added, the running ones left as they are;
     while a replica is starting the plan stays; once all serve, the next decision moves the adapters.
@@ -105,7 +107,7 @@ class Replanner:
         if any(r.state == "starting" for r in fleet.results[-1].replicas):
             return current  # the last change is still under way
         target = packer.pack(rates)
-        if not packer.starved(current, rates):
+        if not packer.starved(current, rates, self.headroom / 2):
             if len(target) >= len(current):
                 return current
             roomy = Packer(fleet, self.headroom + self.shrink_band)
@@ -123,7 +125,8 @@ def make_before_break(plan: FleetPlan, current: FleetPlan) -> FleetPlan:
 
 @dataclass
 class PeriodicPolicy(Replanner):
-    """:class:`Replanner` on a forecast of the coming epochs' rates from the arrivals seen so far.
+    """:class:`Replanner` on a forecast of the coming epochs' rates from the arrivals seen so far (floored, for
+    the adapters that starved in the last epoch, at what arrived in it).
 
     Args:
         forecaster: a name of :func:`adaptergym.forecast.forecaster_names` (``holt-winters`` needs the fleet's
@@ -141,10 +144,13 @@ class PeriodicPolicy(Replanner):
         self._seen = 0
 
     def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        """The forecast, but never below the last epoch's rate for an adapter that starved in it (a forecaster
+        that smooths would otherwise keep under-planning a surge it has already seen)."""
         for counts in fleet.observed_counts()[self._seen:]:
             self._forecast.observe(counts)
             self._seen += 1
-        return self._forecast.predict(epochs)
+        last = fleet.results[-1]
+        return np.maximum(self._forecast.predict(epochs), np.where(last.starved, last.offered_rates, 0.0))
 
 
 @dataclass
