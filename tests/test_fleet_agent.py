@@ -19,7 +19,7 @@ from agents.run import TrainedAgent
 from agents.train import new_model, train
 from baselines.online.leaderboard import entries, run
 
-# Flash crowds only (23 steps an episode), analytic scorer: about 40 s of training here.
+# Flash crowds only (23 steps an episode), analytic scorer: 13 s of training here (40-70 s on a busy box).
 KWARGS = {"scenario": "flash-crowd-v0"}
 TEST_SEEDS = list(range(1_000_000, 1_000_008))
 
@@ -46,7 +46,9 @@ def test_short_training_beats_its_initial_policy_and_random_knobs(fleet_run, fle
     before = returns(TrainedAgent(initial, config, fleet_run.checkpoint), fleet_env)
     after = returns(fleet_run, fleet_env)
     random = returns(RandomPolicy(fleet_env.action_space.nvec, seed=0), fleet_env)
-    assert after.mean() > before.mean() and after.mean() > random.mean()
+    # Measured on these 8 seeds (analytic scorer, default profile): initial -30.2, trained -19.6, random knobs -75.0
+    # (seed 0; seeds 1 and 2: trained -15.3 and -15.8 from -30.2 and -48.0).
+    assert after.mean() > before.mean() + 5.0 and after.mean() > random.mean() + 30.0
 
 
 def test_fleet_rows_hold_the_episode_totals(fleet_run, fleet_env):
