@@ -1,7 +1,7 @@
 """A trained AdapterFleet-v0 agent as an online policy of ``baselines.online``: it drives any
-:class:`adaptergym.dynamic.DynamicFleet` (the twin-scored ones of ``adaptergym leaderboard --suite dynamic``,
-``adaptergym replay``) through the environment's own observations, masks and packer, so it sees exactly what it
-trained on.
+:class:`adaptergym.dynamic.DynamicFleet` (the twin-scored ones of ``adaptergym leaderboard --suite dynamic``, or
+yours through :func:`baselines.online.replay.replay`) through the environment's own observations, masks and
+packer, so it sees exactly what it trained on.
 
     policy = AgentPolicy("agents/checkpoints/fleet-maskable-ppo")
     replay(policy, DynamicFleet(workload, seed=0, epoch_s=300.0))     # baselines.online.replay
