@@ -44,8 +44,8 @@ def fixed(action):
 
 
 # ---------------------------------------------------------------------------------------------- the checker
-@pytest.mark.parametrize("scorer", ["analytic", "surrogate"])
-def test_checker_passes_in_fast_mode(scorer):
+@pytest.mark.parametrize("scorer", ["analytic", "surrogate", "twin"])
+def test_checker_passes_with_every_scorer(scorer):
     env = gym.make(FLEET, scorer=scorer, scenario="flash-crowd-v0", render_mode="ansi")
     check_env(env.unwrapped)
     env.close()
