@@ -10,7 +10,7 @@ import numpy as np
 
 from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile, load_profile
-from adaptergym.twin import ReplicaPlan, ServerConfig, check_ranks, run_replica, simulate_fleet
+from adaptergym.twin import ReplicaPlan, ServerConfig, check_lengths, check_ranks, run_replica, simulate_fleet
 from adaptergym.twin.config import default_rank
 from adaptergym.twin.replica import ProgressCallback
 from adaptergym.workload import RequestBatch, WorkloadSpec, sample_requests
@@ -55,6 +55,7 @@ def simulate(
     requests = draw_requests(workload, seed, duration_s)
     cfg = default_rank(config or ServerConfig(), requests.adapter_ranks).resolved(prof)
     check_ranks(requests, cfg)
+    check_lengths(requests, cfg)
     return summarize(run_replica(prof, cfg, requests, progress))
 
 

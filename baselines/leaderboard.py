@@ -101,13 +101,11 @@ def run(suite: str, seeds: Sequence[int], policies: Sequence[str], agents: Seque
     return board
 
 
-def shipped_agents(root: Path) -> list[Path]:
-    """Run folders under ``root`` whose agent was trained on a placement environment (AdapterPlacement-v0, -v1)."""
+def shipped_agents(root: Path, envs: Sequence[str]) -> list[Path]:
+    """Run folders under ``root`` whose agent was trained on one of ``envs`` (environment ids)."""
     import json
 
-    from adaptergym.envs import PLACEMENT_IDS
-
-    return sorted(p.parent for p in root.glob("*/config.json") if json.loads(p.read_text()).get("env") in PLACEMENT_IDS)
+    return sorted(p.parent for p in root.glob("*/config.json") if json.loads(p.read_text()).get("env") in envs)
 
 
 def plot(board: Board, out: Path) -> None:

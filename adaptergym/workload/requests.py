@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from adaptergym.errors import WorkloadError
 from adaptergym.workload.arrivals import arrival_times, scheduled_arrivals
@@ -75,14 +74,14 @@ def sample_requests(spec: WorkloadSpec, rng: np.random.Generator) -> RequestBatc
         adapter = rng.choice(len(spec.adapters), size=n, p=weights / weights.sum())
         return _batch(spec, np.zeros(n), adapter, rng)
     times = np.concatenate(per_adapter) if per_adapter else np.empty(0)
-    adapter = np.concatenate([np.full(t.size, i) for i, t in enumerate(per_adapter)]).astype(np.int64)
+    adapter = np.repeat(np.arange(len(per_adapter), dtype=np.int64), [t.size for t in per_adapter])
     return _sorted_batch(spec, times, adapter, rng)
 
 
 def _sorted_batch(spec: WorkloadSpec, times: np.ndarray, adapter: np.ndarray, rng: np.random.Generator
                   ) -> RequestBatch:
     """Arrivals sorted by time (ties in adapter order), cut to ``num_requests``, with lengths drawn."""
-    order = np.argsort(times, kind="stable")
+    order = _arrival_order(times)
     times, adapter = times[order], adapter[order]
     if spec.num_requests is not None:
         times, adapter = times[: spec.num_requests], adapter[: spec.num_requests]
@@ -97,11 +96,23 @@ def _batch(spec: WorkloadSpec, times: np.ndarray, adapter: np.ndarray, rng: np.r
     )
 
 
+def _arrival_order(times: np.ndarray) -> np.ndarray:
+    """The stable sort order of ``times`` (ties keep adapter order). Without ties every sort gives it, and numpy's
+    default sort is about 3x faster on a million times than its stable one, so that one runs only on ties."""
+    order = np.argsort(times)
+    ordered = times[order]
+    if np.any(ordered[1:] == ordered[:-1]):
+        return np.argsort(times, kind="stable")
+    return order
+
+
 def load_trace(path: str, spec: WorkloadSpec | None = None) -> RequestBatch:
     """Replay a CSV trace (``arrival_s, adapter_id, input_tokens, output_tokens``).
 
     Adapter ranks come from ``spec.adapters`` when given, else default to 16.
     """
+    import pandas as pd  # only traces need it: keeps `adaptergym simulate` of a spec from importing pandas
+
     try:
         frame = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
