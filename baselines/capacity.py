@@ -1,5 +1,5 @@
-"""What one GPU can serve, by its vLLM ``--max-lora-rank`` and how many adapters it holds: the capacity model
-of the packing policies and of the lower bound.
+"""What one GPU can serve, by its vLLM ``--max-lora-rank`` and the adapters it holds: the capacity model of the
+packing policies, and the measurements the lower bound's cost model is fitted on.
 
 ``peak_tok_s(rank, adapters)`` is the twin's saturated throughput (prompt + output tokens/s) of one GPU of the
 profile whose ``max_lora_rank`` covers ``rank``, serving ``adapters`` equal-rate adapters, at the best of a few
@@ -8,26 +8,26 @@ seconds). It is measured at the adapter counts of :data:`COUNTS` and read at the
 the GPU's count: the twin's throughput falls as a GPU holds more adapters (every adapter in a batch adds step
 time; fewer slots add loads), so the grid point bounds the counts up to the next one. A GPU is starved (the
 papers' rule) when it serves less than 90% of what it is offered, so a starvation-free GPU is offered at most
-``peak / 0.9``: :meth:`CapacityModel.admissible_tok_s`.
+``peak / 0.9``: :meth:`CapacityModel.admissible_tok_s`, what the packing policies size GPUs with.
 
-``edge_tok_s(rank, adapters)`` is what the lower bound uses instead: the largest offered load the twin serves
-without starving such a GPU, judged as placement verification judges (:data:`VERIFY_DURATION_S`, the 90%
-rule), found by bisection below ``peak / 0.9`` and rounded up. It is lower than ``peak / 0.9``, far lower with
-many adapters: the peak is measured with a deep queue, where the scheduler keeps batching adapters that hold a
-slot, while at the edge of starvation every adapter must be cycled through the slots
-(``python examples/bound_tightness.py``). Edges cost about 35 s per rank class, so the default profile's
-edges at ShareGPT lengths ship in ``adaptergym/data/capacity/`` (``python -m baselines.edge_table`` writes
-them again); other profiles and lengths measure theirs on first use.
-
-The model's one assumption: a GPU's adapters share its traffic about evenly. A GPU holding one very hot adapter
-and many cold ones behaves like a GPU with fewer adapters, so it can exceed its count's peak.
+:func:`measure_mix_edge` finds the *starvation edge* of any adapter mix (adapters' shares of a GPU's load): the
+least offered load at which placement verification (:func:`adaptergym.placement.verify_gpu`: 600 simulated s,
+the 90% rule) starves the GPU at every ``max_loras`` level, for the request draws of :data:`EDGE_SEEDS`; every
+verified load of the mix lies below it. It is lower than ``peak / 0.9``, far lower with many adapters: the peak
+is measured with a deep queue, where the scheduler keeps batching adapters that hold a slot, while at the edge
+every adapter must be cycled through the slots (``python examples/bound_tightness.py``). Mix edges cost seconds
+each, so the default profile's (equal-rate, Zipf and hot-plus-cold mixes: :mod:`baselines.cost_model`) ship
+in ``adaptergym/data/capacity/`` with its peaks; ``python -m baselines.edge_table`` measures them again.
+``edge_tok_s(rank, adapters)`` is the edge of equal-rate adapters at a grid count.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +39,7 @@ from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
-from baselines.edge_table import shipped_edges
+from baselines.edge_table import MixEdge, shipped_table
 
 #: Simulated seconds of each peak measurement (its second half is measured).
 PEAK_WINDOW_S = 240.0
@@ -47,8 +47,85 @@ PEAK_WINDOW_S = 240.0
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: From this count on, fewer slots than adapters are tried too (count / 2, count / 4): at saturation they serve more.
 FEWER_SLOTS_FROM = 16
-#: Bisection steps of an edge measurement, between half of ``peak / 0.9`` and ``peak / 0.9`` (precision 1.6%).
-EDGE_STEPS = 5
+#: Request draws (verification seeds) an edge is measured with; the edge is the largest of theirs.
+EDGE_SEEDS = (0, 1, 2, 3)
+#: Levels tried on each side of the last one that served, at a load it does not serve.
+SCAN_REACH = 2
+#: Bisection steps of an edge (first seed, a factor-16 bracket in log space: 1.1% precision).
+EDGE_STEPS = 8
+#: Bisection steps of another seed's edge above the first's, in a bracket a factor ``EDGE_SPREAD`` wide (0.9%).
+SEED_STEPS = 4
+EDGE_SPREAD = 1.15
+
+
+def mix_levels(adapters: int, max_slots: int) -> list[int]:
+    """The ``max_loras`` levels an edge is searched over: those of ``MAX_LORAS_LEVELS`` from 4 (or fewer
+    adapters) up to the adapter count and what starts at the rank, and the count itself (a slot each)."""
+    top = min(adapters, max_slots)
+    return sorted({level for level in MAX_LORAS_LEVELS if min(4, top) <= level <= top} | {top})
+
+
+def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shares: Sequence[float],
+                     seeds: Sequence[int] = EDGE_SEEDS) -> MixEdge:
+    """The starvation edge (module doc) of a GPU with ``max_lora_rank`` ``cover`` whose adapters (all of rank
+    ``cover``) take ``shares`` of its load.
+
+    The first seed bisects the load; a load is served if some level of :func:`mix_levels` serves it. Levels
+    are tried outward from the last one that served, up to :data:`SCAN_REACH` levels on each side, and a side
+    is left once the served share has fallen twice in a row (it is unimodal in the level: too few slots wait
+    for loads, too many slow every step). Each further seed is tried at the edge found so far with that level,
+    and bisects above it only if served there.
+    """
+    shares = np.asarray(shares, float) / float(np.sum(shares))
+    max_slots = MAX_LORAS_LEVELS[slot_caps(profile, MAX_LORAS_LEVELS)[cover] - 1]
+    levels = mix_levels(len(shares), max_slots)
+    tokens = mean_request_tokens(lengths)
+    ids = tuple(f"mix-{i}" for i in range(len(shares)))
+    best = [levels[len(levels) // 2]]
+
+    def served(load_tok_s: float, level: int, seed: int) -> tuple[bool, float]:
+        rates = load_tok_s * shares / tokens
+        workload = WorkloadSpec(tuple(AdapterSpec(i, cover, float(r)) for i, r in zip(ids, rates, strict=True)),
+                                lengths, duration_s=VERIFY_DURATION_S)
+        metrics = verify_gpu(workload, GpuAssignment(0, ids, level), Counter(ids), profile, seed=seed).metrics
+        return not metrics.starved, metrics.total_throughput / metrics.offered_throughput
+
+    def passes(load_tok_s: float, seed: int, reach: int = SCAN_REACH) -> bool:
+        at = levels.index(best[0])
+        ok, share_at = served(load_tok_s, best[0], seed)
+        for side in (-1, 1):
+            previous, falls, k = share_at, 0, at + side
+            while not ok and 0 <= k < len(levels) and abs(k - at) <= reach and falls < 2:
+                ok, share = served(load_tok_s, levels[k], seed)
+                if ok:
+                    best[0] = levels[k]
+                falls = falls + 1 if share < previous else 0
+                previous, k = share, k + side
+        return ok
+
+    ceiling = 1.25 * saturated_throughput(profile, lengths, adapters=1, rank=cover, max_loras=1) / (
+        1.0 - STARVATION_THRESHOLD)
+    high = _log_bisect(lambda load: passes(load, seeds[0]), ceiling / 16, ceiling, EDGE_STEPS)
+    level = best[0]
+    for seed in seeds[1:]:
+        if passes(high, seed, reach=0):
+            high = _log_bisect(lambda load, s=seed: passes(load, s, 0), high, high * EDGE_SPREAD, SEED_STEPS)
+    return MixEdge(high, level)
+
+
+def _log_bisect(passes: Callable[[float], bool], low: float, high: float, steps: int) -> float:
+    """The least load found failing ``passes``, bisecting ``[low, high]`` in log space (``high`` is widened
+    while it passes, ``low`` narrowed while it fails)."""
+    while passes(high):
+        low, high = high, high * 2
+    while not passes(low):
+        low, high = low / 2, low
+        if low < 1.0:
+            return high
+    for _ in range(steps):
+        mid = math.sqrt(low * high)
+        low, high = (mid, high) if passes(mid) else (low, mid)
+    return high
 
 
 @dataclass
@@ -71,7 +148,12 @@ class CapacityModel:
 
     def __post_init__(self) -> None:
         self.tokens_per_request = mean_request_tokens(self.lengths)
-        self._edge.update(shipped_edges(self.profile, self.lengths))
+        table = shipped_table(self.profile, self.lengths)
+        if table is not None:
+            self._peak.update(table.peaks)
+            self._edge.update({(cover, int(name.removeprefix("equal-"))): edge.load_tok_s
+                               for cover, mixes in table.edges.items() for name, edge in mixes.items()
+                               if name.startswith("equal-")})
         caps = slot_caps(self.profile, MAX_LORAS_LEVELS)
         self.max_slots = {r: MAX_LORAS_LEVELS[c - 1] if c else 0 for r, c in caps.items()}
 
@@ -97,30 +179,17 @@ class CapacityModel:
         return sorted({min(count // d, cap) for d in divisors})
 
     def edge_tok_s(self, rank: int, adapters: int = 1) -> float:
-        """The most offered tokens/s the twin serves without starving a GPU (``max_lora_rank`` covering
-        ``rank``, ``adapters`` equal-rate adapters, best level) under placement verification (module doc)."""
+        """The starvation edge (:func:`measure_mix_edge`) of a GPU whose ``max_lora_rank`` covers ``rank``
+        holding ``adapters`` equal-rate adapters, read at the grid count."""
         cover, count = rank_cover(rank), self.grid_count(adapters)
         if (cover, count) not in self._edge:
-            low, high = 0.5 * self.admissible_tok_s(cover, count), self.admissible_tok_s(cover, count)
-            for _ in range(EDGE_STEPS):
-                mid = (low + high) / 2
-                served = any(self._served(cover, count, level, mid) for level in self._levels(cover, count))
-                low, high = (mid, high) if served else (low, mid)
-            self._edge[(cover, count)] = high
+            self._edge[(cover, count)] = measure_mix_edge(self.profile, self.lengths, cover,
+                                                          np.ones(count)).load_tok_s
         return self._edge[(cover, count)]
-
-    def _served(self, cover: int, count: int, max_loras: int, load_tok_s: float) -> bool:
-        """Whether placement verification finds one GPU of ``count`` equal-rate adapters, offered
-        ``load_tok_s`` at ``max_loras`` slots, free of starvation."""
-        ids = tuple(f"edge-{i}" for i in range(count))
-        rate = load_tok_s / self.tokens_per_request / count
-        workload = WorkloadSpec(tuple(AdapterSpec(i, cover, rate) for i in ids), self.lengths,
-                                duration_s=VERIFY_DURATION_S)
-        return not verify_gpu(workload, GpuAssignment(0, ids, max_loras), Counter(ids), self.profile).starved
 
     def admissible_tok_s(self, rank: int, adapters: int = 1) -> float:
         """The most offered tokens/s a GPU (``max_lora_rank`` covering ``rank``, ``adapters`` adapters) can take
-        without starving."""
+        without starving at its saturated peak."""
         return self.peak_tok_s(rank, adapters) / (1.0 - STARVATION_THRESHOLD)
 
     def loads(self, workload: WorkloadSpec) -> np.ndarray:
@@ -151,4 +220,3 @@ def servable_model(profile: TwinProfile, workload: WorkloadSpec) -> CapacityMode
     model = capacity_model(profile, workload.lengths)
     model.check_servable(workload)
     return model
-

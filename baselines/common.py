@@ -3,14 +3,15 @@ groups of copies, cached per-GPU verification, and the search for the fewest GPU
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
+from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.placement import (
     VERIFY_DURATION_S,
@@ -129,6 +130,18 @@ class Verifier:
 
     def ok(self, placement: Placement) -> bool:
         return not any(self.starved(placement))
+
+
+def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int) -> GpuAssignment | None:
+    """``gpu`` if the twin does not starve it, else ``gpu`` at the nearest other ``max_loras`` level (of
+    ``MAX_LORAS_LEVELS`` up to its adapter count, ``retries`` of them tried by log distance) that it does not
+    starve; None if it starves at every level tried."""
+    if not verifier.verdict(gpu, copies).starved:
+        return gpu
+    others = [level for level in MAX_LORAS_LEVELS if level <= len(gpu.adapters) and level != gpu.max_loras]
+    nearest = sorted(others, key=lambda level: abs(math.log(level / gpu.max_loras)))[:retries]
+    return next((g for g in (replace(gpu, max_loras=level) for level in nearest)
+                 if not verifier.verdict(g, copies).starved), None)
 
 
 def first_verified(candidates: Sequence[P], build: Callable[[P], Placement], ok: Callable[[Placement], bool],
