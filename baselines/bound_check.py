@@ -146,12 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         workloads |= grid_workloads()
     policies = tuple(p.strip() for p in args.policies.split(","))
     work = jobs(scenarios, args.seeds, workloads, load_profile(args.profile), policies)
+    rows = []
     with stage_progress(True) as update:
-        rows = list(run(work, args.workers, (lambda k, n: update("workloads", k, n)) if update else None))
-    frame = pd.DataFrame(rows)
-    if args.out:
-        frame.to_csv(args.out, index=False)
-    print(summary(frame, policies))
+        for row in run(work, args.workers, (lambda k, n: update("workloads", k, n)) if update else None):
+            rows.append(row)
+            if args.out:  # rewritten as rows come, so an interrupted check keeps what it measured
+                pd.DataFrame(rows).to_csv(args.out, index=False)
+    print(summary(pd.DataFrame(rows), policies))
 
 
 if __name__ == "__main__":

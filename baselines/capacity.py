@@ -39,7 +39,7 @@ from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
-from baselines.edge_table import MixEdge, shipped_table
+from baselines.edge_table import MixEdge, calibration_mixes, shipped_table
 
 #: Simulated seconds of each peak measurement (its second half is measured).
 PEAK_WINDOW_S = 240.0
@@ -51,6 +51,11 @@ FEWER_SLOTS_FROM = 16
 EDGE_SEEDS = (0, 1, 2, 3)
 #: Levels tried on each side of the last one that served, at a load it does not serve.
 SCAN_REACH = 2
+#: Seconds a request holds a place in the batch, roughly (output tokens x step time): an adapter with requests
+#: arriving at ``r`` per second has one in the batch with probability about ``1 - exp(-r x this)``.
+BATCH_RESIDENCE_S = 5.0
+#: Calibration mixes :meth:`CapacityModel.best_level` takes the median level of.
+LEVEL_NEIGHBOURS = 3
 #: Bisection steps of an edge (first seed, a factor-16 bracket in log space: 1.1% precision).
 EDGE_STEPS = 8
 #: Bisection steps of another seed's edge above the first's, in a bracket a factor ``EDGE_SPREAD`` wide (0.9%).
@@ -145,11 +150,16 @@ class CapacityModel:
     max_slots: dict[int, int] = field(init=False)
     _peak: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
     _edge: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
+    _levels_seen: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.tokens_per_request = mean_request_tokens(self.lengths)
         table = shipped_table(self.profile, self.lengths)
         if table is not None:
+            mixes = calibration_mixes()
+            for cover, row in table.edges.items():
+                features = [self._mix_features(mixes[name] * edge.load_tok_s) for name, edge in row.items()]
+                self._levels_seen[cover] = (np.array(features), np.array([edge.max_loras for edge in row.values()]))
             self._peak.update(table.peaks)
             self._edge.update({(cover, int(name.removeprefix("equal-"))): edge.load_tok_s
                                for cover, mixes in table.edges.items() for name, edge in mixes.items()
@@ -186,6 +196,25 @@ class CapacityModel:
             self._edge[(cover, count)] = measure_mix_edge(self.profile, self.lengths, cover,
                                                           np.ones(count)).load_tok_s
         return self._edge[(cover, count)]
+
+    def best_level(self, cover: int, loads_tok_s: np.ndarray) -> int | None:
+        """A ``max_loras`` likely to serve a GPU of rank class ``cover`` whose adapters are offered ``loads_tok_s``
+        best near its edge: the median of the levels that served the :data:`LEVEL_NEIGHBOURS` most similar
+        calibration mixes best (similar in adapters, adapters likely in the batch, load; log scales); None without
+        a shipped table for the class."""
+        if cover not in self._levels_seen:
+            return None
+        features, levels = self._levels_seen[cover]
+        distance = np.abs(features - self._mix_features(loads_tok_s)) @ np.array([0.5, 1.0, 1.0])
+        level = float(np.median(levels[np.argsort(distance)[:LEVEL_NEIGHBOURS]]))
+        top = min(len(loads_tok_s), self.max_slots[cover])
+        return min(top, min(MAX_LORAS_LEVELS, key=lambda m: abs(math.log(m / level))))
+
+    def _mix_features(self, loads_tok_s: np.ndarray) -> np.ndarray:
+        """log adapters, log adapters likely in the batch (:data:`BATCH_RESIDENCE_S`), log load."""
+        rates = np.asarray(loads_tok_s) / self.tokens_per_request
+        active = float(np.sum(1.0 - np.exp(-rates * BATCH_RESIDENCE_S)))
+        return np.log([len(rates), max(active, 1.0), max(float(np.sum(loads_tok_s)), 1.0)])
 
     def admissible_tok_s(self, rank: int, adapters: int = 1) -> float:
         """The most offered tokens/s a GPU (``max_lora_rank`` covering ``rank``, ``adapters`` adapters) can take

@@ -132,13 +132,17 @@ class Verifier:
         return not any(self.starved(placement))
 
 
-def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int) -> GpuAssignment | None:
+def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int,
+               max_slots: dict[int, int]) -> GpuAssignment | None:
     """``gpu`` if the twin does not starve it, else ``gpu`` at the nearest other ``max_loras`` level (of
-    ``MAX_LORAS_LEVELS`` up to its adapter count, ``retries`` of them tried by log distance) that it does not
-    starve; None if it starves at every level tried."""
-    if not verifier.verdict(gpu, copies).starved:
+    ``MAX_LORAS_LEVELS`` up to its adapter count and the most slots that start at its rank, ``max_slots`` by
+    ``max_lora_rank``; ``retries`` of them tried by log distance) that it does not starve; None if it starves at
+    every level tried."""
+    verdict = verifier.verdict(gpu, copies)
+    if not verdict.starved:
         return gpu
-    others = [level for level in MAX_LORAS_LEVELS if level <= len(gpu.adapters) and level != gpu.max_loras]
+    top = min(len(gpu.adapters), max_slots[verdict.config.max_lora_rank])
+    others = [level for level in MAX_LORAS_LEVELS if level <= top and level != gpu.max_loras]
     nearest = sorted(others, key=lambda level: abs(math.log(level / gpu.max_loras)))[:retries]
     return next((g for g in (replace(gpu, max_loras=level) for level in nearest)
                  if not verifier.verdict(g, copies).starved), None)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 from scipy.optimize import linprog
@@ -37,35 +36,10 @@ from adaptergym.envs.common import rank_cover
 from adaptergym.placement import Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import LengthSpec, WorkloadSpec
-from baselines.edge_table import MixEdge, shipped_table
+from baselines.edge_table import MixEdge, calibration_mixes, shipped_table
 
-#: Equal-rate mixes: one GPU of this many adapters of the same rate.
-EQUAL_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-#: Zipf mixes: adapters' shares proportional to ``i ** -alpha``.
-ZIPF_COUNTS = (64, 256, 1024)
-ZIPF_ALPHAS = (0.6, 1.0, 1.5)
-#: Hot-plus-cold mixes: ``hot`` adapters share ``share`` of the load evenly, ``cold`` ones the rest.
-HOT_COUNTS = (1, 4)
-HOT_SHARES = (0.5, 0.9)
-COLD_COUNTS = (32, 256)
 #: Knots of a cost curve (log-spaced between the least and the largest adapter load of the calibration mixes).
 KNOTS = 64
-
-
-def zipf_shares(adapters: int, alpha: float) -> np.ndarray:
-    """Shares proportional to ``i ** -alpha``, ``i = 1..adapters``."""
-    weights = np.arange(1, adapters + 1, dtype=float) ** -alpha
-    return weights / weights.sum()
-
-
-@cache
-def calibration_mixes() -> dict[str, np.ndarray]:
-    """The mixes (adapters' shares of a GPU's load) whose starvation edges the cost model is fitted on, by name."""
-    mixes = {f"equal-{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
-    mixes |= {f"zipf-{n}-{alpha:g}": zipf_shares(n, alpha) for n in ZIPF_COUNTS for alpha in ZIPF_ALPHAS}
-    mixes |= {f"hot-{hot}x{share:g}+cold-{cold}": np.r_[np.full(hot, share / hot), np.full(cold, (1 - share) / cold)]
-              for hot in HOT_COUNTS for share in HOT_SHARES for cold in COLD_COUNTS}
-    return mixes
 
 
 @dataclass(frozen=True)
@@ -103,7 +77,7 @@ def fit_cost_curve(mix_loads: list[np.ndarray]) -> CostCurve:
     """The cost curve of one rank class from the adapters' loads of its calibration mixes at their edges (module
     doc: the linear program)."""
     every = np.concatenate(mix_loads)
-    knots = np.r_[0.0, np.geomspace(every.min(), every.max(), KNOTS)]
+    knots = np.r_[0.0, np.unique(np.geomspace(every.min(), every.max(), KNOTS))]
     weights = np.array([_interpolation_weights(knots, mix) for mix in mix_loads])  # mix x knot
     width = np.diff(knots)
     # Concavity: slope(j+1) - slope(j) <= 0 for consecutive segments; monotone: the last slope >= 0.
@@ -145,12 +119,14 @@ class CostModel:
         return self.curves[known[-1] if known else min(self.curves)]
 
     def adapter_costs(self, workload: WorkloadSpec, loads_tok_s: np.ndarray) -> np.ndarray:
-        """Each adapter's cost at its own rank class, split over the fewest GPUs that carry it."""
+        """Each adapter's least cost on a GPU that can hold it (its own rank class or a higher one), split over
+        the fewest GPUs that carry it."""
         covers = np.array([rank_cover(a.rank) for a in workload.adapters])
         costs = np.zeros(len(covers))
         for cover in np.unique(covers):
             mask = covers == cover
-            costs[mask] = self.curve(int(cover)).split_cost(loads_tok_s[mask])
+            costs[mask] = np.min([self.curve(int(k)).split_cost(loads_tok_s[mask])
+                                  for k in {int(cover), *(k for k in self.curves if k > cover)}], axis=0)
         return costs
 
     def placement_costs(self, workload: WorkloadSpec, placement: Placement, tokens_per_request: float) -> list[float]:

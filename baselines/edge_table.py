@@ -1,8 +1,10 @@
 """Shipped capacity measurements of a profile: the saturated peaks of the capacity model and the starvation edges
-of the cost model's calibration mixes (:mod:`baselines.capacity`, :mod:`baselines.cost_model`). Measuring them
-takes minutes, so the default profile's, at ShareGPT lengths, ship as one JSON per (profile, lengths) in
-``adaptergym/data/capacity/``. A table is used only by the exact profile (its fingerprint) and lengths it was
-measured with; after a profile is refitted, one command measures its table again:
+of the calibration mixes the lower bound's cost model is fitted on (:mod:`baselines.capacity`,
+:mod:`baselines.cost_model`): equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot adapters beside many
+cold ones. Measuring them takes about 16 CPU-minutes (an hour of wall time on the shared 2-core dev box), so the
+default profile's, at ShareGPT lengths, ship as one JSON per (profile, lengths) in ``adaptergym/data/capacity/``.
+A table is used only by the exact profile (its fingerprint) and lengths it was measured with; after a profile is
+refitted, one command measures its table again:
 
     python -m baselines.edge_table [--profile P] [--workers K]    # default profile, all CPUs
 """
@@ -15,7 +17,10 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
+
+import numpy as np
 
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.sweep.label import profile_fingerprint
@@ -27,6 +32,31 @@ log = logging.getLogger(__name__)
 SHIPPED_COVERS = (8, 16, 32, 64, 128)
 #: Where the tables live (package data).
 EDGE_TABLES = Path(__file__).resolve().parent.parent / "adaptergym" / "data" / "capacity"
+#: Equal-rate mixes: one GPU of this many adapters of the same rate.
+EQUAL_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: Zipf mixes: adapters' shares proportional to ``i ** -alpha``.
+ZIPF_COUNTS = (64, 256, 1024)
+ZIPF_ALPHAS = (0.6, 1.0, 1.5)
+#: Hot-plus-cold mixes: ``hot`` adapters share ``share`` of the load evenly, ``cold`` ones the rest.
+HOT_COUNTS = (1, 4)
+HOT_SHARES = (0.5, 0.9)
+COLD_COUNTS = (32, 256)
+
+
+def zipf_shares(adapters: int, alpha: float) -> np.ndarray:
+    """Shares proportional to ``i ** -alpha``, ``i = 1..adapters``."""
+    weights = np.arange(1, adapters + 1, dtype=float) ** -alpha
+    return weights / weights.sum()
+
+
+@cache
+def calibration_mixes() -> dict[str, np.ndarray]:
+    """The mixes (adapters' shares of a GPU's load) whose starvation edges the cost model is fitted on, by name."""
+    mixes = {f"equal-{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
+    mixes |= {f"zipf-{n}-{alpha:g}": zipf_shares(n, alpha) for n in ZIPF_COUNTS for alpha in ZIPF_ALPHAS}
+    mixes |= {f"hot-{hot}x{share:g}+cold-{cold}": np.r_[np.full(hot, share / hot), np.full(cold, (1 - share) / cold)]
+              for hot in HOT_COUNTS for share in HOT_SHARES for cold in COLD_COUNTS}
+    return mixes
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +79,7 @@ class CapacityTable:
 
     Attributes:
         peaks: ``{(cover, grid count): saturated tokens/s}``.
-        edges: ``{cover: {mix name: MixEdge}}`` for the mixes of :func:`baselines.cost_model.calibration_mixes`.
+        edges: ``{cover: {mix name: MixEdge}}`` for the mixes of :func:`calibration_mixes`.
     """
 
     peaks: dict[tuple[int, int], float]
@@ -76,7 +106,6 @@ def shipped_table(profile: TwinProfile, lengths: LengthSpec) -> CapacityTable | 
 
 def _measure(job: tuple[TwinProfile, LengthSpec, int, str]) -> tuple[int, str, MixEdge]:
     from baselines.capacity import measure_mix_edge
-    from baselines.cost_model import calibration_mixes
 
     profile, lengths, cover, name = job
     return cover, name, measure_mix_edge(profile, lengths, cover, calibration_mixes()[name])
@@ -89,7 +118,6 @@ def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1
     does not answer for the measurement."""
     from adaptergym.cli.progress import stage_progress
     from baselines.capacity import COUNTS, CapacityModel
-    from baselines.cost_model import calibration_mixes
 
     path = table_path(profile, lengths)
     path.unlink(missing_ok=True)

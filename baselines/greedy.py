@@ -142,21 +142,21 @@ class GreedyPolicy:
             trial = spread(packer.copies, gpus, packer.capacity)
             if len(trial) > gpus:
                 break
-            placement = _twin_levels(to_placement(trial, packer.levels(trial)), verifier)
+            placement = _twin_levels(to_placement(trial, packer.levels(trial)), verifier, packer.capacity.max_slots)
             if placement is None:
                 break
             best = placement
         return best
 
 
-def _twin_levels(placement: Placement, verifier: Verifier) -> Placement | None:
+def _twin_levels(placement: Placement, verifier: Verifier, max_slots: dict[int, int]) -> Placement | None:
     """``placement`` with each GPU the twin starves moved to the nearest other ``max_loras`` level that it does
     not (:func:`baselines.common.twin_level`, :data:`LEVEL_RETRIES` tried per GPU); None if some GPU starves at
     every level tried."""
     copies = placement.copies()
     gpus = []
     for gpu in placement.assignments:
-        kept = twin_level(gpu, copies, verifier, LEVEL_RETRIES)
+        kept = twin_level(gpu, copies, verifier, LEVEL_RETRIES, max_slots)
         if kept is None:
             return None
         gpus.append(kept)

