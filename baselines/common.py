@@ -3,7 +3,6 @@ groups of copies, cached per-GPU verification, and the search for the fewest GPU
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -134,18 +133,42 @@ class Verifier:
 
 def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int,
                max_slots: dict[int, int]) -> GpuAssignment | None:
-    """``gpu`` if the twin does not starve it, else ``gpu`` at the nearest other ``max_loras`` level (of
-    ``MAX_LORAS_LEVELS`` up to its adapter count and the most slots that start at its rank, ``max_slots`` by
-    ``max_lora_rank``; ``retries`` of them tried by log distance) that it does not starve; None if it starves at
-    every level tried."""
+    """``gpu`` if the twin does not starve it, else ``gpu`` at another ``max_loras`` level that it does not starve,
+    or None. Levels of ``MAX_LORAS_LEVELS`` up to the adapter count and the most slots that start at the GPU's
+    rank (``max_slots`` by ``max_lora_rank``) are searched from ``gpu``'s: the next one down and up, then on in
+    the direction whose served share rose while it keeps rising (it is unimodal in the level), ``retries`` runs
+    at most."""
     verdict = verifier.verdict(gpu, copies)
     if not verdict.starved:
         return gpu
     top = min(len(gpu.adapters), max_slots[verdict.config.max_lora_rank])
-    others = [level for level in MAX_LORAS_LEVELS if level <= top and level != gpu.max_loras]
-    nearest = sorted(others, key=lambda level: abs(math.log(level / gpu.max_loras)))[:retries]
-    return next((g for g in (replace(gpu, max_loras=level) for level in nearest)
-                 if not verifier.verdict(g, copies).starved), None)
+    levels = sorted({level for level in MAX_LORAS_LEVELS if level <= top} | {gpu.max_loras})
+    at = levels.index(gpu.max_loras)
+
+    def outcome(k: int) -> tuple[bool, float]:
+        metrics = verifier.verdict(replace(gpu, max_loras=levels[k]), copies).metrics
+        return not metrics.starved, metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
+
+    best, runs, results = outcome(at)[1], 0, {}
+    for k in (at - 1, at + 1):
+        if 0 <= k < len(levels) and runs < retries:
+            results[k], runs = outcome(k), runs + 1
+            if results[k][0]:
+                return replace(gpu, max_loras=levels[k])
+    rising = [k for k in results if results[k][1] > best]
+    if not rising:
+        return None
+    k = max(rising, key=lambda j: results[j][1])
+    side, best = k - at, results[k][1]
+    while runs < retries and 0 <= k + side < len(levels):
+        k, runs = k + side, runs + 1
+        served, value = outcome(k)
+        if served:
+            return replace(gpu, max_loras=levels[k])
+        if value <= best:
+            return None
+        best = value
+    return None
 
 
 def first_verified(candidates: Sequence[P], build: Callable[[P], Placement], ok: Callable[[Placement], bool],

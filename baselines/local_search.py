@@ -182,6 +182,8 @@ class _Search:
                 return None
             worst = min(starved, key=lambda k: self._served_share(placement.assignments[k], copies))
             changed = self._move(groups, worst, starved, self._served_share(placement.assignments[worst], copies))
+            if changed is None and len(groups[worst]) > 1:  # no verified GPU to take its copies
+                return None
             if changed is None:  # a single copy starves: one more copy of its adapter, on a GPU of its own
                 kept_groups = [g for k, g in enumerate(groups) if k != worst]
                 levels = [level for k, level in enumerate(levels) if k != worst]
