@@ -17,10 +17,10 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
    served the most similar calibration mixes best (:meth:`baselines.capacity.CapacityModel.best_level`); where
    the twin starves it, the levels next to it are tried (:func:`baselines.common.twin_level`). A GPU starved at
    every level tried hands copies worth its shortfall (its cost times the share it falls short of 90%, plus
-   :data:`MOVE_STEP`) to the GPU of least cost among those verified, and both are checked again; a starved GPU
-   holding a single copy gets its adapter one more copy, on a GPU of its own (replication chosen by the search).
-   Only changed GPUs are simulated. After ``max_moves`` moves without a verified placement, or with more than
-   half the GPUs starved, ``G + 1``.
+   :data:`MOVE_STEP`) to the GPU of least cost among those verified, and both are checked again (with no GPU to
+   take them: ``G + 1``); a starved GPU holding a single copy gets its adapter one more copy, on a GPU of its own
+   (replication chosen by the search). Only changed GPUs are simulated. After ``max_moves`` moves without a
+   verified placement, or with more than half the GPUs starved at every level tried, ``G + 1``.
 4. **Empty a GPU** (the large neighbourhood). From a verified placement above the bound, the least costly GPU is
    emptied, its copies packed onto the others by cost as in step 2, and step 3 run; the result is kept only if
    the twin verifies it.
