@@ -6,9 +6,9 @@ first test seeds, the README's workloads and a grid of large Zipf workloads:
 
 Per workload: each policy's placement, verified (:func:`baselines.evaluation.place_and_verify`); the fewest GPUs
 of a verified one; ``lower_bound_gpus`` and ``single_adapter_bound_gpus``; the highest cost-model cost of any
-verified GPU (the bound's proviso: at most 1); and a *probe* below the bound: the local search's packing on
-``bound - 1`` GPUs, repaired by the twin, which must not verify on fewer GPUs than the bound. It prints every
-violation and a summary of the ratios.
+verified GPU (the bound's proviso: at most ``GPU_COST_LIMIT``); and a *probe* below the bound: the local search's
+packing on ``bound - 1`` GPUs, repaired by the twin, which must not verify on fewer GPUs than the bound. It prints
+every violation and a summary of the ratios.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.scenarios import get_scenario, scenario_names
 from adaptergym.workload import WorkloadSpec, powerlaw_workload
 from baselines import get_policy
-from baselines.bound import lower_bound_gpus, single_adapter_bound_gpus
+from baselines.bound import GPU_COST_LIMIT, lower_bound_gpus, single_adapter_bound_gpus
 from baselines.capacity import servable_model
 from baselines.cost_model import cost_model
 from baselines.evaluation import place_and_verify
@@ -107,11 +107,11 @@ def summary(frame: pd.DataFrame, policies: tuple[str, ...]) -> str:
     lines = []
     below = frame[frame["best_gpus"] < frame["lower_bound_gpus"]]
     probes = frame[frame["probe_gpus"] < frame["lower_bound_gpus"]]
-    costly = frame[frame["highest_gpu_cost"] > 1.0]
+    costly = frame[frame["highest_gpu_cost"] > GPU_COST_LIMIT]
     lines.append(f"{len(frame)} workloads; verified placements below the bound: {len(below)}; probes one GPU below "
-                 f"the bound that verified: {len(probes)}; verified GPUs costing more than 1: {len(costly)} "
-                 f"(highest {frame['highest_gpu_cost'].max():.3f})")
-    for _, r in pd.concat([below, probes, costly]).drop_duplicates("workload").iterrows():
+                 f"the bound that verified: {len(probes)}; workloads with a verified GPU costing more than "
+                 f"{GPU_COST_LIMIT:g}: {len(costly)} (highest {frame['highest_gpu_cost'].max():.3f})")
+    for _, r in pd.concat([below, probes, costly]).drop_duplicates(["workload", "seed"]).iterrows():
         lines.append(f"  violation: {r['workload']} seed {r['seed']}: bound {r['lower_bound_gpus']}, best "
                      f"{r['best_gpus']}, probe {r['probe_gpus']}, highest GPU cost {r['highest_gpu_cost']:.3f}")
     for source, part in frame.groupby(frame["workload"].str.split("/").str[0], sort=False):

@@ -3,8 +3,11 @@ groups of copies, cached per-GPU verification, and the search for the fewest GPU
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -206,6 +209,22 @@ def first_verified(candidates: Sequence[P], build: Callable[[P], Placement], ok:
         else:
             lo = mid
     return found[1]
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Process-level stdout to /dev/null while HiGHS solves: on some MILPs it prints a debug line
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") even when silent, an upstream bug that
+    would break ``adaptergym place --json``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def check_objective(name: str, objective: str, supported: Sequence[str] = OBJECTIVES) -> None:

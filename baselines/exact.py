@@ -21,11 +21,8 @@ GPUs, so it refuses workloads of more than ``max_adapters`` adapters.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +43,7 @@ from baselines.common import (
     copies_needed,
     first_fit_decreasing,
     make_copies,
+    quiet_stdout,
     slots_for,
     to_placement,
 )
@@ -54,22 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Fill levels the exact policy tries, from the capacity model's admissible load down.
 FILLS = tuple(np.round(np.arange(1.0, 0.24, -0.05), 2))
-
-
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Process-level stdout to /dev/null while HiGHS solves: on some MILPs it prints a debug line
-    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") even when silent, an upstream bug that
-    would break ``adaptergym place --json``."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def gpu_types(covers: list[int], adapters: int,
@@ -173,7 +155,7 @@ def solve_packing(copies: list[Copy], model: CapacityModel, fill: float,
             rows.append(({**{y(g, t): 1.0 for t in range(m)}, **{y(g + 1, t): -1.0 for t in range(m)}}, 0.0, np.inf))
     n_vars = nx + g_max * m
     cost = np.r_[np.zeros(nx), np.ones(g_max * m)]
-    with _quiet_stdout():
+    with quiet_stdout():
         result = milp(cost, constraints=_constraints(rows, n_vars), integrality=np.ones(n_vars),
                       bounds=Bounds(0, 1), options={"time_limit": time_limit_s})
     if result.x is None:

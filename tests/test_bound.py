@@ -15,7 +15,7 @@ from adaptergym import load_profile
 from adaptergym.scenarios import get_scenario
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec, powerlaw_workload
 from baselines import get_policy
-from baselines.bound import lower_bound_gpus, single_adapter_bound_gpus
+from baselines.bound import GPU_COST_LIMIT, lower_bound_gpus, single_adapter_bound_gpus
 from baselines.bound_check import check_workload
 from baselines.capacity import capacity_model
 from baselines.cost_model import calibration_mixes, cost_model, fit_cost_curve
@@ -61,12 +61,13 @@ def test_the_single_adapter_bound_is_offered_over_one_rank_8_adapter_at_saturati
                                                 ("mixed-ranks", 1_000_002)])
 def test_the_bound_holds_on_scenario_test_seeds(scenario, seed):
     """A sample of `python -m baselines.bound_check`: greedy and local-search verified, the bound at or below
-    both, every GPU they verify costs at most 1, and the local search one GPU below the bound does not verify.
+    both, every GPU they verify costs at most GPU_COST_LIMIT, and the local search one GPU below the bound does not
+    verify.
     Seed 1,000,006 of zipf-large is where the old equal-rate bound sat above a verified placement (3 vs 2)."""
     row = check_workload((scenario, seed, get_scenario(scenario).workload(seed), PROFILE, ("greedy", "local-search")))
     assert row["greedy_starved"] == row["local-search_starved"] == 0
     assert row["lower_bound_gpus"] <= min(row["greedy_gpus"], row["local-search_gpus"])
-    assert row["highest_gpu_cost"] <= 1.0
+    assert row["highest_gpu_cost"] <= GPU_COST_LIMIT
     assert math.isnan(row["probe_gpus"]) or row["probe_gpus"] >= row["lower_bound_gpus"]
 
 
