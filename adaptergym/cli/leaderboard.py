@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from adaptergym.cli.base import Command, print_table
 from adaptergym.cli.progress import stage_progress
@@ -20,6 +22,11 @@ class Leaderboard(Command):
     simulated s, as `adaptergym place`); agents are scored by their environment's 120-s fleet twin run. The
     default (uniform-small, 3 test seeds, all policies and agents) took under 10 minutes on 2 shared cores;
     zipf-large is much slower per seed (optuna's trials and round-robin's search take minutes there).
+
+    --suite dynamic runs the online policies of baselines.online instead (static-mean, static-peak, periodic once
+    per forecaster, oracle, reactive) over whole episodes of the dynamic families diurnal-v0, flash-crowd-v0 and
+    drift-v0 with 5-minute epochs: GPU-hours, starved adapter-minutes, TTFT SLO share, p99 TTFT, loads,
+    migrations, restarts and decision time per family, then whether the issue's claims hold on them.
     """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -35,8 +42,14 @@ class Leaderboard(Command):
         parser.add_argument("--out", type=Path, default=None, help="write every row to this CSV")
         parser.add_argument("--plot", type=Path, default=None, help="write the GPUs-vs-p99-TTFT plot to this PNG")
         parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
+        parser.add_argument("--forecasters", default=None,
+                            help="--suite dynamic: comma-separated forecasters for periodic (default: all)")
+        parser.add_argument("--scorer", default="twin",
+                            help="--suite dynamic: twin (default), or surrogate/analytic (fast mode, no latency)")
 
     def take_action(self, args: argparse.Namespace) -> int:
+        if args.suite == "dynamic":
+            return self.dynamic(args)
         from adaptergym import load_profile
         from adaptergym.errors import ConfigError
         from adaptergym.scenarios import get_scenario
@@ -66,15 +79,57 @@ class Leaderboard(Command):
             board = run(args.suite, seeds, policies, agents, profile, update)
         if not board.rows:
             raise ConfigError(f"policies: every policy refused every workload ({board.skipped[0][3]})")
-        if args.out:
-            board.frame().to_csv(args.out, index=False)
-        if args.plot:
-            plot(board, args.plot)
-        if args.markdown:
-            print(board.markdown())
-        else:
+        if not write_outputs(board, args, plot):
             print_table(f"leaderboard: {args.suite}, {len(seeds)} test seed(s), {profile.name}",
                         board.summary().to_dict("records"))
             for policy, scenario, seed, reason in board.skipped:
                 print(f"{policy} refused {scenario}/{seed}: {reason}")
         return 0
+
+    def dynamic(self, args: argparse.Namespace) -> int:
+        """``--suite dynamic``: the online policies on the dynamic families (class doc)."""
+        from adaptergym import load_profile
+        from adaptergym.dynamic import SCORERS
+        from adaptergym.errors import ConfigError
+        from adaptergym.forecast import FORECASTERS
+        from adaptergym.scenarios import get_scenario, parse_seeds
+        from baselines.online import ONLINE_POLICIES
+        from baselines.online.leaderboard import FAMILIES, POLICIES, entries, plot, run
+
+        if args.scorer not in SCORERS:
+            raise ConfigError(f"scorer: {args.scorer!r} is not one of {', '.join(SCORERS)}")
+        seeds = parse_seeds(args.seeds, get_scenario(FAMILIES[0]))
+        policies = POLICIES if args.policies is None else [p.strip() for p in args.policies.split(",") if p.strip()]
+        for policy in policies:
+            ONLINE_POLICIES.get(policy)
+        forecasters = None if args.forecasters is None else [f.strip() for f in args.forecasters.split(",")]
+        for name in forecasters or ():
+            FORECASTERS.get(name)
+        profile = load_profile(args.profile)
+        with stage_progress(not args.quiet) as update:
+            board = run(FAMILIES, seeds, entries(policies, forecasters), profile, args.scorer, update)
+        if not board.rows:
+            raise ConfigError(f"policies: no episode could run ({board.skipped[0][3]})")
+        if write_outputs(board, args, plot):
+            return 0
+        summary = board.summary()
+        for family, table in summary.groupby("family", sort=False):
+            print_table(f"dynamic leaderboard: {family}, {len(seeds)} test seed(s), {args.scorer} scorer",
+                        table.drop(columns="family").to_dict("records"))
+        from baselines.online.leaderboard import checks
+
+        for line in [*checks(board), *(f"{e} could not run on {f}/{s}: {r}" for e, f, s, r in board.skipped)]:
+            print(line)
+        return 0
+
+
+def write_outputs(board: Any, args: argparse.Namespace, plot: Callable[[Any, Path], None]) -> bool:
+    """Write ``board``'s rows (``--out``) and plot (``--plot``); print its Markdown when ``--markdown`` asks
+    (then True: nothing else to print)."""
+    if args.out:
+        board.frame().to_csv(args.out, index=False)
+    if args.plot:
+        plot(board, args.plot)
+    if args.markdown:
+        print(board.markdown())
+    return bool(args.markdown)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -30,12 +29,12 @@ import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor, export_text
-from threadpoolctl import ThreadpoolController
 
 from adaptergym.errors import ConfigError, DataError
 from adaptergym.profile import TwinProfile
 from adaptergym.surrogate.features import COLUMN, FEATURES, gpu_features
 from adaptergym.sweep.points import recipe_from_row, slot_levels
+from adaptergym.threads import one_openmp_thread
 from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.workload import LengthSpec
 
@@ -48,11 +47,6 @@ STARVED_PROBABILITY = 0.5
 RATIO_FLOOR = 1e-4
 #: Levels whose predicted throughput is within this fraction of the best count as ties (the safest wins).
 TIE_TOLERANCE = 0.01
-
-
-@cache
-def _threads() -> ThreadpoolController:
-    return ThreadpoolController()
 
 
 def dataset_features(frame: pd.DataFrame) -> np.ndarray:
@@ -128,7 +122,7 @@ class Surrogate:
             "accurate": _Pair(HistGradientBoostingRegressor(max_iter=100, random_state=random_state),
                               HistGradientBoostingClassifier(max_iter=100, random_state=random_state)),
         }
-        with _threads().limit(limits=1, user_api="openmp"):
+        with one_openmp_thread():
             for pair in models.values():
                 pair.fit(x, ratio, starved)
         return cls(profile, models, len(started))
@@ -159,7 +153,7 @@ class Surrogate:
         if rows.shape[1] != len(FEATURES):
             raise ConfigError(f"rows: {rows.shape[1]} columns, expected {len(FEATURES)} (gpu_features order)")
         pair = self.models[model]
-        with _threads().limit(limits=1, user_api="openmp"):
+        with one_openmp_thread():
             ratio = np.minimum(np.exp(pair.ratio.predict(rows)), 1.0)
             prob = pair.starved.predict_proba(rows)[:, -1]
         ok = self._starts(rows)

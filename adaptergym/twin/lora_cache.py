@@ -44,20 +44,30 @@ class LoraCache:
             self._gpu.move_to_end(adapter)
             self._cpu.move_to_end(adapter)
             return 0.0
-        cost = self._cpu_to_gpu_ms[adapter]
+        cost = self._to_cpu(adapter, in_batch) + self._cpu_to_gpu_ms[adapter]
         self.loads_from_cpu += 1
-        if adapter in self._cpu:
-            self._cpu.move_to_end(adapter)
-        else:
-            cost += self._disk_to_cpu_ms[adapter]
-            self.loads_from_disk += 1
-            if len(self._cpu) >= self.max_cpu_loras:
-                self._evict(self._cpu, in_batch, also=self._gpu)
-            self._cpu[adapter] = None
         if len(self._gpu) >= self.max_loras:
             self._evict(self._gpu, in_batch)
         self._gpu[adapter] = None
         return cost
+
+    def load(self, adapter: int, in_batch: list[int]) -> float:
+        """Load ``adapter`` now, as vLLM's runtime ``load_lora_adapter`` does: into the CPU cache (from disk if
+        not there) and into a GPU slot, unless every slot holds an adapter of the running batch (then it is
+        copied to the GPU when first scheduled, as usual). Returns the load time spent now, ms."""
+        slot_free = len(self._gpu) < self.max_loras or any(in_batch[a] == 0 for a in self._gpu)
+        return self.activate(adapter, in_batch) if slot_free else self._to_cpu(adapter, in_batch)
+
+    def _to_cpu(self, adapter: int, in_batch: list[int]) -> float:
+        """Make ``adapter`` resident in CPU memory; return the disk load time in ms (0 if already there)."""
+        if adapter in self._cpu:
+            self._cpu.move_to_end(adapter)
+            return 0.0
+        self.loads_from_disk += 1
+        if len(self._cpu) >= self.max_cpu_loras:
+            self._evict(self._cpu, in_batch, also=self._gpu)
+        self._cpu[adapter] = None
+        return self._disk_to_cpu_ms[adapter]
 
     def add_adapter(self, rank: int) -> None:
         """Know the load costs of one more adapter (index = the next one), for adapters added online."""
