@@ -10,17 +10,18 @@ minimises ``sum_k n_k``.
 *What it is a bound under.* It never exceeds the GPU count of a placement that passes verification
 (:func:`adaptergym.placement.verify`: each GPU simulated alone on its even share of the traffic for 600 simulated
 s, at least ``MIN_VERIFIED_REQUESTS`` requests, starved if it serves 10% or more short of what it is offered), on
-the profile the capacity table was measured with (its fingerprint) and at the table's length distribution, with
-``max_loras`` among ``MAX_LORAS_LEVELS`` and a CPU cache holding all of a GPU's adapters, *provided* every GPU that
-passes verification holds adapters costing at most 1.04 at its class. Then a placement's GPUs of class ``k``, with
-``x_ik`` its share of adapter ``i``'s load on them, satisfy the MILP's constraints (concavity: a share ``x`` of a
-load costs at least ``x c(l)``; even splits: an adapter on ``m`` GPUs costs ``m c(l / m)``, more than on fewer),
-so their number is at least the optimum. The proviso is measured, not proven: the cost model holds on its
-calibration mixes for 4 request draws each (Poisson arrivals), and the 4% covers the draws verification makes on
-other seeds. ``python -m baselines.bound_check`` tests it on every GPU of the placements the policies verify on
-the scenarios' test seeds (Gamma arrivals among them) and the README's workloads. Without a measured table for
-the profile and lengths, the bound falls back to the offered load over a one-adapter GPU's ``peak / 0.9`` (a bound
-by the 90% rule alone, far looser), with a warning naming the command that measures one.
+the profile the capacity table was measured with (its fingerprint) and at the table's length distribution, for
+constant rates (no rate schedule), with ``max_loras`` among ``MAX_LORAS_LEVELS`` and a CPU cache holding all of a
+GPU's adapters, *provided* every GPU that passes verification holds adapters costing at most 1.04 at its class.
+Then a placement's GPUs of class ``k``, with ``x_ik`` its share of adapter ``i``'s load on them, satisfy the
+MILP's constraints (concavity: a share ``x`` of a load costs at least ``x c(l)``; even splits: an adapter on ``m``
+GPUs costs ``m c(l / m)``, more than on fewer), so their number is at least the optimum. The proviso is
+measured, not proven: the cost model holds on its calibration mixes for 4 request draws each (Poisson arrivals),
+and the 4% covers the draws verification makes on other seeds. ``python -m baselines.bound_check`` tests it on
+every GPU of the placements the policies verify on the scenarios' test seeds (Gamma arrivals among them) and the
+README's workloads. Without a measured table for the profile and lengths, the bound falls back to the offered
+load over a one-adapter GPU's ``peak / 0.9`` (a bound by the 90% rule alone, far looser), with a warning naming
+the command that measures one.
 
 **``single_adapter_bound_gpus``**: the issue's independent yardstick: offered tokens/s over the twin's saturated
 throughput of one GPU serving a single adapter of the smallest rank class (rank 8). A GPU passes the 90% rule
