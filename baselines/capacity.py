@@ -56,6 +56,8 @@ SCAN_REACH = 2
 BATCH_RESIDENCE_S = 5.0
 #: Calibration mixes :meth:`CapacityModel.best_level` takes the median level of.
 LEVEL_NEIGHBOURS = 3
+#: An adapter with requests in the batch at least this often (by :data:`BATCH_RESIDENCE_S`) gets a slot of its own.
+BUSY_PRESENCE = 0.9
 #: Bisection steps of an edge (first seed, a factor-16 bracket in log space: 1.1% precision).
 EDGE_STEPS = 8
 #: Bisection steps of another seed's edge above the first's, in a bracket a factor ``EDGE_SPREAD`` wide (0.9%).
@@ -200,15 +202,19 @@ class CapacityModel:
     def best_level(self, cover: int, loads_tok_s: np.ndarray) -> int | None:
         """A ``max_loras`` likely to serve a GPU of rank class ``cover`` whose adapters are offered ``loads_tok_s``
         best near its edge: the median of the levels that served the :data:`LEVEL_NEIGHBOURS` most similar
-        calibration mixes best (similar in adapters, adapters likely in the batch, load; log scales); None without
-        a shipped table for the class."""
+        calibration mixes best (similar in adapters, adapters likely in the batch, load; log scales), but at least
+        a slot for each adapter nearly always in the batch (one of those holds its slot, so with fewer slots the
+        others wait for one that seldom frees); None without a shipped table for the class."""
         if cover not in self._levels_seen:
             return None
         features, levels = self._levels_seen[cover]
         distance = np.abs(features - self._mix_features(loads_tok_s)) @ np.array([0.5, 1.0, 1.0])
-        level = float(np.median(levels[np.argsort(distance)[:LEVEL_NEIGHBOURS]]))
+        rates = np.asarray(loads_tok_s) / self.tokens_per_request
+        busy = int(np.sum(1.0 - np.exp(-rates * BATCH_RESIDENCE_S) >= BUSY_PRESENCE))
+        level = max(float(np.median(levels[np.argsort(distance)[:LEVEL_NEIGHBOURS]])), busy)
         top = min(len(loads_tok_s), self.max_slots[cover])
-        return min(top, min(MAX_LORAS_LEVELS, key=lambda m: abs(math.log(m / level))))
+        return min((m for m in {*MAX_LORAS_LEVELS, top} if min(busy, top) <= m <= top),
+                   key=lambda m: abs(math.log(m / level)))
 
     def _mix_features(self, loads_tok_s: np.ndarray) -> np.ndarray:
         """log adapters, log adapters likely in the batch (:data:`BATCH_RESIDENCE_S`), log load."""

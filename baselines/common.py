@@ -138,14 +138,14 @@ def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, ret
                max_slots: dict[int, int]) -> GpuAssignment | None:
     """``gpu`` if the twin does not starve it, else ``gpu`` at another ``max_loras`` level that it does not starve,
     or None. Levels of ``MAX_LORAS_LEVELS`` up to the adapter count and the most slots that start at the GPU's
-    rank (``max_slots`` by ``max_lora_rank``) are searched from ``gpu``'s: the next one down and up, then on in
-    the direction whose served share rose while it keeps rising (it is unimodal in the level), ``retries`` runs
-    at most."""
+    rank (``max_slots`` by ``max_lora_rank``), and that limit itself, are searched from ``gpu``'s: the next one
+    down and up, then on in the direction whose served share rose while it keeps rising (it is unimodal in the
+    level), ``retries`` runs at most."""
     verdict = verifier.verdict(gpu, copies)
     if not verdict.starved:
         return gpu
     top = min(len(gpu.adapters), max_slots[verdict.config.max_lora_rank])
-    levels = sorted({level for level in MAX_LORAS_LEVELS if level <= top} | {gpu.max_loras})
+    levels = sorted({level for level in MAX_LORAS_LEVELS if level <= top} | {top, gpu.max_loras})
     at = levels.index(gpu.max_loras)
 
     def outcome(k: int) -> tuple[bool, float]:
