@@ -14,7 +14,8 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
    than one that mixes them). Then single moves from the costliest GPU to the cheapest while that lowers the
    costliest.
 3. **Verify and repair** (the twin, :class:`baselines.common.Verifier`). Each GPU runs at the ``max_loras`` that
-   served the most similar calibration mixes best (:meth:`baselines.capacity.CapacityModel.best_level`); where
+   served the most similar calibration mixes best (:meth:`baselines.capacity.CapacityModel.best_level`), or with
+   a slot for every adapter when it has room to spare (:data:`LIGHT_COST`); where
    the twin starves it, the levels next to it are tried (:func:`baselines.common.twin_level`). A GPU starved at
    every level tried hands copies worth its shortfall (its cost times the share it falls short of 90%, plus
    :data:`MOVE_STEP`) to the GPU of least cost among those verified, and both are checked again (with no GPU to
@@ -50,6 +51,8 @@ from baselines.greedy import LEVEL_RETRIES, replicate
 
 #: A copy takes at most this share of the most any GPU of its rank class was seen to carry.
 HOT_FILL = 0.9
+#: A GPU costing at most this has room to spare: it gets a slot for every adapter.
+LIGHT_COST = 0.7
 #: Cost moved off a starved GPU beyond its shortfall.
 MOVE_STEP = 0.03
 
@@ -160,10 +163,16 @@ class _Search:
         return [g.copies for g in gpus]
 
     def levels(self, groups: list[list[Copy]]) -> list[int]:
-        """Each group's ``max_loras``: the level that served the most similar calibration mixes best
-        (:meth:`baselines.capacity.CapacityModel.best_level`)."""
-        return [self.capacity.best_level(group_cover(g), np.array([c.load_tok_s for c in g])) or len(g)
-                for g in groups]
+        """Each group's ``max_loras``: a slot for every adapter (as many as start) on a GPU with room to spare
+        (cost up to :data:`LIGHT_COST`: no request waits for a slot), else the level that served the most similar
+        calibration mixes best near their edge (:meth:`baselines.capacity.CapacityModel.best_level`)."""
+        levels = []
+        for g in groups:
+            cover = group_cover(g)
+            best = self.capacity.best_level(cover, np.array([c.load_tok_s for c in g]))
+            light = best is None or self.cost(g) <= LIGHT_COST
+            levels.append(min(len(g), self.capacity.max_slots[cover]) if light else best)
+        return levels
 
     def repair(self, groups: list[list[Copy]], max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
         """Step 3 of the module doc: the verified placement of ``groups`` after at most ``max_moves`` moves
