@@ -80,3 +80,12 @@ def test_local_search_verifies_a_300_adapter_zipf_workload_within_15_percent_of_
     assert verify(workload, placement, PROFILE, seed=0).starved_gpus == 0
     assert placement.gpus <= 1.15 * lower_bound_gpus(workload, PROFILE)
     assert policy.twin_runs >= placement.gpus  # every GPU was simulated by the policy itself
+
+
+def test_a_gpu_gets_a_slot_for_each_adapter_nearly_always_in_the_batch():
+    """Twelve adapters at 1 req/s each: each has a request in the batch nearly all the time (1 - exp(-5) of it),
+    so fewer than 12 slots would leave some waiting for a slot that seldom frees; the level is 12 (a slot each)."""
+    capacity = capacity_model(PROFILE, LengthSpec())
+    loads = np.full(12, 1.0 * capacity.tokens_per_request)
+    assert capacity.best_level(16, loads) == 12
+    assert capacity.best_level(16, loads / 100) < 12  # cold adapters share fewer slots
