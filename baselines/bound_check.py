@@ -134,8 +134,6 @@ def summary(frame: pd.DataFrame, policies: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from adaptergym.cli.progress import stage_progress
-
     parser = argparse.ArgumentParser(prog="python -m baselines.bound_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=100, help="first N test seeds of each scenario (default 100)")
     parser.add_argument("--scenarios", default="all",
@@ -146,6 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
     parser.add_argument("--out", default=None, help="write every row to this CSV")
     args = parser.parse_args(argv)
+    try:
+        check(args)
+    except AdapterGymError as exc:
+        raise SystemExit(f"{parser.prog}: {exc}") from None
+
+
+def check(args: argparse.Namespace) -> None:
+    """Run the check the command line asks for and print its summary."""
+    from adaptergym.cli.progress import stage_progress
+
     scenarios = {"all": static_scenarios(), "none": []}.get(args.scenarios, args.scenarios.split(","))
     workloads: dict[str, WorkloadSpec] = {}
     if "readme" in args.workloads:

@@ -16,9 +16,10 @@ the 90% rule) starves the GPU at every ``max_loras`` level, for the request draw
 verified load of the mix lies below it. It is lower than ``peak / 0.9``, far lower with many adapters: the peak
 is measured with a deep queue, where the scheduler keeps batching adapters that hold a slot, while at the edge
 every adapter must be cycled through the slots (``python examples/bound_tightness.py``). Mix edges cost seconds
-each, so the default profile's (equal-rate, Zipf and hot-plus-cold mixes: :mod:`baselines.cost_model`) ship
-in ``adaptergym/data/capacity/`` with its peaks; ``python -m baselines.edge_table`` measures them again.
-``edge_tok_s(rank, adapters)`` is the edge of equal-rate adapters at a grid count.
+each, so the default profile's (the calibration mixes of :func:`baselines.edge_table.calibration_mixes`) ship in
+``adaptergym/data/capacity/`` with its peaks; ``python -m baselines.edge_table`` measures them again.
+``edge_tok_s(rank, adapters)`` is the edge of equal-rate adapters at a grid count; :meth:`CapacityModel.best_level`
+suggests a GPU's ``max_loras`` from the levels that served the calibration mixes best.
 """
 
 from __future__ import annotations

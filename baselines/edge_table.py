@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from adaptergym.errors import AdapterGymError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.sweep.label import profile_fingerprint
 from adaptergym.workload import LengthSpec
-
-log = logging.getLogger(__name__)
 
 #: Rank classes (``max_lora_rank``) whose measurements ship (a larger class is costed as the largest of these).
 SHIPPED_COVERS = (8, 16, 32, 64, 128)
@@ -133,7 +131,9 @@ def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1
             if name not in done.get(str(cover), {})]
     path.parent.mkdir(parents=True, exist_ok=True)
     with stage_progress(True) as update, ProcessPoolExecutor(max_workers=workers) as pool:
-        for k, (cover, name, edge) in enumerate(pool.map(_measure, jobs), 1):
+        futures = [pool.submit(_measure, job) for job in jobs]
+        for k, future in enumerate(as_completed(futures), 1):
+            cover, name, edge = future.result()
             done.setdefault(str(cover), {})[name] = asdict(edge)
             partial.write_text(json.dumps({**header, "edges": done}))
             if update:
@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default=None, help="profile name, model name or JSON path (default profile)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
     args = parser.parse_args(argv)
-    print(write_edge_table(load_profile(args.profile), LengthSpec(), args.workers))
+    try:
+        print(write_edge_table(load_profile(args.profile), LengthSpec(), args.workers))
+    except AdapterGymError as exc:
+        raise SystemExit(f"{parser.prog}: {exc}") from None
 
 
 if __name__ == "__main__":
