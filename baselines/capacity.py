@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adaptergym.edges import shipped_edges
 from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
 from adaptergym.errors import WorkloadError
 from adaptergym.metrics import STARVATION_THRESHOLD
@@ -164,9 +165,7 @@ class CapacityModel:
                 features = [self._mix_features(mixes[name] * edge.load_tok_s) for name, edge in row.items()]
                 self._levels_seen[cover] = (np.array(features), np.array([edge.max_loras for edge in row.values()]))
             self._peak.update(table.peaks)
-            self._edge.update({(cover, int(name.removeprefix("equal-"))): edge.load_tok_s
-                               for cover, mixes in table.edges.items() for name, edge in mixes.items()
-                               if name.startswith("equal-")})
+            self._edge.update(shipped_edges(self.profile, self.lengths))
         caps = slot_caps(self.profile, MAX_LORAS_LEVELS)
         self.max_slots = {r: MAX_LORAS_LEVELS[c - 1] if c else 0 for r, c in caps.items()}
 

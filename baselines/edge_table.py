@@ -1,10 +1,11 @@
-"""Shipped capacity measurements of a profile: the saturated peaks of the capacity model and the starvation edges
-of the calibration mixes the lower bound's cost model is fitted on (:mod:`baselines.capacity`,
-:mod:`baselines.cost_model`): equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot adapters beside many
-cold ones. Measuring them takes about 16 CPU-minutes (an hour of wall time on the shared 2-core dev box), so the
-default profile's, at ShareGPT lengths, ship as one JSON per (profile, lengths) in ``adaptergym/data/capacity/``.
-A table is used only by the exact profile (its fingerprint) and lengths it was measured with; after a profile is
-refitted, one command measures its table again:
+"""Shipped capacity measurements of a profile (read by :mod:`adaptergym.edges`): the saturated peaks of the capacity
+model and the starvation edges of the calibration mixes the lower bound's cost model is fitted on
+(:mod:`baselines.capacity`, :mod:`baselines.cost_model`): equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few
+hot adapters beside many cold ones. Measuring them took 16 CPU-minutes (an hour of wall time on the shared 2-core
+dev box, with the pure-Python engine; the compiled one is about 20x faster), so the default profile's, at
+ShareGPT lengths, ship as one JSON per (profile, lengths) in ``adaptergym/data/capacity/``. A table is used only
+by the exact profile (its fingerprint) and lengths it was measured with; after a profile is refitted, one
+command measures its table again:
 
     python -m baselines.edge_table [--profile P] [--workers K]    # default profile, all CPUs
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptergym.edges import EQUAL_MIX, read_table, table_path
 from adaptergym.errors import AdapterGymError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.sweep.label import profile_fingerprint
@@ -28,8 +30,6 @@ from adaptergym.workload import LengthSpec
 
 #: Rank classes (``max_lora_rank``) whose measurements ship (a larger class is costed as the largest of these).
 SHIPPED_COVERS = (8, 16, 32, 64, 128)
-#: Where the tables live (package data).
-EDGE_TABLES = Path(__file__).resolve().parent.parent / "adaptergym" / "data" / "capacity"
 #: Equal-rate mixes: one GPU of this many adapters of the same rate.
 EQUAL_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: Zipf mixes: adapters' shares proportional to ``i ** -alpha``.
@@ -50,7 +50,7 @@ def zipf_shares(adapters: int, alpha: float) -> np.ndarray:
 @cache
 def calibration_mixes() -> dict[str, np.ndarray]:
     """The mixes (adapters' shares of a GPU's load) whose starvation edges the cost model is fitted on, by name."""
-    mixes = {f"equal-{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
+    mixes = {f"{EQUAL_MIX}{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
     mixes |= {f"zipf-{n}-{alpha:g}": zipf_shares(n, alpha) for n in ZIPF_COUNTS for alpha in ZIPF_ALPHAS}
     mixes |= {f"hot-{hot}x{share:g}+cold-{cold}": np.r_[np.full(hot, share / hot), np.full(cold, (1 - share) / cold)]
               for hot in HOT_COUNTS for share in HOT_SHARES for cold in COLD_COUNTS}
@@ -84,18 +84,11 @@ class CapacityTable:
     edges: dict[int, dict[str, MixEdge]]
 
 
-def table_path(profile: TwinProfile, lengths: LengthSpec) -> Path:
-    return EDGE_TABLES / f"{profile.name}__{lengths.kind}.json"
-
-
 def shipped_table(profile: TwinProfile, lengths: LengthSpec) -> CapacityTable | None:
     """The shipped measurements of (profile, lengths); None when no table was measured with this exact profile
     and these lengths."""
-    path = table_path(profile, lengths)
-    if not path.is_file():
-        return None
-    table = json.loads(path.read_text())
-    if table["profile_fingerprint"] != profile_fingerprint(profile) or table["lengths"] != asdict(lengths):
+    table = read_table(profile, lengths)
+    if table is None:
         return None
     return CapacityTable(
         {(int(cover), int(count)): float(v) for cover, row in table["peaks"].items() for count, v in row.items()},

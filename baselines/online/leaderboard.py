@@ -1,7 +1,8 @@
 """The dynamic leaderboard: every online policy on the test seeds of the dynamic scenario families.
 
-One row per (family, seed, entry), an entry being a policy (``periodic`` once per forecaster); each row is an
-episode replayed by :func:`baselines.online.replay.replay` with 5-minute epochs. :func:`checks` states the
+One row per (family, seed, entry), an entry being a policy (``periodic`` once per forecaster) or a trained
+AdapterFleet-v0 agent (``agents.online.AgentPolicy``, labelled ``agent:<run folder>``); each row is an episode
+replayed by :func:`baselines.online.replay.replay` with 5-minute epochs. :func:`checks` states the
 issue's claims on the result: static-on-mean starves in flash crowds; periodic re-plan with the best forecaster
 (the one with the fewest starved adapter-minutes, then the fewest GPU-hours) uses at least 20% fewer GPU-hours
 than static-on-peak with no more starved adapter-minutes; the oracle beside it.
@@ -37,28 +38,39 @@ SUMMARY = (("GPU-hours", "gpu_hours"), ("mean GPUs", "mean_gpus"), ("starved ada
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A leaderboard entry: a policy, and for ``periodic`` its forecaster."""
+    """A leaderboard entry: a policy, and for ``periodic`` its forecaster; or (``checkpoint``) a trained agent."""
 
     policy: str
     forecaster: str | None = None
+    checkpoint: Path | None = None
 
     @property
     def label(self) -> str:
+        if self.checkpoint is not None:
+            from agents.run import agent_label  # stable-baselines3: only when an agent is on the board
+
+            return agent_label(self.checkpoint)
         return f"periodic ({self.forecaster})" if self.forecaster else self.policy
 
     def build(self) -> Any:
+        if self.checkpoint is not None:
+            from agents.online import AgentPolicy
+
+            return AgentPolicy(self.checkpoint)
         return get_online_policy(self.policy, **({"forecaster": self.forecaster} if self.forecaster else {}))
 
 
-def entries(policies: Sequence[str] = POLICIES, forecasters: Sequence[str] | None = None) -> list[Entry]:
-    """The entries of ``policies``, ``periodic`` once per forecaster (default: every registered one)."""
+def entries(policies: Sequence[str] = POLICIES, forecasters: Sequence[str] | None = None,
+            agents: Sequence[Path] = ()) -> list[Entry]:
+    """The entries of ``policies``, ``periodic`` once per forecaster (default: every registered one), then one
+    per agent run folder of ``agents``."""
     out = []
     for policy in policies:
         if policy == "periodic":
             out += [Entry(policy, f) for f in (forecaster_names() if forecasters is None else forecasters)]
         else:
             out.append(Entry(policy))
-    return out
+    return out + [Entry("agent", checkpoint=Path(c)) for c in agents]
 
 
 @dataclass
