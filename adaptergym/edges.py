@@ -1,12 +1,10 @@
-"""Shipped capacity tables: per rank class, the starvation edges of calibration mixes (adapters' shares of one GPU's
-load): the least load, prompt + output tokens/s, at which placement verification starves such a GPU at every
-``max_loras`` level, for 4 request draws, and the saturated peaks of equal-rate GPUs.
+"""Shipped starvation edges: per rank class and adapter count, the largest load (prompt + output tokens/s) the twin
+serves without starving one GPU holding that many equal-rate adapters, judged as placement verification judges.
 
-They are measured by ``baselines.capacity`` and written by ``python -m baselines.edge_table``, one JSON per
-(profile, lengths) in ``adaptergym/data/capacity/``; the lower bound's cost model is fitted on them
-(``baselines.cost_model``) and the library reads the equal-rate ones here (``AdapterFleet-v0``'s packer sizes
-replicas by them). A table answers only for the exact profile (its fingerprint) and lengths it was measured
-with.
+They are measured by ``baselines.capacity`` (about 35 s per rank class) and written by ``python -m
+baselines.edge_table``, one JSON per (profile, lengths) in ``adaptergym/data/capacity/``; the library reads them
+here (``AdapterFleet-v0``'s packer sizes replicas by them). A table answers only for the exact profile and
+lengths it was measured with.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ from adaptergym.workload import LengthSpec
 
 #: Where the tables live (package data).
 EDGE_TABLES = Path(__file__).resolve().parent / "data" / "capacity"
-#: Name prefix of the calibration mixes of equal-rate adapters (``equal-<adapters>``).
-EQUAL_MIX = "equal-"
 
 
 def table_path(profile: TwinProfile, lengths: LengthSpec) -> Path:
@@ -32,9 +28,8 @@ def table_path(profile: TwinProfile, lengths: LengthSpec) -> Path:
 
 
 def read_table(profile: TwinProfile, lengths: LengthSpec) -> dict[str, Any] | None:
-    """The table of (profile, lengths) as stored (``peaks``: ``{cover: {count: tok/s}}``, ``edges``:
-    ``{cover: {mix name: {"load_tok_s", "max_loras"}}}``); None when none was measured with this exact profile
-    and these lengths."""
+    """The table of (profile, lengths) as stored; None when none was measured with this exact profile and these
+    lengths. Beside its ``edges``, it holds what ``baselines.edge_table`` measures for the lower bound."""
     path = table_path(profile, lengths)
     if not path.is_file():
         return None
@@ -45,8 +40,7 @@ def read_table(profile: TwinProfile, lengths: LengthSpec) -> dict[str, Any] | No
 
 
 def shipped_edges(profile: TwinProfile, lengths: LengthSpec) -> dict[tuple[int, int], float]:
-    """The shipped edges of equal-rate GPUs, ``{(cover, adapters): tokens/s}``, of (profile, lengths); none when no
-    table was measured with this exact profile and these lengths."""
+    """The shipped edges ``{(cover, grid count): tokens/s}`` of (profile, lengths); none when no table was
+    measured with this exact profile and these lengths."""
     table = read_table(profile, lengths) or {"edges": {}}
-    return {(int(cover), int(name.removeprefix(EQUAL_MIX))): float(edge["load_tok_s"])
-            for cover, row in table["edges"].items() for name, edge in row.items() if name.startswith(EQUAL_MIX)}
+    return {(int(cover), int(count)): float(v) for cover, row in table["edges"].items() for count, v in row.items()}

@@ -18,8 +18,9 @@ is measured with a deep queue, where the scheduler keeps batching adapters that 
 every adapter must be cycled through the slots (``python examples/bound_tightness.py``). Mix edges cost seconds
 each, so the default profile's (the calibration mixes of :func:`baselines.edge_table.calibration_mixes`) ship in
 ``adaptergym/data/capacity/`` with its peaks; ``python -m baselines.edge_table`` measures them again.
-``edge_tok_s(rank, adapters)`` is the edge of equal-rate adapters at a grid count; :meth:`CapacityModel.best_level`
-suggests a GPU's ``max_loras`` from the levels that served the calibration mixes best.
+``edge_tok_s(rank, adapters)`` is an older, cheaper edge of equal-rate adapters at a grid count (one draw, three
+levels), what ``AdapterFleet-v0`` sizes replicas by; :meth:`CapacityModel.best_level` suggests a GPU's
+``max_loras`` from the levels that served the calibration mixes best.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from adaptergym.edges import shipped_edges
 from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
 from adaptergym.errors import WorkloadError
-from adaptergym.metrics import STARVATION_THRESHOLD
+from adaptergym.metrics import STARVATION_THRESHOLD, Metrics
 from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
@@ -60,11 +61,24 @@ BATCH_RESIDENCE_S = 5.0
 LEVEL_NEIGHBOURS = 3
 #: An adapter with requests in the batch at least this often (by :data:`BATCH_RESIDENCE_S`) gets a slot of its own.
 BUSY_PRESENCE = 0.9
-#: Bisection steps of an edge (first seed, a factor-16 bracket in log space: 1.1% precision).
-EDGE_STEPS = 8
-#: Bisection steps of another seed's edge above the first's, in a bracket a factor ``EDGE_SPREAD`` wide (0.9%).
+#: Bisection steps of an equal-rate edge, between half of ``peak / 0.9`` and ``peak / 0.9`` (precision 1.6%).
+EDGE_STEPS = 5
+#: Bisection steps of a mix edge (first seed, a factor-16 bracket in log space: 1.1% precision).
+MIX_EDGE_STEPS = 8
+#: Bisection steps of another seed's mix edge above the first's, in a bracket a factor ``SEED_SPREAD`` wide (0.9%).
 SEED_STEPS = 4
-EDGE_SPREAD = 1.15
+SEED_SPREAD = 1.15
+
+
+def verify_mix(profile: TwinProfile, lengths: LengthSpec, cover: int, shares: np.ndarray, max_loras: int,
+               load_tok_s: float, seed: int = 0) -> Metrics:
+    """Placement verification of one GPU (``max_lora_rank`` ``cover``, ``max_loras`` slots) whose adapters, all of
+    rank ``cover``, take ``shares`` of an offered ``load_tok_s``."""
+    ids = tuple(f"mix-{i}" for i in range(len(shares)))
+    rates = load_tok_s * np.asarray(shares) / mean_request_tokens(lengths)
+    workload = WorkloadSpec(tuple(AdapterSpec(i, cover, float(r)) for i, r in zip(ids, rates, strict=True)), lengths,
+                            duration_s=VERIFY_DURATION_S)
+    return verify_gpu(workload, GpuAssignment(0, ids, max_loras), Counter(ids), profile, seed=seed).metrics
 
 
 def mix_levels(adapters: int, max_slots: int) -> list[int]:
@@ -88,15 +102,10 @@ def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shar
     shares = np.asarray(shares, float) / float(np.sum(shares))
     max_slots = MAX_LORAS_LEVELS[slot_caps(profile, MAX_LORAS_LEVELS)[cover] - 1]
     levels = mix_levels(len(shares), max_slots)
-    tokens = mean_request_tokens(lengths)
-    ids = tuple(f"mix-{i}" for i in range(len(shares)))
     best = [levels[len(levels) // 2]]
 
     def served(load_tok_s: float, level: int, seed: int) -> tuple[bool, float]:
-        rates = load_tok_s * shares / tokens
-        workload = WorkloadSpec(tuple(AdapterSpec(i, cover, float(r)) for i, r in zip(ids, rates, strict=True)),
-                                lengths, duration_s=VERIFY_DURATION_S)
-        metrics = verify_gpu(workload, GpuAssignment(0, ids, level), Counter(ids), profile, seed=seed).metrics
+        metrics = verify_mix(profile, lengths, cover, shares, level, load_tok_s, seed)
         return not metrics.starved, metrics.total_throughput / metrics.offered_throughput
 
     def passes(load_tok_s: float, seed: int, reach: int = SCAN_REACH) -> bool:
@@ -114,11 +123,11 @@ def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shar
 
     ceiling = 1.25 * saturated_throughput(profile, lengths, adapters=1, rank=cover, max_loras=1) / (
         1.0 - STARVATION_THRESHOLD)
-    high = _log_bisect(lambda load: passes(load, seeds[0]), ceiling / 16, ceiling, EDGE_STEPS)
+    high = _log_bisect(lambda load: passes(load, seeds[0]), ceiling / 16, ceiling, MIX_EDGE_STEPS)
     level = best[0]
     for seed in seeds[1:]:
         if passes(high, seed, reach=0):
-            high = _log_bisect(lambda load, s=seed: passes(load, s, 0), high, high * EDGE_SPREAD, SEED_STEPS)
+            high = _log_bisect(lambda load, s=seed: passes(load, s, 0), high, high * SEED_SPREAD, SEED_STEPS)
     return MixEdge(high, level)
 
 
@@ -158,14 +167,14 @@ class CapacityModel:
 
     def __post_init__(self) -> None:
         self.tokens_per_request = mean_request_tokens(self.lengths)
+        self._edge.update(shipped_edges(self.profile, self.lengths))
         table = shipped_table(self.profile, self.lengths)
         if table is not None:
             mixes = calibration_mixes()
-            for cover, row in table.edges.items():
+            for cover, row in table.mixes.items():
                 features = [self._mix_features(mixes[name] * edge.load_tok_s) for name, edge in row.items()]
                 self._levels_seen[cover] = (np.array(features), np.array([edge.max_loras for edge in row.values()]))
             self._peak.update(table.peaks)
-            self._edge.update(shipped_edges(self.profile, self.lengths))
         caps = slot_caps(self.profile, MAX_LORAS_LEVELS)
         self.max_slots = {r: MAX_LORAS_LEVELS[c - 1] if c else 0 for r, c in caps.items()}
 
@@ -191,12 +200,18 @@ class CapacityModel:
         return sorted({min(count // d, cap) for d in divisors})
 
     def edge_tok_s(self, rank: int, adapters: int = 1) -> float:
-        """The starvation edge (:func:`measure_mix_edge`) of a GPU whose ``max_lora_rank`` covers ``rank``
-        holding ``adapters`` equal-rate adapters, read at the grid count."""
+        """The most offered tokens/s the twin serves without starving a GPU (``max_lora_rank`` covering
+        ``rank``, ``adapters`` equal-rate adapters, the best of :meth:`_levels`, request draw 0) under placement
+        verification, by bisection below ``peak / 0.9``, rounded up (the shipped table's ``edges``)."""
         cover, count = rank_cover(rank), self.grid_count(adapters)
         if (cover, count) not in self._edge:
-            self._edge[(cover, count)] = measure_mix_edge(self.profile, self.lengths, cover,
-                                                          np.ones(count)).load_tok_s
+            low, high = 0.5 * self.admissible_tok_s(cover, count), self.admissible_tok_s(cover, count)
+            for _ in range(EDGE_STEPS):
+                mid = (low + high) / 2
+                served = any(not verify_mix(self.profile, self.lengths, cover, np.ones(count) / count, level,
+                                            mid).starved for level in self._levels(cover, count))
+                low, high = (mid, high) if served else (low, mid)
+            self._edge[(cover, count)] = high
         return self._edge[(cover, count)]
 
     def best_level(self, cover: int, loads_tok_s: np.ndarray) -> int | None:

@@ -145,5 +145,5 @@ def cost_model(profile: TwinProfile, lengths: LengthSpec) -> CostModel | None:
     if key not in _MODELS:
         table = shipped_table(profile, lengths)
         _MODELS[key] = None if table is None else CostModel(
-            {cover: fit_cost_curve(edge_loads(edges)) for cover, edges in table.edges.items()})
+            {cover: fit_cost_curve(edge_loads(edges)) for cover, edges in table.mixes.items()})
     return _MODELS[key]

@@ -1,11 +1,17 @@
-"""Shipped capacity measurements of a profile (read by :mod:`adaptergym.edges`): the saturated peaks of the capacity
-model and the starvation edges of the calibration mixes the lower bound's cost model is fitted on
-(:mod:`baselines.capacity`, :mod:`baselines.cost_model`): equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few
-hot adapters beside many cold ones. Measuring them took 16 CPU-minutes (an hour of wall time on the shared 2-core
-dev box, with the pure-Python engine; the compiled one is about 20x faster), so the default profile's, at
-ShareGPT lengths, ship as one JSON per (profile, lengths) in ``adaptergym/data/capacity/``. A table is used only
-by the exact profile (its fingerprint) and lengths it was measured with; after a profile is refitted, one
-command measures its table again:
+"""The shipped capacity table of a profile at one length distribution (read through :mod:`adaptergym.edges`), one
+JSON per (profile, lengths) in ``adaptergym/data/capacity/``:
+
+- ``edges``: per rank class and adapter count, the largest load the twin serves without starving a GPU of that
+  many equal-rate adapters (``CapacityModel.edge_tok_s``: one request draw, ``max_loras`` at the count and its
+  half and quarter); ``AdapterFleet-v0``'s packer sizes replicas by them.
+- ``peaks``: the saturated throughputs of the capacity model (``CapacityModel.peak_tok_s``).
+- ``mixes``: the starvation edges of the calibration mixes the lower bound's cost model is fitted on
+  (:func:`baselines.capacity.measure_mix_edge`: every level, 4 request draws; :mod:`baselines.cost_model`):
+  equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot adapters beside many cold ones.
+
+Measuring the mixes took 16 CPU-minutes (an hour of wall time on the shared 2-core dev box, with the pure-Python
+engine; the compiled one is about 20x faster). A table is used only by the exact profile (its fingerprint) and
+lengths it was measured with; after a profile is refitted, one command measures its table again:
 
     python -m baselines.edge_table [--profile P] [--workers K]    # default profile, all CPUs
 """
@@ -22,14 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptergym.edges import EQUAL_MIX, read_table, table_path
+from adaptergym.edges import read_table, table_path
 from adaptergym.errors import AdapterGymError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.sweep.label import profile_fingerprint
 from adaptergym.workload import LengthSpec
 
-#: Rank classes (``max_lora_rank``) whose measurements ship (a larger class is costed as the largest of these).
-SHIPPED_COVERS = (8, 16, 32, 64, 128)
+#: Rank classes (``max_lora_rank``) whose equal-rate edges ship; larger ones are measured on first use.
+SHIPPED_COVERS = (8, 16, 32, 64)
+#: Rank classes whose calibration mixes ship (a larger class is costed as the largest of these).
+MIX_COVERS = (8, 16, 32, 64, 128)
 #: Equal-rate mixes: one GPU of this many adapters of the same rate.
 EQUAL_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: Zipf mixes: adapters' shares proportional to ``i ** -alpha``.
@@ -50,7 +58,7 @@ def zipf_shares(adapters: int, alpha: float) -> np.ndarray:
 @cache
 def calibration_mixes() -> dict[str, np.ndarray]:
     """The mixes (adapters' shares of a GPU's load) whose starvation edges the cost model is fitted on, by name."""
-    mixes = {f"{EQUAL_MIX}{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
+    mixes = {f"equal-{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
     mixes |= {f"zipf-{n}-{alpha:g}": zipf_shares(n, alpha) for n in ZIPF_COUNTS for alpha in ZIPF_ALPHAS}
     mixes |= {f"hot-{hot}x{share:g}+cold-{cold}": np.r_[np.full(hot, share / hot), np.full(cold, (1 - share) / cold)]
               for hot in HOT_COUNTS for share in HOT_SHARES for cold in COLD_COUNTS}
@@ -77,22 +85,22 @@ class CapacityTable:
 
     Attributes:
         peaks: ``{(cover, grid count): saturated tokens/s}``.
-        edges: ``{cover: {mix name: MixEdge}}`` for the mixes of :func:`calibration_mixes`.
+        mixes: ``{cover: {mix name: MixEdge}}`` for the mixes of :func:`calibration_mixes`.
     """
 
     peaks: dict[tuple[int, int], float]
-    edges: dict[int, dict[str, MixEdge]]
+    mixes: dict[int, dict[str, MixEdge]]
 
 
 def shipped_table(profile: TwinProfile, lengths: LengthSpec) -> CapacityTable | None:
-    """The shipped measurements of (profile, lengths); None when no table was measured with this exact profile
-    and these lengths."""
+    """The shipped peaks and calibration mixes of (profile, lengths); None when no table was measured with this
+    exact profile and these lengths."""
     table = read_table(profile, lengths)
-    if table is None:
+    if table is None or "mixes" not in table:
         return None
     return CapacityTable(
         {(int(cover), int(count)): float(v) for cover, row in table["peaks"].items() for count, v in row.items()},
-        {int(cover): {name: MixEdge(**edge) for name, edge in row.items()} for cover, row in table["edges"].items()})
+        {int(cover): {name: MixEdge(**edge) for name, edge in row.items()} for cover, row in table["mixes"].items()})
 
 
 def _measure(job: tuple[TwinProfile, LengthSpec, int, str]) -> tuple[int, str, MixEdge]:
@@ -103,10 +111,10 @@ def _measure(job: tuple[TwinProfile, LengthSpec, int, str]) -> tuple[int, str, M
 
 
 def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1) -> Path:
-    """Measure the peaks and the calibration mixes' edges for every class of :data:`SHIPPED_COVERS` that starts
-    on the profile's GPU, and write their table. Finished edges are kept in ``<table>.partial.json`` as they
-    come, so an interrupted run resumes where it stopped; the table already there is removed first, so that it
-    does not answer for the measurement."""
+    """Measure the equal-rate edges (:data:`SHIPPED_COVERS`), the peaks and the calibration mixes' edges
+    (:data:`MIX_COVERS`) of every rank class that starts on the profile's GPU, and write their table. Finished
+    mix edges are kept in ``<table>.partial.json`` as they come, so an interrupted run resumes where it stopped;
+    the table already there is removed first, so that it does not answer for the measurement."""
     from adaptergym.cli.progress import stage_progress
     from baselines.capacity import COUNTS, CapacityModel
 
@@ -117,9 +125,9 @@ def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1
     done: dict[str, dict[str, dict]] = {}
     if partial.is_file():
         saved = json.loads(partial.read_text())
-        done = saved["edges"] if all(saved[k] == v for k, v in header.items()) else {}
+        done = saved["mixes"] if all(saved[k] == v for k, v in header.items()) else {}
     model = CapacityModel(profile, lengths)
-    covers = [cover for cover in SHIPPED_COVERS if model.max_slots[cover]]
+    covers = [cover for cover in MIX_COVERS if model.max_slots[cover]]
     jobs = [(profile, lengths, cover, name) for cover in covers for name in calibration_mixes()
             if name not in done.get(str(cover), {})]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,12 +136,14 @@ def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1
         for k, future in enumerate(as_completed(futures), 1):
             cover, name, edge = future.result()
             done.setdefault(str(cover), {})[name] = asdict(edge)
-            partial.write_text(json.dumps({**header, "edges": done}))
+            partial.write_text(json.dumps({**header, "mixes": done}))
             if update:
                 update("mix edges", k, len(jobs))
+        edges = {str(cover): {str(count): model.edge_tok_s(cover, count) for count in COUNTS}
+                 for cover in SHIPPED_COVERS if model.max_slots[cover]}
         peaks = {str(cover): {str(count): model.peak_tok_s(cover, count) for count in COUNTS} for cover in covers}
-    edges = {str(cover): {name: done[str(cover)][name] for name in calibration_mixes()} for cover in covers}
-    path.write_text(json.dumps({**header, "peaks": peaks, "edges": edges}, indent=1) + "\n")
+    mixes = {str(cover): {name: done[str(cover)][name] for name in calibration_mixes()} for cover in covers}
+    path.write_text(json.dumps({**header, "edges": edges, "peaks": peaks, "mixes": mixes}, indent=1) + "\n")
     partial.unlink()
     return path
 

@@ -19,7 +19,7 @@ from baselines.edge_table import calibration_mixes, shipped_table
 rank = int(sys.argv[1]) if len(sys.argv) > 1 else 16
 profile, lengths = load_profile(None), LengthSpec()
 capacity, costs, mixes = capacity_model(profile, lengths), cost_model(profile, lengths), calibration_mixes()
-edges = shipped_table(profile, lengths).edges[rank_cover(rank)]
+edges = shipped_table(profile, lengths).mixes[rank_cover(rank)]
 print(f"rank class {rank_cover(rank)}, ShareGPT lengths")
 print(f"{'mix':>20} {'edge tok/s':>11} {'max_loras':>9} {'cost at edge':>12} {'peak/0.9 tok/s':>15}")
 for name, edge in edges.items():

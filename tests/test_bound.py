@@ -38,10 +38,10 @@ def test_the_shipped_table_fits_every_calibration_mix_within_one_gpu():
     """The default profile's table is the one in use (`python -m baselines.edge_table` if this fails); each
     calibration mix at its edge costs at most one GPU, and most of them nearly one (the fit is tight)."""
     table = shipped_table(PROFILE, LengthSpec())
-    assert table is not None and set(table.edges) == {8, 16, 32, 64, 128}
+    assert table is not None and set(table.mixes) == {8, 16, 32, 64, 128}
     model = cost_model(PROFILE, LengthSpec())
     mixes = calibration_mixes()
-    for cover, edges in table.edges.items():
+    for cover, edges in table.mixes.items():
         assert set(edges) == set(mixes)
         costs = [model.curve(cover)(mixes[name] * edge.load_tok_s).sum() for name, edge in edges.items()]
         assert max(costs) <= 1 + 1e-6
