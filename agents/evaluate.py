@@ -10,7 +10,7 @@ request draw are fixed by the seed and every policy sees the same episodes. Agen
 policy that follows ``action_masks()`` (MaskablePPO, the reference policies) taking a masked action is a bug,
 and evaluation stops with an AssertionError.
 
-On the placement environments a row also holds the workload's lower bound on GPUs (``baselines.exact.lower_bound_gpus``,
+On the placement environments a row also holds the workload's lower bound on GPUs (``baselines.bound.lower_bound_gpus``,
 the bound ``adaptergym leaderboard`` divides every policy's GPUs by), and :func:`placement_rows` gives a placement
 agent's rows in the leaderboard's format.
 """
