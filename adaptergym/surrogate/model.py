@@ -144,16 +144,16 @@ class Surrogate:
 
     def _starts(self, rows: np.ndarray) -> np.ndarray:
         """The twin's start-up check per row (cached per (max_loras, max_lora_rank))."""
-        keys = rows[:, [COLUMN["max_loras"], COLUMN["max_lora_rank"]]].astype(np.int64)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        ok = np.empty(len(unique), bool)
-        for i, (slots, rank) in enumerate(unique):
-            key = (int(slots), int(rank))
-            if key not in self._startup:
-                self._startup[key] = rank == 0 or check_startup(
-                    self.profile, ServerConfig(max_loras=max(key[0], 1), max_lora_rank=key[1])).ok
-            ok[i] = self._startup[key]
-        return ok[inverse.reshape(-1)]
+        keys = rows[:, [COLUMN["max_loras"], COLUMN["max_lora_rank"]]].astype(np.int64).tolist()
+        return np.array([self._start_ok(slots, rank) for slots, rank in keys], bool)
+
+    def _start_ok(self, slots: int, rank: int) -> bool:
+        """Whether vLLM starts with ``max_loras`` ``slots`` at ``max_lora_rank`` ``rank`` (0: no adapters)."""
+        key = (slots, rank)
+        if key not in self._startup:
+            self._startup[key] = rank == 0 or check_startup(
+                self.profile, ServerConfig(max_loras=max(slots, 1), max_lora_rank=rank)).ok
+        return self._startup[key]
 
     def predict(self, rows: np.ndarray, model: str = "accurate") -> Mapping[str, np.ndarray]:
         """Predictions for feature rows (shape (n, len(FEATURES)), from :func:`gpu_features`).
