@@ -126,14 +126,15 @@ class KnobPacker:
                 self.slots[rid] = self.level_for(max(int(holds[k].sum()), typical), knobs.slot_fraction)
         self.replicas, self.holds = replicas, holds
         self.slots = {rid: self.slots[rid] for rid in replicas}
-        plan = {rid: ReplicaSpec(tuple(self.ids[a] for a in np.flatnonzero(holds[k])), self.slots[rid], self.rank)
+        plan = {rid: ReplicaSpec(tuple(map(self.ids.__getitem__, np.flatnonzero(holds[k]).tolist())), self.slots[rid],
+                                 self.rank)
                 for k, rid in sorted(enumerate(replicas), key=lambda kr: kr[1])}
         return keep_serving(plan, current, starting)
 
     def capacities(self, loads: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """Capacity (GPUs' worth) of replicas carrying ``loads``, whose adapters' loads squared sum to ``squares``:
         ``capacity`` at their effective count ``loads**2 / squares`` (at one adapter for a replica with no load)."""
-        count = np.divide(loads * loads, squares, out=np.ones_like(loads), where=squares > EPS)
+        count = np.where(squares > EPS, loads * loads / np.maximum(squares, EPS), 1.0)
         index = np.rint(count).astype(np.intp)
         return self.capacity[np.minimum(np.maximum(index, 1, out=index), self.capacity.size - 1, out=index)]
 
@@ -179,21 +180,26 @@ class KnobPacker:
     def _relieve(self, holds: np.ndarray, loads: np.ndarray, squares: np.ndarray, share: np.ndarray,
                  limit: np.ndarray, fill: float) -> None:
         """Step 4 of the module doc (at most one move per adapter copy), only onto replicas with room."""
-        for _ in range(int(holds.sum())):
+        held = holds.sum(axis=1)
+        share_squared = share**2
+        for _ in range(int(held.sum())):
             used = self.utilisation(loads, squares)
             hi = int(np.argmax(used))
-            free = holds.sum(axis=1) < limit
+            if used[hi] <= fill + EPS:
+                return
+            free = held < limit
             free[hi] = False
-            if used[hi] <= fill + EPS or not free.any():
+            if not free.any():
                 return
             lo = int(np.argmin(np.where(free, used, np.inf)))
-            after = np.maximum(self.utilisation(loads[hi] - share, squares[hi] - share**2),
-                               self.utilisation(loads[lo] + share, squares[lo] + share**2))
-            after[~(holds[hi] & ~holds[lo])] = np.inf
+            after = np.maximum(self.utilisation(loads[hi] - share, squares[hi] - share_squared),
+                               self.utilisation(loads[lo] + share, squares[lo] + share_squared))
+            after[holds[lo] | ~holds[hi]] = np.inf  # only adapters on hi and not on lo move
             a = int(np.argmin(after))
             if not after[a] < used[hi] - EPS:
                 return
             holds[hi, a], holds[lo, a] = False, True
+            held[hi], held[lo] = held[hi] - 1, held[lo] + 1
             loads[hi], loads[lo] = loads[hi] - share[a], loads[lo] + share[a]
             squares[hi], squares[lo] = squares[hi] - share[a] ** 2, squares[lo] + share[a] ** 2
 

@@ -37,18 +37,19 @@ class FlatForests:
         leaf = flat["is_leaf"].astype(bool)
         index = np.arange(flat.size)
         offset = np.repeat(roots, sizes)
-        # A leaf is its own child either way, so a walk can step past it.
+        # A walk holds 2 x node (2 x node + 1 once it knows it goes left), so each node's test and children are
+        # stored twice; a leaf is its own child either way, so a walk can step past it.
         right = np.where(leaf, index, flat["right"] + offset)
         left = np.where(leaf, index, flat["left"] + offset)
-        self.children = np.column_stack([right, left]).ravel().astype(np.intp)  # [2 * node + goes_left]
-        self.feature = np.where(leaf, 0, flat["feature_idx"]).astype(np.intp)
-        self.threshold = np.where(leaf, np.inf, flat["num_threshold"])
-        self.missing_left = flat["missing_go_to_left"].astype(bool)
-        self.value = flat["value"]
+        self.children = 2 * np.column_stack([right, left]).ravel().astype(np.intp)
+        self.feature = np.repeat(np.where(leaf, 0, flat["feature_idx"]).astype(np.intp), 2)
+        self.threshold = np.repeat(np.where(leaf, np.inf, flat["num_threshold"]), 2)
+        self.missing_left = np.repeat(flat["missing_go_to_left"].astype(bool), 2)
+        self.value = np.repeat(flat["value"], 2)
         depth = np.array([int(n["depth"].max()) for n in nodes])
         self.order = np.argsort(-depth, kind="stable")  # deepest first: the trees still walking are a prefix
         self.restore = np.argsort(self.order)
-        self.roots = roots[self.order].astype(np.intp)
+        self.roots = 2 * roots[self.order].astype(np.intp)
         self.walking = [int((depth > level).sum()) for level in range(int(depth.max(initial=0)))]
         self.baselines = [float(model._baseline_prediction.ravel()[0]) for model in self.models]
 
@@ -74,11 +75,11 @@ class FlatForests:
         node = np.repeat(self.roots[:, None], n, axis=1)  # (trees, rows)
         for k in self.walking:
             part = node[:k]
-            value = values[start + self.feature[part]]
+            value = values[self.feature[part] + start]
             goes_left = value <= self.threshold[part]
             if missing:
                 goes_left |= np.isnan(value) & self.missing_left[part]
-            node[:k] = self.children[2 * part + goes_left]
+            node[:k] = self.children[part + goes_left]
         leaves = self.value[node][self.restore]
         out, first = [], 0
         for count, baseline in zip(self.tree_counts, self.baselines, strict=True):
