@@ -72,6 +72,8 @@ class KnobPacker:
         self.ids = tuple(adapter_ids)
         self.rank = rank_cover(int(np.max(ranks)))
         self.capacity = np.asarray(capacity, float)
+        self._at_count = self.capacity.copy()  # capacity by rounded effective count, which is at least one adapter
+        self._at_count[0] = self.capacity[min(1, self.capacity.size - 1)]
         self.max_replicas = int(max_replicas)
         self.levels = tuple(v for v in levels if v <= max_slots) or (1,)
         self.replicas: list[int] = []  # replica ids of the target (before make-before-break), in row order
@@ -107,19 +109,20 @@ class KnobPacker:
         holds = np.vstack([holds, np.zeros((len(replicas) - holds.shape[0], len(self.ids)), bool)])
         limit = np.array([self.slots.get(rid, self.levels[-1]) / knobs.slot_fraction for rid in replicas])
         loads, squares = holds @ share, holds @ share**2
-        have = holds.sum(axis=0)
+        have, held = holds.sum(axis=0), holds.sum(axis=1)
         for a in np.flatnonzero(have != copies)[np.argsort(-load[have != copies], kind="stable")].tolist():
             while have[a] > copies[a]:  # drop the copy on the most utilised holder
                 k = int(np.argmax(np.where(holds[:, a], self.utilisation(loads, squares), -np.inf)))
-                holds[k, a], have[a] = False, have[a] - 1
+                holds[k, a], have[a], held[k] = False, have[a] - 1, held[k] - 1
                 loads[k], squares[k] = loads[k] - share[a], squares[k] - share[a] ** 2
             while have[a] < copies[a]:  # add one on the least utilised non-holder, one with room if any
                 after = self.utilisation(loads + share[a], squares + share[a] ** 2)
-                free = ~holds[:, a] & (holds.sum(axis=1) < limit)
-                k = int(np.argmin(np.where(free if free.any() else ~holds[:, a], after, np.inf)))
-                holds[k, a], have[a] = True, have[a] + 1
+                others = ~holds[:, a]
+                free = others & (held < limit)
+                k = int(np.argmin(np.where(free if free.any() else others, after, np.inf)))
+                holds[k, a], have[a], held[k] = True, have[a] + 1, held[k] + 1
                 loads[k], squares[k] = loads[k] + share[a], squares[k] + share[a] ** 2
-        self._relieve(holds, loads, squares, share, limit, knobs.fill)
+        self._relieve(holds, held, loads, squares, share, limit, knobs.fill)
         typical = holds.sum() / len(replicas)  # adapters per replica: what a new replica may come to hold
         for k, rid in enumerate(replicas):
             if rid not in self.slots:
@@ -135,8 +138,7 @@ class KnobPacker:
         """Capacity (GPUs' worth) of replicas carrying ``loads``, whose adapters' loads squared sum to ``squares``:
         ``capacity`` at their effective count ``loads**2 / squares`` (at one adapter for a replica with no load)."""
         count = np.where(squares > EPS, loads * loads / np.maximum(squares, EPS), 1.0)
-        index = np.rint(count).astype(np.intp)
-        return self.capacity[np.minimum(np.maximum(index, 1, out=index), self.capacity.size - 1, out=index)]
+        return self._at_count.take(np.rint(count).astype(np.intp), mode="clip")
 
     def utilisation(self, loads: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """Load over capacity of such replicas."""
@@ -177,10 +179,10 @@ class KnobPacker:
             if rid not in self.slots and rid not in current:
                 return rid
 
-    def _relieve(self, holds: np.ndarray, loads: np.ndarray, squares: np.ndarray, share: np.ndarray,
-                 limit: np.ndarray, fill: float) -> None:
-        """Step 4 of the module doc (at most one move per adapter copy), only onto replicas with room."""
-        held = holds.sum(axis=1)
+    def _relieve(self, holds: np.ndarray, held: np.ndarray, loads: np.ndarray, squares: np.ndarray,
+                 share: np.ndarray, limit: np.ndarray, fill: float) -> None:
+        """Step 4 of the module doc (at most one move per adapter copy), only onto replicas with room (``held``:
+        adapters on each replica, kept up to date)."""
         share_squared = share**2
         for _ in range(int(held.sum())):
             used = self.utilisation(loads, squares)
