@@ -113,14 +113,20 @@ def test_flat_forests_predict_exactly_what_scikit_learn_does(model, data):
 def test_flat_forests_follow_missing_values_and_refuse_what_they_cannot_mirror():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 3))
-    y = x[:, 0] + np.where(np.isnan(x[:, 1]), 3.0, x[:, 1])
+    y = x[:, 0] + x[:, 1]
     x[rng.random(x.shape) < 0.2] = np.nan
-    y[np.isnan(x[:, 1])] = 3.0
+    y[np.isnan(x[:, 1])] = 3.0  # a missing second feature means something: its nodes learn a side for it
     regressor = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
     classifier = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y > 1.0)
-    log_ratio, proba = FlatForests.of(regressor, classifier).predict(x)
-    assert np.array_equal(log_ratio, regressor.predict(x))
-    assert np.array_equal(proba, classifier.predict_proba(x))
+    probe = np.vstack([x, [[np.inf, -np.inf, 0.0], [-np.inf, np.inf, np.nan], [np.nan] * 3, [0.0, -0.0, np.inf]]])
+    log_ratio, proba = FlatForests.of(regressor, classifier).predict(probe)
+    assert np.array_equal(log_ratio, regressor.predict(probe))
+    assert np.array_equal(proba, classifier.predict_proba(probe))
+    wide = HistGradientBoostingRegressor(max_iter=5, max_leaf_nodes=50, min_samples_leaf=1).fit(x, y)
+    assert max(int(p.nodes["is_leaf"].sum()) for (p,) in wide._predictors) > 32  # 64-bit masks
+    assert np.array_equal(FlatForests.of(wide).predict(probe)[0], wide.predict(probe))
+    bushy = HistGradientBoostingRegressor(max_iter=1, max_leaf_nodes=80, min_samples_leaf=1).fit(y[:, None], y)
+    assert FlatForests.of(bushy) is None  # a tree of more than 64 leaves
     categorical = HistGradientBoostingRegressor(max_iter=5, categorical_features=[2]).fit(np.abs(x.round()), y)
     assert FlatForests.of(regressor, categorical) is None
     assert FlatForests.of(DecisionTreeRegressor(max_depth=2).fit(np.ones((4, 1)), [0.0, 1.0, 2.0, 3.0])) is None
