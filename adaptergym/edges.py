@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from adaptergym.profile import TwinProfile
 from adaptergym.sweep.label import profile_fingerprint
@@ -26,13 +27,20 @@ def table_path(profile: TwinProfile, lengths: LengthSpec) -> Path:
     return EDGE_TABLES / f"{profile.name}__{lengths.kind}.json"
 
 
+def read_table(profile: TwinProfile, lengths: LengthSpec) -> dict[str, Any] | None:
+    """The table of (profile, lengths) as stored; None when none was measured with this exact profile and these
+    lengths. Beside its ``edges``, it holds what ``baselines.edge_table`` measures for the lower bound."""
+    path = table_path(profile, lengths)
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text())
+    if table["profile_fingerprint"] != profile_fingerprint(profile) or table["lengths"] != asdict(lengths):
+        return None
+    return table
+
+
 def shipped_edges(profile: TwinProfile, lengths: LengthSpec) -> dict[tuple[int, int], float]:
     """The shipped edges ``{(cover, grid count): tokens/s}`` of (profile, lengths); none when no table was
     measured with this exact profile and these lengths."""
-    path = table_path(profile, lengths)
-    if not path.is_file():
-        return {}
-    table = json.loads(path.read_text())
-    if table["profile_fingerprint"] != profile_fingerprint(profile) or table["lengths"] != asdict(lengths):
-        return {}
+    table = read_table(profile, lengths) or {"edges": {}}
     return {(int(cover), int(count)): float(v) for cover, row in table["edges"].items() for count, v in row.items()}

@@ -115,7 +115,7 @@ def row(env: gym.Env, name: str, seed: int, played: Played) -> dict[str, Any]:
         return {"scenario": scenario, "seed": seed, "policy": name, "reward": played.reward,
                 "served_share": served_share, "starved": bool(info["starved"]), "max_loras": int(info["max_loras"]),
                 "served_adapters": int(info["num_served"])}
-    from baselines.exact import lower_bound_gpus  # scipy's MILP: only for placement rows
+    from baselines.bound import lower_bound_gpus
 
     gpus = int(info["gpus_used"])
     bound = lower_bound_gpus(env.unwrapped.scenario.workload(seed), env.unwrapped.profile)  # type: ignore[attr-defined]

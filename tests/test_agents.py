@@ -20,7 +20,7 @@ from agents.reference import RandomPolicy, VllmDefaultPolicy
 from agents.run import TrainedAgent, load_agent
 from agents.stats import mean_ci
 from agents.train import new_model, train
-from baselines.exact import lower_bound_gpus
+from baselines.bound import lower_bound_gpus
 
 # AdapterCaching-v0 on zipf-large: 64-192 adapters offering 1-4 GPUs of load, so serving everything starves and
 # the reward rewards one choice, a count near one GPU's worth. Learnable in seconds, and no guess hits it.

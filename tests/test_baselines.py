@@ -15,8 +15,8 @@ from adaptergym.cli.main import main
 from adaptergym.placement import verify
 from adaptergym.workload import powerlaw_workload
 from baselines import get_policy, policy_names
+from baselines.bound import lower_bound_gpus
 from baselines.evaluation import place_and_verify
-from baselines.exact import lower_bound_gpus
 
 PROFILE = load_profile(None)
 #: Small enough for every policy (exact included) in seconds, busy enough to need more than one GPU.

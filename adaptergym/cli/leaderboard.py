@@ -38,7 +38,7 @@ def agent_folders(text: str | None, env: str) -> list[Path]:
 class Leaderboard(Command):
     """Run every placement policy (and shipped placement agents) on a suite's test seeds; print the summary.
 
-    Per policy: GPUs used, ratio to the lower bound (baselines.exact.lower_bound_gpus), starved GPUs, total
+    Per policy: GPUs used, ratio to the lower bound (baselines.bound.lower_bound_gpus), starved GPUs, total
     throughput, p99 TTFT and decision time, averaged over workloads. Policies are verified GPU by GPU (600
     simulated s, as `adaptergym place`); agents are scored by their environment's 120-s fleet twin run. The
     default (uniform-small, 3 test seeds, all policies and agents) took under 10 minutes on 2 shared cores;
