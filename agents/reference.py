@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from adaptergym.envs import ENV_IDS
+from adaptergym.envs.fleet_control import FILLS, START_ACTION
 from adaptergym.errors import ConfigError
 
 #: vLLM's default ``--max-loras``.
@@ -53,3 +54,21 @@ class VllmDefaultPolicy:
         if action_masks is None:
             raise ValueError("VllmDefaultPolicy needs the environment's action_masks() (they count the candidates)")
         return np.array([int(action_masks[: self.max_adapters].sum()) - 1, self.level]), None
+
+
+class FixedKnobsPolicy:
+    """AdapterFleet-v0 with the same knobs every epoch: by default those every episode starts with (fill 0.5,
+    hysteresis 0.25, slot fraction 0.5), a sensible operator's setting. A fill masked for the load (it would need
+    more than ``max_replicas``) is raised to the smallest valid one, as the environment itself would."""
+
+    def __init__(self, env: gym.Env, action: tuple[int, int, int] = START_ACTION) -> None:
+        if env.spec is None or env.spec.id != ENV_IDS[2]:
+            raise ConfigError(f"policy 'fixed-knobs' is defined for {ENV_IDS[2]} only")
+        self.action = np.array(action)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True,
+                action_masks: np.ndarray | None = None) -> tuple[np.ndarray, None]:
+        action = self.action.copy()
+        if action_masks is not None and not action_masks[action[0]]:
+            action[0] = int(np.argmax(action_masks[: len(FILLS)]))
+        return action, None

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adaptergym.edges import shipped_edges
 from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
 from adaptergym.errors import WorkloadError
 from adaptergym.metrics import STARVATION_THRESHOLD
@@ -39,7 +40,6 @@ from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
-from baselines.edge_table import shipped_edges
 
 #: Simulated seconds of each peak measurement (its second half is measured).
 PEAK_WINDOW_S = 240.0

@@ -101,12 +101,11 @@ def run(suite: str, seeds: Sequence[int], policies: Sequence[str], agents: Seque
     return board
 
 
-def shipped_agents(root: Path) -> list[Path]:
-    """Run folders under ``root`` whose agent was trained on AdapterPlacement-v0."""
+def shipped_agents(root: Path, env: str = "adaptergym/AdapterPlacement-v0") -> list[Path]:
+    """Run folders under ``root`` whose agent was trained on ``env``."""
     import json
 
-    return sorted(p.parent for p in root.glob("*/config.json")
-                  if json.loads(p.read_text()).get("env") == "adaptergym/AdapterPlacement-v0")
+    return sorted(p.parent for p in root.glob("*/config.json") if json.loads(p.read_text()).get("env") == env)
 
 
 def plot(board: Board, out: Path) -> None:

@@ -19,7 +19,7 @@ from agents.evaluate import LEADERBOARD_COLUMNS, evaluate, placement_rows, summa
 from agents.reference import RandomPolicy, VllmDefaultPolicy
 from agents.run import TrainedAgent, load_agent
 from agents.stats import mean_ci
-from agents.train import train
+from agents.train import new_model, train
 from baselines.exact import lower_bound_gpus
 
 # AdapterCaching-v0 on zipf-large: 64-192 adapters offering 1-4 GPUs of load, so serving everything starves and
@@ -50,9 +50,7 @@ def mean_reward(policy, env, masks: bool = False) -> float:
 
 def test_short_training_beats_its_initial_policy_and_the_references(caching_run, caching_env):
     config = caching_run.config
-    initial = ALGORITHMS["ppo"]("MultiInputPolicy", caching_env, seed=config.seed, device="cpu",
-                                policy_kwargs={"net_arch": {"pi": list(config.net_arch_pi),
-                                                            "vf": list(config.net_arch_vf)}})
+    initial = new_model(config, caching_env)
     before = mean_reward(TrainedAgent(initial, config, caching_run.checkpoint), caching_env)
     after = mean_reward(caching_run, caching_env)
     serve_all = mean_reward(VllmDefaultPolicy(caching_env), caching_env, masks=True)

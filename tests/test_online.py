@@ -119,7 +119,8 @@ def test_replays_with_a_seed_are_identical():
 
 def test_dynamic_leaderboard_in_fast_mode(tmp_path, capsys):
     assert main(["leaderboard", "--suite", "dynamic", "--seeds", "1", "--policies", "static-mean,static-peak",
-                 "--scorer", "analytic", "--markdown", "--out", str(tmp_path / "rows.csv"), "-q"]) == 0
+                 "--agents", "none", "--scorer", "analytic", "--markdown", "--out", str(tmp_path / "rows.csv"),
+                 "-q"]) == 0
     out = capsys.readouterr().out
     for family in ("diurnal-v0", "flash-crowd-v0", "drift-v0"):
         assert f"**{family}**" in out and f"- {family}: static-mean starves" in out

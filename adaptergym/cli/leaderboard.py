@@ -14,6 +14,27 @@ from adaptergym.cli.progress import stage_progress
 AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents" / "checkpoints"
 
 
+def agent_folders(text: str | None, env: str) -> list[Path]:
+    """``--agents``: the run folders named (comma-separated), none for ``none``, or by default the runs shipped
+    under agents/checkpoints/ that were trained on ``env``.
+
+    Raises:
+        ConfigError: a folder that does not exist.
+    """
+    from adaptergym.errors import ConfigError
+    from baselines.leaderboard import shipped_agents
+
+    if text is None:
+        return shipped_agents(AGENTS_DIR, env)
+    if text == "none":
+        return []
+    agents = [Path(a.strip()) for a in text.split(",") if a.strip()]
+    missing = [str(a) for a in agents if not a.exists()]
+    if missing:
+        raise ConfigError(f"agents: {missing[0]!r} does not exist")
+    return agents
+
+
 class Leaderboard(Command):
     """Run every placement policy (and shipped placement agents) on a suite's test seeds; print the summary.
 
@@ -24,9 +45,10 @@ class Leaderboard(Command):
     zipf-large is much slower per seed (optuna's trials and round-robin's search take minutes there).
 
     --suite dynamic runs the online policies of baselines.online instead (static-mean, static-peak, periodic once
-    per forecaster, oracle, reactive) over whole episodes of the dynamic families diurnal-v0, flash-crowd-v0 and
-    drift-v0 with 5-minute epochs: GPU-hours, starved adapter-minutes, TTFT SLO share, p99 TTFT, loads,
-    migrations, restarts and decision time per family, then whether the issue's claims hold on them.
+    per forecaster, oracle, reactive) and the AdapterFleet-v0 agents shipped under agents/checkpoints/ (or those
+    of --agents) over whole episodes of the dynamic families diurnal-v0, flash-crowd-v0 and drift-v0 with
+    5-minute epochs: GPU-hours, starved adapter-minutes, TTFT SLO share, p99 TTFT, loads, migrations, restarts
+    and decision time per family, then whether the issue's claims hold on them.
     """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -35,8 +57,9 @@ class Leaderboard(Command):
         parser.add_argument("--seeds", default="3", help="N (the first N test seeds, default 3) or test (all 100)")
         parser.add_argument("--policies", default=None, help="comma-separated policies (default: all registered)")
         parser.add_argument("--agents", default=None,
-                            help="comma-separated agent run folders; none for no agent (default: the placement "
-                                 "agents shipped under agents/checkpoints/)")
+                            help="comma-separated agent run folders; none for no agent (default: the agents "
+                                 "shipped under agents/checkpoints/: placement agents, or with --suite dynamic "
+                                 "AdapterFleet-v0 agents)")
         parser.add_argument("--profile", default=None, help="profile name, model name or JSON path (default: the "
                             "shipped default)")
         parser.add_argument("--out", type=Path, default=None, help="write every row to this CSV")
@@ -57,7 +80,7 @@ class Leaderboard(Command):
         from adaptergym.errors import ConfigError
         from adaptergym.scenarios import get_scenario
         from baselines import POLICIES, policy_names
-        from baselines.leaderboard import plot, run, seeds_of, shipped_agents
+        from baselines.leaderboard import plot, run, seeds_of
 
         names = [s.strip() for s in args.suite.split(",")]
         for name in names:
@@ -66,15 +89,7 @@ class Leaderboard(Command):
         policies = policy_names() if args.policies is None else [p.strip() for p in args.policies.split(",") if p]
         for policy in policies:
             POLICIES.get(policy)
-        if args.agents is None:
-            agents = shipped_agents(AGENTS_DIR)
-        elif args.agents == "none":
-            agents = []
-        else:
-            agents = [Path(a.strip()) for a in args.agents.split(",") if a.strip()]
-            missing = [str(a) for a in agents if not a.exists()]
-            if missing:
-                raise ConfigError(f"agents: {missing[0]!r} does not exist")
+        agents = agent_folders(args.agents, "adaptergym/AdapterPlacement-v0")
         if not policies and not agents:
             raise ConfigError("policies: nothing to run (no policy and no agent)")
         profile = load_profile(args.profile)
@@ -99,6 +114,7 @@ class Leaderboard(Command):
         from baselines.online import ONLINE_POLICIES
         from baselines.online.leaderboard import FAMILIES, POLICIES, entries, plot, run
 
+        agents = agent_folders(args.agents, "adaptergym/AdapterFleet-v0")
         if args.scorer not in SCORERS:
             raise ConfigError(f"scorer: {args.scorer!r} is not one of {', '.join(SCORERS)}")
         if args.headroom is not None and not 0 <= args.headroom <= 4:
@@ -112,7 +128,8 @@ class Leaderboard(Command):
             FORECASTERS.get(name)
         profile = load_profile(args.profile)
         with stage_progress(not args.quiet) as update:
-            board = run(FAMILIES, seeds, entries(policies, forecasters, args.headroom), profile, args.scorer, update)
+            board = run(FAMILIES, seeds, entries(policies, forecasters, agents, args.headroom), profile, args.scorer,
+                        update)
         if not board.rows:
             raise ConfigError(f"policies: no episode could run ({board.skipped[0][3]})")
         if write_outputs(board, args, plot):

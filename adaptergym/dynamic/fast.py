@@ -123,33 +123,33 @@ def judge_plan(scorer: SurrogateScorer | AnalyticScorer, plan: FleetPlan, rates:
     up = {rid: 1.0 for rid in plan} if up is None else up
     index = {a: i for i, a in enumerate(adapter_ids)}
     n = len(adapter_ids)
-    weight_sum, coverage = np.zeros(n), np.zeros(n)
-    for rid, spec in plan.items():
-        for a in spec.adapters:
-            weight_sum[index[a]] += up[rid]
-            coverage[index[a]] = max(coverage[index[a]], up[rid])
+    held = {rid: np.fromiter((index[a] for a in spec.adapters), np.int64, len(spec.adapters))
+            for rid, spec in plan.items()}  # adapter indices of each replica, in plan order
+    every = np.concatenate([np.zeros(0, np.int64), *held.values()])
+    ups = np.repeat([up[rid] for rid in held], [h.size for h in held.values()])
+    weight_sum, coverage = np.bincount(every, ups, n), np.zeros(n)
+    np.maximum.at(coverage, every, ups)
     serving = [rid for rid in sorted(plan) if up[rid] > 0 and plan[rid].adapters]
-    copy_rates, copy_ranks, gpus = [], [], []
-    for rid in serving:
-        first = len(copy_rates)
-        for a in plan[rid].adapters:
-            copy_rates.append(rates[index[a]] / weight_sum[index[a]])
-            copy_ranks.append(ranks[a])
-        config = plan[rid].config(ranks, n)
-        gpus.append(GpuPlan(tuple(range(first, len(copy_rates))), config.max_loras, int(config.max_lora_rank)))
     served_share, starved_traffic = np.zeros(n), np.zeros(n)
     replicas = {rid: ReplicaVerdict(0.0, 0.0, False, up[rid]) for rid in plan}
-    if gpus:
-        score = scorer.score_rates(np.array(copy_rates), np.array(copy_ranks), lengths, gpus)
+    if serving:
+        copies = np.concatenate([held[rid] for rid in serving])  # one entry per (serving replica, adapter)
+        sizes = [held[rid].size for rid in serving]
+        bounds = np.cumsum([0, *sizes])
+        rank_of = np.array([ranks[a] for a in adapter_ids])
+        gpus = []
+        for k, rid in enumerate(serving):
+            config = plan[rid].config(ranks, n)
+            gpus.append(GpuPlan(tuple(range(bounds[k], bounds[k + 1])), config.max_loras, int(config.max_lora_rank)))
+        score = scorer.score_rates(rates[copies] / weight_sum[copies], rank_of[copies], lengths, gpus)
         ratio = score.served_ratio
+        is_starved = score.starved | (ratio < 1.0 - STARVATION_THRESHOLD - 1e-9)
         for j, rid in enumerate(serving):
-            is_starved = bool(score.starved[j] or ratio[j] < 1.0 - STARVATION_THRESHOLD - 1e-9)
-            replicas[rid] = ReplicaVerdict(float(score.offered_tok_s[j]), float(score.served_tok_s[j]), is_starved,
-                                           up[rid])
-            for a in plan[rid].adapters:
-                share = up[rid] / weight_sum[index[a]]
-                served_share[index[a]] += share * ratio[j]
-                starved_traffic[index[a]] += share * is_starved
+            replicas[rid] = ReplicaVerdict(float(score.offered_tok_s[j]), float(score.served_tok_s[j]),
+                                           bool(is_starved[j]), up[rid])
+        share = np.repeat([up[rid] for rid in serving], sizes) / weight_sum[copies]
+        served_share = np.bincount(copies, share * np.repeat(ratio, sizes), n)
+        starved_traffic = np.bincount(copies, share * np.repeat(is_starved, sizes), n)
     served_share *= coverage
     starved = (rates > 0) & ((served_share < 1.0 - STARVATION_THRESHOLD - 1e-9)
                              | (starved_traffic >= STARVATION_THRESHOLD) | (coverage == 0))

@@ -60,6 +60,8 @@ class DynamicFleet:
         router: ``"even"`` or ``"least-loaded"`` over the replicas serving an adapter (twin scorer).
         slo_ttft_ms: the TTFT objective the SLO share counts against, ms.
         season_s: the workload's daily cycle, s, if known (``Scenario.season_s``), for seasonal forecasters.
+        counts_only: fast scorers only: draw per-epoch arrival counts instead of requests where that is exact
+            (Poisson arrivals; :class:`adaptergym.dynamic.traffic.Traffic`), for environments that reset often.
 
     Raises:
         ConfigError: a bad epoch, scorer, router or SLO.
@@ -67,16 +69,18 @@ class DynamicFleet:
 
     def __init__(self, workload: WorkloadSpec | RequestBatch | str | Path, profile: TwinProfile | str | None = None,
                  *, seed: int = 0, epoch_s: float = 300.0, scorer: str = "twin", router: str = "even",
-                 slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, season_s: float | None = None) -> None:
+                 slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, season_s: float | None = None,
+                 counts_only: bool = False) -> None:
         if scorer not in SCORERS:
             raise ConfigError(f"scorer: {scorer!r} is not one of {', '.join(SCORERS)}")
+        if counts_only and scorer == "twin":
+            raise ConfigError("counts_only: the twin scorer simulates every request; use it with a fast scorer")
         if not slo_ttft_ms > 0:
             raise ConfigError(f"slo_ttft_ms: {slo_ttft_ms!r} must be a number of milliseconds > 0")
         self.profile = load_profile(profile)
-        self.traffic = Traffic(workload, seed, epoch_s)
-        requests = self.traffic.requests
-        self.adapter_ids: tuple[str, ...] = requests.adapter_ids
-        self.adapter_ranks: np.ndarray = requests.adapter_ranks
+        self.traffic = Traffic(workload, seed, epoch_s, counts_only)
+        self.adapter_ids: tuple[str, ...] = self.traffic.adapter_ids
+        self.adapter_ranks: np.ndarray = self.traffic.adapter_ranks
         self.epoch_s = float(epoch_s)
         self.scorer = scorer
         self.slo_ttft_ms = float(slo_ttft_ms)
@@ -84,7 +88,7 @@ class DynamicFleet:
         self.epoch = 0  # index of the next epoch to run
         self.plan: dict = {}
         self.results: list[EpochResult] = []
-        self._twin = OnlineFleet(self.profile, requests, router) if scorer == "twin" else None
+        self._twin = OnlineFleet(self.profile, self.traffic.requests, router) if scorer == "twin" else None
         self._fast = None if self._twin else FastFleet(self.profile, scorer, self.adapter_ids, self.adapter_ranks,
                                                        self.traffic.lengths)
 

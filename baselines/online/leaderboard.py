@@ -1,7 +1,8 @@
 """The dynamic leaderboard: every online policy on the test seeds of the dynamic scenario families.
 
-One row per (family, seed, entry), an entry being a policy (``periodic`` once per forecaster); each row is an
-episode replayed by :func:`baselines.online.replay.replay` with 5-minute epochs. :func:`checks` states the
+One row per (family, seed, entry), an entry being a policy (``periodic`` once per forecaster) or a trained
+AdapterFleet-v0 agent (``agents.online.AgentPolicy``, labelled ``agent:<run folder>``); each row is an episode
+replayed by :func:`baselines.online.replay.replay` with 5-minute epochs. :func:`checks` states the
 issue's claims on the result: static-on-mean starves in flash crowds; periodic re-plan with the best forecaster
 (the one with the fewest starved adapter-minutes, then the fewest GPU-hours) uses at least 20% fewer GPU-hours
 than static-on-peak with no more starved adapter-minutes; the oracle beside it.
@@ -39,17 +40,26 @@ SUMMARY = (("GPU-hours", "gpu_hours"), ("mean GPUs", "mean_gpus"), ("starved ada
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A leaderboard entry: a policy, for ``periodic`` its forecaster, and a packing headroom (None: the
-    policy's default)."""
+    policy's default); or (``checkpoint``) a trained agent."""
 
     policy: str
     forecaster: str | None = None
     headroom: float | None = None
+    checkpoint: Path | None = None
 
     @property
     def label(self) -> str:
+        if self.checkpoint is not None:
+            from agents.run import agent_label  # stable-baselines3: only when an agent is on the board
+
+            return agent_label(self.checkpoint)
         return f"periodic ({self.forecaster})" if self.forecaster else self.policy
 
     def build(self) -> Any:
+        if self.checkpoint is not None:
+            from agents.online import AgentPolicy
+
+            return AgentPolicy(self.checkpoint)
         options = {"forecaster": self.forecaster} if self.forecaster else {}
         if self.headroom is not None:
             options["headroom"] = self.headroom
@@ -57,9 +67,10 @@ class Entry:
 
 
 def entries(policies: Sequence[str] = POLICIES, forecasters: Sequence[str] | None = None,
-            headroom: float | None = None) -> list[Entry]:
-    """The entries of ``policies``, ``periodic`` once per forecaster (default: every registered one);
-    ``headroom`` applies to the adaptive policies, the static references keep their default."""
+            agents: Sequence[Path] = (), headroom: float | None = None) -> list[Entry]:
+    """The entries of ``policies``, ``periodic`` once per forecaster (default: every registered one), then one
+    per agent run folder of ``agents``; ``headroom`` applies to the adaptive policies, the static references
+    keep their default."""
     out = []
     for policy in policies:
         adaptive = None if policy in STATIC else headroom
@@ -67,7 +78,7 @@ def entries(policies: Sequence[str] = POLICIES, forecasters: Sequence[str] | Non
             out += [Entry(policy, f, adaptive) for f in (forecaster_names() if forecasters is None else forecasters)]
         else:
             out.append(Entry(policy, None, adaptive))
-    return out
+    return out + [Entry("agent", checkpoint=Path(c)) for c in agents]
 
 
 @dataclass
