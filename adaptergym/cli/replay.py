@@ -84,7 +84,8 @@ class Replay(Command):
             run = replay(policy, fleet, (lambda done, total: update("epochs", done, total)) if update else None)
         label = f"{policy.name}" + (f" ({policy.forecaster})" if args.policy == "periodic" else "")
         if args.plot:
-            plot_timeline(run, args.plot, f"{label} on {Path(str(workload.name if args.scenario else workload)).name}")
+            source = workload.name if args.scenario else Path(workload).name
+            plot_timeline(run, args.plot, f"{label} on {source}")
         if args.json:
             print_json({**run.to_dict(), "label": label, "seed": seed, "epoch_s": args.epoch,
                         "slo_ttft_ms": args.slo_ttft_ms, "profile": fleet.profile.name})
