@@ -13,6 +13,7 @@ from adaptergym.cli.main import main
 from adaptergym.errors import ConfigError, UnknownName
 from adaptergym.forecast import forecaster_names, make_forecaster
 from adaptergym.forecast.backtest import backtest, walk_forward
+from adaptergym.forecast.naive import ewma
 from adaptergym.workload import WorkloadSpec, rate_table, sample_requests
 
 EPOCH = 60.0
@@ -41,6 +42,17 @@ def test_ewma_on_a_constant_is_the_constant_and_on_a_step_moves_by_alpha():
     assert (f.predict(3) * EPOCH).tolist() == [[12.0, 0.0]] * 3
     f.observe([22.0, 10.0])
     assert (f.predict()[0] * EPOCH).tolist() == pytest.approx([15.0, 3.0])
+
+
+def test_ewma_kept_up_epoch_by_epoch_is_the_ewma_of_the_whole_history_and_history_is_read_only():
+    counts = np.random.default_rng(0).poisson(30.0, (40, 5)).astype(float)
+    f = make_forecaster("ewma", EPOCH, alpha=0.3)
+    for t, row in enumerate(counts):
+        f.observe(row)
+        assert np.array_equal(f.history, counts[: t + 1])
+        assert np.array_equal(f.predict(2), np.tile(ewma(counts[: t + 1], 0.3), (2, 1)) / EPOCH)  # bit for bit
+    with pytest.raises(ValueError, match="read-only"):
+        f.history[0, 0] = 1.0
 
 
 def test_mean_and_prior():

@@ -99,6 +99,7 @@ def test_replay_cli_prints_totals_and_rejects_bad_input_in_one_line(tmp_path, ca
         (["--policy", "oracle", "--forecaster", "ewma"], "--forecaster: only the periodic policy forecasts"),
         (["--policy", "oracle", "--epoch", "3600"], "epoch_s: 3600 s is longer than the workload"),
         (["--policy", "periodic", "--forecaster", "holt-winters"], "season"),
+        (["--policy", "oracle", "--headroom", "-1"], "--headroom: -1.0 must be between 0 and 4"),
     ):
         assert main([*base, *args]) == 1
         err = capsys.readouterr().err

@@ -70,6 +70,9 @@ class Leaderboard(Command):
                             help="--suite dynamic: comma-separated forecasters for periodic (default: all)")
         parser.add_argument("--scorer", default="twin",
                             help="--suite dynamic: twin (default), or surrogate/analytic (fast mode, no latency)")
+        parser.add_argument("--headroom", type=float, default=None,
+                            help="--suite dynamic: the adaptive policies' packing headroom (default 0.25: GPUs "
+                                 "filled to 80%% of the surrogate's edge); the static references keep theirs")
 
     def take_action(self, args: argparse.Namespace) -> int:
         if args.suite == "dynamic":
@@ -115,6 +118,8 @@ class Leaderboard(Command):
         agents = agent_folders(args.agents, ("adaptergym/AdapterFleet-v0",))
         if args.scorer not in SCORERS:
             raise ConfigError(f"scorer: {args.scorer!r} is not one of {', '.join(SCORERS)}")
+        if args.headroom is not None and not 0 <= args.headroom <= 4:
+            raise ConfigError(f"headroom: {args.headroom} must be between 0 and 4 (0.25: 25% room)")
         seeds = parse_seeds(args.seeds, get_scenario(FAMILIES[0]))
         policies = POLICIES if args.policies is None else [p.strip() for p in args.policies.split(",") if p.strip()]
         for policy in policies:
@@ -124,7 +129,8 @@ class Leaderboard(Command):
             FORECASTERS.get(name)
         profile = load_profile(args.profile)
         with stage_progress(not args.quiet) as update:
-            board = run(FAMILIES, seeds, entries(policies, forecasters, agents), profile, args.scorer, update)
+            board = run(FAMILIES, seeds, entries(policies, forecasters, agents, args.headroom), profile, args.scorer,
+                        update)
         if not board.rows:
             raise ConfigError(f"policies: no episode could run ({board.skipped[0][3]})")
         if write_outputs(board, args, plot):

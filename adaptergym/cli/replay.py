@@ -42,6 +42,9 @@ class Replay(Command):
                             help="how requests of an adapter on several replicas are split (default even)")
         parser.add_argument("--slo-ttft-ms", type=float, default=DEFAULT_SLO_TTFT_MS,
                             help=f"TTFT objective, ms (default {DEFAULT_SLO_TTFT_MS:g})")
+        parser.add_argument("--headroom", type=float, default=None,
+                            help="packing headroom of the policy (default 0.25: GPUs filled to 80%% of the "
+                                 "surrogate's starvation edge)")
         parser.add_argument("--season", type=float, default=None,
                             help="daily cycle, s, for holt-winters (default: the scenario's, if any)")
         parser.add_argument("--json", action="store_true", help="print one JSON object (totals and every epoch)")
@@ -56,7 +59,11 @@ class Replay(Command):
         from baselines.online.replay import plot_timeline, replay
 
         ONLINE_POLICIES.get(args.policy)
-        options = {}
+        options: dict = {}
+        if args.headroom is not None:
+            if not 0 <= args.headroom <= 4:
+                raise ConfigError(f"--headroom: {args.headroom} must be between 0 and 4 (0.25: 25% room)")
+            options["headroom"] = args.headroom
         if args.forecaster is not None:
             if args.policy != "periodic":
                 raise ConfigError(f"--forecaster: only the periodic policy forecasts, not {args.policy!r}")
@@ -77,7 +84,8 @@ class Replay(Command):
             run = replay(policy, fleet, (lambda done, total: update("epochs", done, total)) if update else None)
         label = f"{policy.name}" + (f" ({policy.forecaster})" if args.policy == "periodic" else "")
         if args.plot:
-            plot_timeline(run, args.plot, f"{label} on {Path(str(workload.name if args.scenario else workload)).name}")
+            source = workload.name if args.scenario else Path(workload).name
+            plot_timeline(run, args.plot, f"{label} on {source}")
         if args.json:
             print_json({**run.to_dict(), "label": label, "seed": seed, "epoch_s": args.epoch,
                         "slo_ttft_ms": args.slo_ttft_ms, "profile": fleet.profile.name})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -121,9 +122,9 @@ def judge_plan(scorer: SurrogateScorer | AnalyticScorer, plan: FleetPlan, rates:
     """Judge ``plan`` at per-adapter ``rates`` (req/s, in ``adapter_ids`` order) with a per-replica ``scorer``
     (module doc); ``up``: each replica's serving fraction of the time (default: all serve all along)."""
     up = {rid: 1.0 for rid in plan} if up is None else up
-    index = {a: i for i, a in enumerate(adapter_ids)}
+    position = adapter_positions(tuple(adapter_ids)).__getitem__
     n = len(adapter_ids)
-    held = {rid: np.fromiter((index[a] for a in spec.adapters), np.int64, len(spec.adapters))
+    held = {rid: np.fromiter(map(position, spec.adapters), np.int64, len(spec.adapters))
             for rid, spec in plan.items()}  # adapter indices of each replica, in plan order
     every = np.concatenate([np.zeros(0, np.int64), *held.values()])
     ups = np.repeat([up[rid] for rid in held], [h.size for h in held.values()])
@@ -154,3 +155,9 @@ def judge_plan(scorer: SurrogateScorer | AnalyticScorer, plan: FleetPlan, rates:
     starved = (rates > 0) & ((served_share < 1.0 - STARVATION_THRESHOLD - 1e-9)
                              | (starved_traffic >= STARVATION_THRESHOLD) | (coverage == 0))
     return PlanVerdict(served_share, starved, replicas)
+
+
+@lru_cache(maxsize=8)
+def adapter_positions(adapter_ids: tuple[str, ...]) -> dict[str, int]:
+    """Each adapter's index in ``adapter_ids`` (built once per workload, not once per judged epoch)."""
+    return {a: i for i, a in enumerate(adapter_ids)}

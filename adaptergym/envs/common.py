@@ -90,6 +90,15 @@ def second_half_throughput(profile: TwinProfile, workload: WorkloadSpec, config:
 
 
 _CAPACITY: dict[tuple[str, LengthSpec], float] = {}
+_PROFILE_KEYS: dict[int, tuple[TwinProfile, str]] = {}  # id -> (the profile, kept alive so its id stays its own; key)
+
+
+def _profile_key(profile: TwinProfile) -> str:
+    """The profile's fields as JSON, serialised once per profile object (milliseconds each; envs ask at every
+    reset)."""
+    if id(profile) not in _PROFILE_KEYS:
+        _PROFILE_KEYS[id(profile)] = (profile, json.dumps(profile.to_dict(), sort_keys=True, default=str))
+    return _PROFILE_KEYS[id(profile)][1]
 
 
 def reference_capacity(profile: TwinProfile, lengths: LengthSpec) -> float:
@@ -98,7 +107,7 @@ def reference_capacity(profile: TwinProfile, lengths: LengthSpec) -> float:
     Measured once per process and (profile, lengths) by :func:`saturated_throughput` with its defaults: 8
     rank-16 adapters on ``max_loras`` 8, over 240 simulated seconds.
     """
-    key = (json.dumps(profile.to_dict(), sort_keys=True, default=str), lengths)
+    key = (_profile_key(profile), lengths)
     if key not in _CAPACITY:
         _CAPACITY[key] = max(saturated_throughput(profile, lengths), 1.0)
     return _CAPACITY[key]

@@ -72,6 +72,8 @@ class KnobPacker:
         self.ids = tuple(adapter_ids)
         self.rank = rank_cover(int(np.max(ranks)))
         self.capacity = np.asarray(capacity, float)
+        self._at_count = self.capacity.copy()  # capacity by rounded effective count, which is at least one adapter
+        self._at_count[0] = self.capacity[min(1, self.capacity.size - 1)]
         self.max_replicas = int(max_replicas)
         self.levels = tuple(v for v in levels if v <= max_slots) or (1,)
         self.replicas: list[int] = []  # replica ids of the target (before make-before-break), in row order
@@ -107,35 +109,36 @@ class KnobPacker:
         holds = np.vstack([holds, np.zeros((len(replicas) - holds.shape[0], len(self.ids)), bool)])
         limit = np.array([self.slots.get(rid, self.levels[-1]) / knobs.slot_fraction for rid in replicas])
         loads, squares = holds @ share, holds @ share**2
-        have = holds.sum(axis=0)
+        have, held = holds.sum(axis=0), holds.sum(axis=1)
         for a in np.flatnonzero(have != copies)[np.argsort(-load[have != copies], kind="stable")].tolist():
             while have[a] > copies[a]:  # drop the copy on the most utilised holder
                 k = int(np.argmax(np.where(holds[:, a], self.utilisation(loads, squares), -np.inf)))
-                holds[k, a], have[a] = False, have[a] - 1
+                holds[k, a], have[a], held[k] = False, have[a] - 1, held[k] - 1
                 loads[k], squares[k] = loads[k] - share[a], squares[k] - share[a] ** 2
             while have[a] < copies[a]:  # add one on the least utilised non-holder, one with room if any
                 after = self.utilisation(loads + share[a], squares + share[a] ** 2)
-                free = ~holds[:, a] & (holds.sum(axis=1) < limit)
-                k = int(np.argmin(np.where(free if free.any() else ~holds[:, a], after, np.inf)))
-                holds[k, a], have[a] = True, have[a] + 1
+                others = ~holds[:, a]
+                free = others & (held < limit)
+                k = int(np.argmin(np.where(free if free.any() else others, after, np.inf)))
+                holds[k, a], have[a], held[k] = True, have[a] + 1, held[k] + 1
                 loads[k], squares[k] = loads[k] + share[a], squares[k] + share[a] ** 2
-        self._relieve(holds, loads, squares, share, limit, knobs.fill)
+        self._relieve(holds, held, loads, squares, share, limit, knobs.fill)
         typical = holds.sum() / len(replicas)  # adapters per replica: what a new replica may come to hold
         for k, rid in enumerate(replicas):
             if rid not in self.slots:
                 self.slots[rid] = self.level_for(max(int(holds[k].sum()), typical), knobs.slot_fraction)
         self.replicas, self.holds = replicas, holds
         self.slots = {rid: self.slots[rid] for rid in replicas}
-        plan = {rid: ReplicaSpec(tuple(self.ids[a] for a in np.flatnonzero(holds[k])), self.slots[rid], self.rank)
+        plan = {rid: ReplicaSpec(tuple(map(self.ids.__getitem__, np.flatnonzero(holds[k]).tolist())), self.slots[rid],
+                                 self.rank)
                 for k, rid in sorted(enumerate(replicas), key=lambda kr: kr[1])}
         return keep_serving(plan, current, starting)
 
     def capacities(self, loads: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """Capacity (GPUs' worth) of replicas carrying ``loads``, whose adapters' loads squared sum to ``squares``:
         ``capacity`` at their effective count ``loads**2 / squares`` (at one adapter for a replica with no load)."""
-        count = np.divide(loads * loads, squares, out=np.ones_like(loads), where=squares > EPS)
-        index = np.rint(count).astype(np.intp)
-        return self.capacity[np.minimum(np.maximum(index, 1, out=index), self.capacity.size - 1, out=index)]
+        count = np.where(squares > EPS, loads * loads / np.maximum(squares, EPS), 1.0)
+        return self._at_count.take(np.rint(count).astype(np.intp), mode="clip")
 
     def utilisation(self, loads: np.ndarray, squares: np.ndarray) -> np.ndarray:
         """Load over capacity of such replicas."""
@@ -176,24 +179,29 @@ class KnobPacker:
             if rid not in self.slots and rid not in current:
                 return rid
 
-    def _relieve(self, holds: np.ndarray, loads: np.ndarray, squares: np.ndarray, share: np.ndarray,
-                 limit: np.ndarray, fill: float) -> None:
-        """Step 4 of the module doc (at most one move per adapter copy), only onto replicas with room."""
-        for _ in range(int(holds.sum())):
+    def _relieve(self, holds: np.ndarray, held: np.ndarray, loads: np.ndarray, squares: np.ndarray,
+                 share: np.ndarray, limit: np.ndarray, fill: float) -> None:
+        """Step 4 of the module doc (at most one move per adapter copy), only onto replicas with room (``held``:
+        adapters on each replica, kept up to date)."""
+        share_squared = share**2
+        for _ in range(int(held.sum())):
             used = self.utilisation(loads, squares)
             hi = int(np.argmax(used))
-            free = holds.sum(axis=1) < limit
+            if used[hi] <= fill + EPS:
+                return
+            free = held < limit
             free[hi] = False
-            if used[hi] <= fill + EPS or not free.any():
+            if not free.any():
                 return
             lo = int(np.argmin(np.where(free, used, np.inf)))
-            after = np.maximum(self.utilisation(loads[hi] - share, squares[hi] - share**2),
-                               self.utilisation(loads[lo] + share, squares[lo] + share**2))
-            after[~(holds[hi] & ~holds[lo])] = np.inf
+            after = np.maximum(self.utilisation(loads[hi] - share, squares[hi] - share_squared),
+                               self.utilisation(loads[lo] + share, squares[lo] + share_squared))
+            after[holds[lo] | ~holds[hi]] = np.inf  # only adapters on hi and not on lo move
             a = int(np.argmin(after))
             if not after[a] < used[hi] - EPS:
                 return
             holds[hi, a], holds[lo, a] = False, True
+            held[hi], held[lo] = held[hi] - 1, held[lo] + 1
             loads[hi], loads[lo] = loads[hi] - share[a], loads[lo] + share[a]
             squares[hi], squares[lo] = squares[hi] - share[a] ** 2, squares[lo] + share[a] ** 2
 

@@ -173,12 +173,13 @@ class SurrogateScorer:
     def score_rates(self, rates: np.ndarray, ranks: np.ndarray, lengths: LengthSpec,
                     plans: Sequence[GpuPlan]) -> FleetScore:
         """:meth:`score` for adapters given as arrays of rates (req/s) and ranks (what ``plans`` index)."""
-        rows = np.stack([self.features(rates[list(p.adapters)], ranks[list(p.adapters)], p.max_loras, lengths)
-                         for p in plans])
+        members = [np.array(p.adapters, np.intp) for p in plans]
+        rows = np.stack([self.features(rates[m], ranks[m], p.max_loras, lengths) for m, p in zip(members, plans,
+                                                                                                  strict=True)])
         predicted = self.model.predict(rows)
         startup = tuple(self._startup.status(p) for p in plans)
         ok = np.array([s == "ok" for s in startup])
-        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * mean_request_tokens(lengths)
+        offered = np.array([rates[m].sum() for m in members]) * mean_request_tokens(lengths)
         served = np.where(ok, np.minimum(np.asarray(predicted["throughput"], float), offered), 0.0)
         is_starved = (np.asarray(predicted["starved_prob"]) >= 0.5) | (~ok & (offered > 0))
         return FleetScore(self.name, startup, offered, served, is_starved)

@@ -46,7 +46,8 @@ class Forecaster(ABC):
         self.epoch_s = float(epoch_s)
         self.season_s = season_s
         self.prior = None if prior is None else np.asarray(prior, float)
-        self._rows: list[np.ndarray] = []
+        self._counts = np.empty((0, 0))  # rows [: self._epochs] are observed; grown by doubling
+        self._epochs = 0
 
     @property
     def season(self) -> int | None:
@@ -55,30 +56,37 @@ class Forecaster(ABC):
 
     @property
     def history(self) -> np.ndarray:
-        """Observed counts, shape (epochs, adapters)."""
-        return np.array(self._rows, float).reshape(len(self._rows), -1)
+        """Observed counts, shape (epochs, adapters) (a read-only view: no copy per forecast)."""
+        view = self._counts[: self._epochs]
+        view.flags.writeable = False
+        return view
 
     def observe(self, counts: np.ndarray) -> None:
         """Add the arrivals of the epoch that just ended, one count per adapter."""
         row = np.asarray(counts, float)
-        if row.ndim != 1 or (self._rows and row.shape != self._rows[0].shape):
+        if row.ndim != 1 or (self._epochs and row.shape != self._counts.shape[1:]):
             raise ConfigError(f"counts: expected one count per adapter (shape {self._width()}), got {row.shape}")
         if not np.all(np.isfinite(row)) or np.any(row < 0):
             raise ConfigError("counts: arrival counts must be finite and >= 0")
-        self._rows.append(row)
+        if self._epochs == self._counts.shape[0]:
+            grown = np.empty((max(8, 2 * self._epochs), row.size))
+            grown[: self._epochs] = self._counts.reshape(self._epochs, row.size)
+            self._counts = grown
+        self._counts[self._epochs] = row
+        self._epochs += 1
 
     def predict(self, horizon: int = 1) -> np.ndarray:
         """Forecast rates of the next ``horizon`` epochs, req/s, shape (horizon, adapters)."""
         if horizon < 1:
             raise ConfigError(f"horizon: {horizon!r} must be >= 1 epoch")
-        if not self._rows:
+        if not self._epochs:
             if self.prior is None:
                 raise ConfigError(f"forecaster {self.name}: no epoch observed yet and no prior rates given")
             return np.tile(self.prior, (horizon, 1))
         return np.clip(self._predict(self.history, horizon), 0.0, None) / self.epoch_s
 
     def _width(self) -> str:
-        return f"({self._rows[0].size},)" if self._rows else "(adapters,)"
+        return f"({self._counts.shape[1]},)" if self._epochs else "(adapters,)"
 
     @abstractmethod
     def _predict(self, counts: np.ndarray, horizon: int) -> np.ndarray:

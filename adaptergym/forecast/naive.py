@@ -48,7 +48,9 @@ def ewma(counts: np.ndarray, alpha: float) -> np.ndarray:
 
 @FORECASTERS.register("ewma")
 class EWMA(Forecaster):
-    """Exponentially weighted moving average with weight ``alpha`` on the newest epoch (default 0.3)."""
+    """Exponentially weighted moving average with weight ``alpha`` on the newest epoch (default 0.3), updated as
+    each epoch is observed (what :func:`ewma` of the whole history gives, bit for bit, at a cost that does not
+    grow with it)."""
 
     name = "ewma"
 
@@ -58,6 +60,12 @@ class EWMA(Forecaster):
         if not 0 < alpha <= 1:
             raise ConfigError(f"alpha: {alpha!r} must be in (0, 1]")
         self.alpha = alpha
+        self._level = np.empty(0)
+
+    def observe(self, counts: np.ndarray) -> None:
+        super().observe(counts)
+        row = self.history[-1]
+        self._level = row.copy() if self.history.shape[0] == 1 else self._level + self.alpha * (row - self._level)
 
     def _predict(self, counts: np.ndarray, horizon: int) -> np.ndarray:
-        return np.tile(ewma(counts, self.alpha), (horizon, 1))
+        return np.tile(self._level, (horizon, 1))

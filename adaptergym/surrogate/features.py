@@ -57,11 +57,13 @@ def gpu_features(rates: np.ndarray, ranks: np.ndarray, max_loras: int | np.ndarr
     busiest = np.concatenate([[0.0], np.cumsum(np.sort(rates)[::-1])])
     in_slots = np.minimum(levels, n).astype(np.int64)
     max_rank = int(ranks.max()) if n else 0
-    values = {
-        "num_adapters": n,
+    per_level = {
         "max_loras": levels,
         "slot_coverage": in_slots / n if n else 1.0,
         "slot_rate_share": busiest[in_slots] / total if total > 0 else 1.0,
+    }
+    shared = {
+        "num_adapters": n,
         "total_rate": total,
         "offered_tok_s": total * (prompt + output),
         "mean_input_tokens": prompt,
@@ -70,12 +72,13 @@ def gpu_features(rates: np.ndarray, ranks: np.ndarray, max_loras: int | np.ndarr
         "effective_adapters": total**2 / float((rates**2).sum()) if total > 0 else 0.0,
         "max_rank": max_rank,
         "max_lora_rank": rank_cover(max_rank) if n else 0,
-        "mean_rank": float(ranks.mean()) if n else 0.0,
+        "mean_rank": float(ranks.sum()) / n if n else 0.0,
         "rate_weighted_rank": float(rates @ ranks) / total if total > 0 else 0.0,
     }
     rows = np.empty((levels.size, len(FEATURES)))
-    for i, name in enumerate(FEATURES):
-        rows[:, i] = values[name]
+    rows[:] = [shared.get(name, 0.0) for name in FEATURES]
+    for name, column in per_level.items():
+        rows[:, COLUMN[name]] = column
     return rows[0] if np.ndim(max_loras) == 0 else rows
 
 

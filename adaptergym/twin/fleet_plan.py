@@ -42,7 +42,7 @@ class ReplicaSpec:
         adapters moved onto it never need a restart for room."""
         base = ServerConfig(max_loras=self.max_loras, max_cpu_loras=max(cpu_slots, self.max_loras),
                             max_lora_rank=self.max_lora_rank)
-        return default_rank(base, [ranks[a] for a in self.adapters])
+        return base if self.max_lora_rank is not None else default_rank(base, [ranks[a] for a in self.adapters])
 
 
 #: replica id -> spec; ids are the caller's (stable across plans), any non-negative integers.
@@ -108,7 +108,8 @@ class PlanChanges:
 def plan_changes(old: FleetPlan, new: FleetPlan, ranks: Mapping[str, int], cpu_slots: int) -> PlanChanges:
     """The changes from ``old`` to ``new`` (module doc)."""
     kept = sorted(set(old) & set(new))
-    restarts = tuple(r for r in kept if old[r].config(ranks, cpu_slots) != new[r].config(ranks, cpu_slots))
+    restarts = tuple(r for r in kept
+                     if old[r] != new[r] and old[r].config(ranks, cpu_slots) != new[r].config(ranks, cpu_slots))
     cold_starts = tuple(sorted(set(new) - set(old)))
     loads = {r: new[r].adapters for r in (*cold_starts, *restarts) if new[r].adapters}
     unloads = {}

@@ -28,6 +28,7 @@ from baselines.online.replay import replay
 
 FAMILIES = ("diurnal-v0", "flash-crowd-v0", "drift-v0")
 POLICIES = ("static-mean", "static-peak", "periodic", "oracle", "reactive")
+STATIC = ("static-mean", "static-peak")
 EPOCH_S = 300.0
 #: Summary columns: (header, column of the rows).
 SUMMARY = (("GPU-hours", "gpu_hours"), ("mean GPUs", "mean_gpus"), ("starved adapter-min", "starved_adapter_minutes"),
@@ -38,10 +39,12 @@ SUMMARY = (("GPU-hours", "gpu_hours"), ("mean GPUs", "mean_gpus"), ("starved ada
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A leaderboard entry: a policy, and for ``periodic`` its forecaster; or (``checkpoint``) a trained agent."""
+    """A leaderboard entry: a policy, for ``periodic`` its forecaster, and a packing headroom (None: the
+    policy's default); or (``checkpoint``) a trained agent."""
 
     policy: str
     forecaster: str | None = None
+    headroom: float | None = None
     checkpoint: Path | None = None
 
     @property
@@ -57,19 +60,24 @@ class Entry:
             from agents.online import AgentPolicy
 
             return AgentPolicy(self.checkpoint)
-        return get_online_policy(self.policy, **({"forecaster": self.forecaster} if self.forecaster else {}))
+        options = {"forecaster": self.forecaster} if self.forecaster else {}
+        if self.headroom is not None:
+            options["headroom"] = self.headroom
+        return get_online_policy(self.policy, **options)
 
 
 def entries(policies: Sequence[str] = POLICIES, forecasters: Sequence[str] | None = None,
-            agents: Sequence[Path] = ()) -> list[Entry]:
+            agents: Sequence[Path] = (), headroom: float | None = None) -> list[Entry]:
     """The entries of ``policies``, ``periodic`` once per forecaster (default: every registered one), then one
-    per agent run folder of ``agents``."""
+    per agent run folder of ``agents``; ``headroom`` applies to the adaptive policies, the static references
+    keep their default."""
     out = []
     for policy in policies:
+        adaptive = None if policy in STATIC else headroom
         if policy == "periodic":
-            out += [Entry(policy, f) for f in (forecaster_names() if forecasters is None else forecasters)]
+            out += [Entry(policy, f, adaptive) for f in (forecaster_names() if forecasters is None else forecasters)]
         else:
-            out.append(Entry(policy))
+            out.append(Entry(policy, None, adaptive))
     return out + [Entry("agent", checkpoint=Path(c)) for c in agents]
 
 
