@@ -29,9 +29,9 @@ from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile
 from adaptergym.real_runs import METRICS
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.frameworks import Engine, new_engine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.replica import failed_record, new_engine
+from adaptergym.twin.replica import failed_record
 from adaptergym.workload.requests import RequestBatch
 
 #: A long run is first simulated this long (s); if it keeps up there, the window stands for the whole run.
@@ -123,7 +123,7 @@ def _backlogged(record: RunRecord) -> bool:
     return bool(backlog.min() >= BACKLOG_MIN)
 
 
-def fluid_queue_record(engine: ReplicaEngine, duration_s: float) -> RunRecord:
+def fluid_queue_record(engine: Engine, duration_s: float) -> RunRecord:
     """The record of a first-come-first-served backlogged run to ``duration_s``, from the engine's state at the
     end of its window."""
     now, half = engine.now, WINDOW_S / 2
@@ -137,7 +137,7 @@ def fluid_queue_record(engine: ReplicaEngine, duration_s: float) -> RunRecord:
     finish[started] = now + (output - engine.generated_tokens())[started] * per_token_s
     refused = record.refused.copy()
     later = np.arange(engine.n_arrived, len(arrival))  # arrivals the engine has not taken yet
-    refused[later] = refused_arrivals(min(len(engine.waiting), engine.max_waiting), arrival[later] - now, rate,
+    refused[later] = refused_arrivals(min(engine.n_waiting, engine.max_waiting), arrival[later] - now, rate,
                                       engine.max_waiting)
     waiting = np.flatnonzero(~np.isfinite(first) & ~refused)
     first[waiting] = np.maximum(now + np.arange(1, waiting.size + 1) / rate, arrival[waiting])
@@ -159,7 +159,7 @@ def refused_arrivals(queued: int, arrival_s: np.ndarray, drain_rate: float, capa
     return np.diff(after, prepend=0.0) > 0
 
 
-def stationary_means(engine: ReplicaEngine, duration_s: float) -> dict[str, float]:
+def stationary_means(engine: Engine, duration_s: float) -> dict[str, float]:
     """``MEANS`` over ``duration_s`` of a settled run whose last ``STATIONARY_S`` seconds stand for the rest
     (same definitions as ``adaptergym.metrics``)."""
     end = engine.now

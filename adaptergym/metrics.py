@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptergym.twin.engine import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.record import ITL_BIN_WIDTH, ITL_BINS, ITL_MIN_MS, RunRecord
 
 STARVATION_THRESHOLD = 0.1
 
@@ -120,7 +119,7 @@ def summarize(records: RunRecord | Sequence[RunRecord]) -> Metrics:
     if not recs:
         raise ValueError("summarize needs at least one run record")
     duration = max(r.duration_s for r in recs)
-    cat = {name: np.concatenate([getattr(r, name) for r in recs])
+    cat = {name: np.concatenate([getattr(r, name) for r in recs]) if len(recs) > 1 else getattr(recs[0], name)
            for name in ("arrival_s", "adapter", "input_tokens", "output_tokens", "first_token_s", "finish_s",
                         "preemptions", "refused")}
     ids = recs[0].adapter_ids
@@ -181,12 +180,12 @@ def summarize(records: RunRecord | Sequence[RunRecord]) -> Metrics:
 def _per_adapter(cat: dict[str, np.ndarray], ids: tuple[str, ...], arrived: np.ndarray, done: np.ndarray,
                  tokens: np.ndarray, duration: float) -> dict[str, AdapterMetrics]:
     n = len(ids)
-    adapter = cat["adapter"]
-    count = np.bincount(adapter[arrived], minlength=n)
-    finished = np.bincount(adapter[done], minlength=n)
-    offered = np.bincount(adapter[arrived], weights=tokens[arrived], minlength=n) / max(duration, 1e-12)
-    served = np.bincount(adapter[done], weights=tokens[done], minlength=n) / max(duration, 1e-12)
-    ttft_sum = np.bincount(adapter[done], weights=(cat["first_token_s"] - cat["arrival_s"])[done] * 1000.0,
+    of_arrived, of_done = cat["adapter"][arrived], cat["adapter"][done]
+    count = np.bincount(of_arrived, minlength=n)
+    finished = np.bincount(of_done, minlength=n)
+    offered = np.bincount(of_arrived, weights=tokens[arrived], minlength=n) / max(duration, 1e-12)
+    served = np.bincount(of_done, weights=tokens[done], minlength=n) / max(duration, 1e-12)
+    ttft_sum = np.bincount(of_done, weights=(cat["first_token_s"][done] - cat["arrival_s"][done]) * 1000.0,
                            minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         ttft = np.where(finished > 0, ttft_sum / np.maximum(finished, 1), np.nan)

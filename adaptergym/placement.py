@@ -39,6 +39,7 @@ from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ServerConfig, run_replica
+from adaptergym.twin.fleet_plan import check_adapters
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 
 #: Simulated seconds a placement is verified over unless asked otherwise (the papers' runs last an hour;
@@ -104,11 +105,7 @@ class Placement:
                 raise ConfigError(f"placement[{k}].adapters: empty; drop GPUs that serve nothing")
             if gpu.max_loras < 1:
                 raise ConfigError(f"placement[{k}].max_loras: {gpu.max_loras} must be >= 1")
-            unknown = [a for a in gpu.adapters if a not in known]
-            if unknown:
-                raise ConfigError(f"placement[{k}].adapters: {unknown[:3]} are not in the workload")
-            if len(set(gpu.adapters)) != len(gpu.adapters):
-                raise ConfigError(f"placement[{k}].adapters: an adapter is listed twice on one GPU")
+            check_adapters(f"placement[{k}]", gpu.adapters, known)
         missing = known - set(self.copies())
         if missing:
             raise ConfigError(f"placement: adapter(s) {sorted(missing)[:5]} are on no GPU; place every adapter")
@@ -192,13 +189,19 @@ class Verification:
                 "p99_ttft_ms": self.p99_ttft_ms}
 
 
+def verification_window_s(total_rate: float, duration_s: float = VERIFY_DURATION_S) -> float:
+    """Simulated seconds a GPU offered ``total_rate`` req/s is judged over: ``duration_s``, or long enough to
+    expect :data:`MIN_VERIFIED_REQUESTS` requests."""
+    return max(duration_s, MIN_VERIFIED_REQUESTS / max(total_rate, 1e-9))
+
+
 def verify_gpu(workload: WorkloadSpec, assignment: GpuAssignment, copies: Counter[str], profile: TwinProfile,
                *, seed: int = 0, duration_s: float = VERIFY_DURATION_S) -> GpuVerdict:
     """Simulate one GPU alone on its share of ``workload`` (what ``adaptergym simulate`` runs for it) for
     ``duration_s``, or longer when its share is too light for :data:`MIN_VERIFIED_REQUESTS` requests."""
     share = gpu_workload(workload, assignment, copies)
     config = assignment.config([a.rank for a in share.adapters]).resolved(profile)
-    duration_s = max(duration_s, MIN_VERIFIED_REQUESTS / max(share.total_rate, 1e-9))
+    duration_s = verification_window_s(share.total_rate, duration_s)
     record = run_replica(profile, config, draw_requests(share, seed, duration_s))
     done = np.isfinite(record.finish_s) & (record.finish_s <= record.duration_s + 1e-9)
     ttft = (record.first_token_s[done] - record.arrival_s[done]) * 1000.0

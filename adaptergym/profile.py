@@ -17,7 +17,12 @@ from adaptergym.errors import ProfileError
 
 SCHEMA_VERSION = 1
 DEFAULT_PROFILE = "h100-64gb__llama-3.1-8b-instruct__vllm-0.8.5"
+#: The serving framework of a profile that names none (every profile written before S-LoRA was modelled).
+DEFAULT_FRAMEWORK = "vllm-v1"
 GIB = 1024**3
+#: Field metadata of fields added after profiles were first fingerprinted: hashed only when set to another
+#: value than their default, so shipped sweep datasets stay valid for profiles that do not use them.
+SINCE_FINGERPRINTS = {"fingerprint_if_set": True}
 
 #: Step-time features, in the order the engine computes them (see ``StepTimeModel.step_ms``).
 STEP_FEATURES = (
@@ -51,11 +56,20 @@ class MemoryModel:
     lora_slot_gib_fixed: float = field(default=0.0, metadata={"help": "LoRA buffer per slot, rank-independent, GiB"})
     kv_bytes_per_token: int = field(default=131072, metadata={"help": "KV cache bytes per token (all layers)"})
     max_model_len: int = field(default=131072, metadata={"help": "model context length vLLM must fit once"})
+    kv_pool_tokens: int = field(default=0, metadata={
+        "help": "a fixed pool of KV token slots that adapter weights share (S-LoRA's --max_total_token_num); "
+                "0: the KV cache is what gpu_memory_utilization leaves (vLLM)", **SINCE_FINGERPRINTS})
+    adapter_pages_per_rank: float = field(default=4.0, metadata={
+        "help": "pool token slots one unit of adapter rank takes in a shared pool (S-LoRA keeps A and B of "
+                "q, k, v, o as rows of the K and V buffers: 4 per rank)", **SINCE_FINGERPRINTS})
 
     def __post_init__(self) -> None:
-        _positive(self, "gpu_memory_gib", "weights_gib", "kv_bytes_per_token", "max_model_len")
+        _positive(self, "gpu_memory_gib", "weights_gib", "kv_bytes_per_token", "max_model_len",
+                  "adapter_pages_per_rank")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ProfileError("memory.gpu_memory_utilization: must be in (0, 1]")
+        if self.kv_pool_tokens < 0:
+            raise ProfileError(f"memory.kv_pool_tokens: {self.kv_pool_tokens} must be >= 0 (0: no fixed pool)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +86,18 @@ class EngineDefaults:
     cuda_graph_max_tokens: int = field(
         default=512, metadata={"help": "largest step (tokens) vLLM runs as a captured CUDA graph; larger is eager"}
     )
+    admit_every_steps: int = field(default=1, metadata={
+        "help": "decode steps between two admissions of waiting requests (S-LoRA's max_wait_tokens, 10; "
+                "vLLM admits at every step)", **SINCE_FINGERPRINTS})
+    idle_poll_ms: float = field(default=0.0, metadata={
+        "help": "how often an idle scheduler looks for arrivals, ms (S-LoRA's router sleeps 10 ms when it has "
+                "no batch; vLLM wakes on arrival: 0)", **SINCE_FINGERPRINTS})
 
     def __post_init__(self) -> None:
         _positive(self, "block_size", "max_num_batched_tokens", "max_num_seqs", "max_lora_rank",
-                  "max_waiting_requests", "cuda_graph_max_tokens")
+                  "max_waiting_requests", "cuda_graph_max_tokens", "admit_every_steps")
+        if self.idle_poll_ms < 0:
+            raise ProfileError(f"engine.idle_poll_ms: {self.idle_poll_ms} must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +125,7 @@ class LoadTimeModel:
     disk_to_cpu_ms: dict[str, float] = field(default_factory=lambda: {"8": 20.0, "16": 25.0, "32": 35.0})
     api_server_new_adapter_ms: float = field(default=0.0, metadata={
         "help": "time vLLM's API server is held up by a request whose adapter it has not seen lately (see "
-                "adaptergym.twin.frontend); requests behind it wait"})
+                "adaptergym.twin.frontend); requests behind it wait", **SINCE_FINGERPRINTS})
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_server_new_adapter_ms, (int, float)) or self.api_server_new_adapter_ms < 0:
@@ -129,6 +151,27 @@ class SchedulerOverhead:
 
 
 @dataclass(frozen=True, slots=True)
+class StartupTimeModel:
+    """Wall time from launching ``vllm serve`` until it serves (s): linear in ``max_loras``, because vLLM
+    builds and warms up every adapter slot at start-up. Measured from the start-up logs of vLLM runs (see
+    :mod:`adaptergym.calibration.startup_time`); a restart (new ``max_loras`` or ``max_lora_rank``) and a cold
+    start both cost it."""
+
+    base_s: float = field(default=170.0, metadata={"help": "start-up of a LoRA-enabled server, s (the intercept)"})
+    per_lora_slot_s: float = field(default=3.7, metadata={"help": "extra start-up per GPU adapter slot, s"})
+
+    def __post_init__(self) -> None:
+        for name in ("base_s", "per_lora_slot_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ProfileError(f"startup_time.{name}: {value!r} must be a number >= 0 seconds")
+
+    def seconds(self, max_loras: int) -> float:
+        """Start-up time of a server with ``max_loras`` GPU adapter slots, s."""
+        return self.base_s + self.per_lora_slot_s * max_loras
+
+
+@dataclass(frozen=True, slots=True)
 class TwinProfile:
     """Everything the twin knows about one (GPU, model, vLLM version)."""
 
@@ -136,11 +179,15 @@ class TwinProfile:
     gpu: str = "H100 64GB"
     model: str = "llama-3.1-8b-instruct"
     vllm_version: str = "0.8.5"
+    framework: str = field(default=DEFAULT_FRAMEWORK, metadata={
+        "help": "serving framework whose scheduler and memory the twin runs (a name in "
+                "adaptergym.twin.frameworks: vllm-v1, slora)", **SINCE_FINGERPRINTS})
     memory: MemoryModel = field(default_factory=MemoryModel)
     engine: EngineDefaults = field(default_factory=EngineDefaults)
     step_time: StepTimeModel = field(default_factory=StepTimeModel)
     loading: LoadTimeModel = field(default_factory=LoadTimeModel)
     scheduler: SchedulerOverhead = field(default_factory=SchedulerOverhead)
+    startup_time: StartupTimeModel = field(default_factory=StartupTimeModel)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -166,6 +213,15 @@ class TwinProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """``to_dict`` without provenance, without the start-up time (only a fleet that reconfigures pays it,
+        never a steady-state run) and without the fields added since fingerprints shipped that keep their default
+        (see ``SINCE_FINGERPRINTS``): what a hash of "everything the twin reads" covers."""
+        data = _without_unset(self)
+        data.pop("provenance", None)
+        data.pop("startup_time", None)
+        return data
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -193,6 +249,17 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise ProfileError(f"{where}: {exc}") from None
 
 
+def _without_unset(obj: Any) -> dict[str, Any]:
+    """A (nested) profile dataclass as a dict, leaving out ``SINCE_FINGERPRINTS`` fields at their default."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("fingerprint_if_set") and value == f.default:
+            continue
+        out[f.name] = _without_unset(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
 def _positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -205,8 +272,34 @@ def shipped_profiles() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("twin_params").iterdir() if p.name.endswith(".json"))
 
 
+def _shipped_path(name: str) -> str:
+    return str(resources.files("twin_params").joinpath(name + ".json"))
+
+
+def shipped_systems() -> dict[str, tuple[str, str]]:
+    """Each shipped profile's (model, framework), read from the profile itself (not from its file name)."""
+    systems = {}
+    for name in shipped_profiles():
+        data = json.loads(Path(_shipped_path(name)).read_text())
+        systems[name] = (str(data.get("model", "")), str(data.get("framework", DEFAULT_FRAMEWORK)))
+    return systems
+
+
+def find_profile(model: str, framework: str = DEFAULT_FRAMEWORK) -> TwinProfile:
+    """The shipped profile of ``model`` served by ``framework`` (how ``validate --profile auto`` picks a row's)."""
+    systems = shipped_systems()
+    matches = [name for name, system in systems.items() if system == (model, framework)]
+    if len(matches) == 1:
+        return TwinProfile.from_json(_shipped_path(matches[0]))
+    known = ", ".join(f"{m} on {f}" for m, f in sorted(set(systems.values())))
+    what = "several" if matches else "no"
+    raise ProfileError(f"{what} shipped profile for model {model!r} on framework {framework!r} "
+                       f"(shipped: {known}); pass --profile NAME or calibrate one")
+
+
 def load_profile(name_or_path: str | Path | None = None) -> TwinProfile:
-    """Load a profile by shipped name, by model name (if unique), or by path to a JSON file."""
+    """Load a profile by shipped name, by model name (its profile on the default framework, vLLM V1), or by path
+    to a JSON file."""
     if isinstance(name_or_path, TwinProfile):
         return name_or_path
     key = str(name_or_path or DEFAULT_PROFILE)
@@ -214,9 +307,10 @@ def load_profile(name_or_path: str | Path | None = None) -> TwinProfile:
         return TwinProfile.from_json(key)
     names = shipped_profiles()
     stem = key[:-5] if key.endswith(".json") else key
-    matches = [n for n in names if n == stem] or [n for n in names if f"__{stem}__" in n]
-    if len(matches) == 1:
-        return TwinProfile.from_json(str(resources.files("twin_params").joinpath(matches[0] + ".json")))
+    if stem in names:
+        return TwinProfile.from_json(_shipped_path(stem))
+    if any(model == stem for model, _ in shipped_systems().values()):
+        return find_profile(stem)
     close = difflib.get_close_matches(stem, names, n=3, cutoff=0.3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise ProfileError(f"unknown profile {key!r}: not a file and not a shipped profile.{hint} "

@@ -5,7 +5,9 @@ from ``bench_adapter_rates`` cycled over ``num_adapters`` adapters, or ``adapter
 ``adapter_rate_counts``; ranks cycled from ``dummy_lora_ranks_cycle``; ShareGPT or fixed-length prompts; or
 vLLM's ``--request-rate inf`` burst of ``bench_num_prompts``, or ``bench_num_prompts`` at a per-adapter
 ``bench_request_rate_by_lora``), the duration, and what was measured. Rows that
-cannot be replayed are reported with their CSV line number and the reason, never dropped silently.
+cannot be replayed are reported with their CSV line number and the reason, never dropped silently. A row's
+``framework`` column names the serving framework that ran it (vLLM V1 when absent); tables of other benchmarks
+(S-LoRA's) are mapped onto these columns by ``adaptergym.run_formats``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from adaptergym.errors import DataError
+from adaptergym.profile import DEFAULT_FRAMEWORK
+from adaptergym.run_formats import detect_format, run_formats, to_real_runs
 from adaptergym.twin.config import ServerConfig, default_rank
 from adaptergym.workload import AdapterSpec, ArrivalSpec, LengthSpec, WorkloadSpec
 
@@ -59,14 +63,21 @@ class Replay:
     config: ServerConfig
     workload: WorkloadSpec | None  # None for a refused start-up whose workload columns are empty
     measured: dict[str, float]
+    framework: str = DEFAULT_FRAMEWORK
 
     @property
     def measured_status_ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def system(self) -> tuple[str, str]:
+        """(model, framework): what picks the row's profile."""
+        return self.model, self.framework
+
 
 def read_runs(path: str | Path) -> pd.DataFrame:
-    """The CSV as a frame with a ``line`` column (1-based file line of each row, header is line 1)."""
+    """The CSV as a frame with a ``line`` column (1-based file line of each row, header is line 1); a table of
+    another benchmark's columns is mapped onto the real-runs columns (``adaptergym.run_formats``)."""
     try:
         frame = pd.read_csv(path, on_bad_lines="warn", engine="python")
     except FileNotFoundError:
@@ -74,9 +85,13 @@ def read_runs(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"--runs {str(path)!r}: not a readable CSV ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    spec = detect_format(frame) if missing else None
+    if spec is not None:
+        frame, missing = to_real_runs(frame, spec), []
     if missing:
         raise DataError(f"--runs {str(path)!r}: missing column(s) {missing}; a real-runs CSV needs "
-                        f"{list(REQUIRED_COLUMNS)} and the columns of shared/data/real_runs.csv")
+                        f"{list(REQUIRED_COLUMNS)} and the columns of shared/data/real_runs.csv (or the columns "
+                        f"of a known format: {', '.join(run_formats())})")
     return frame.assign(line=_file_lines(path, len(frame)))
 
 
@@ -141,8 +156,9 @@ def replay_of(row: dict) -> Replay:
     ), ranks)
     measured = {name: float(row[col]) for col, name in METRICS.items()
                 if status == "ok" and _finite(row.get(col))}
+    framework = str(row["framework"]) if _present(row, "framework") else DEFAULT_FRAMEWORK
     return Replay(int(row["line"]), str(row.get("run_id", "")), str(row.get("dataset_group", "")),
-                  str(row["model"]), status, config, workload, measured)
+                  str(row["model"]), status, config, workload, measured, framework)
 
 
 def _workload(row: dict, enable_lora: bool) -> WorkloadSpec:

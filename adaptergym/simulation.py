@@ -10,7 +10,7 @@ import numpy as np
 
 from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile, load_profile
-from adaptergym.twin import ReplicaPlan, ServerConfig, check_ranks, run_replica, simulate_fleet
+from adaptergym.twin import ReplicaPlan, ServerConfig, check_lengths, check_ranks, run_replica, simulate_fleet
 from adaptergym.twin.config import default_rank
 from adaptergym.twin.replica import ProgressCallback
 from adaptergym.workload import RequestBatch, WorkloadSpec, sample_requests
@@ -27,8 +27,7 @@ def draw_requests(workload: WorkloadSpec | RequestBatch | str | Path, seed: int 
     if isinstance(workload, RequestBatch):
         return workload
     if duration_s is not None:
-        workload = WorkloadSpec(workload.adapters, workload.lengths, workload.arrival, duration_s,
-                                workload.num_requests, workload.name)
+        workload = workload.with_duration(duration_s)
     return sample_requests(workload, np.random.default_rng(seed))
 
 
@@ -56,6 +55,7 @@ def simulate(
     requests = draw_requests(workload, seed, duration_s)
     cfg = default_rank(config or ServerConfig(), requests.adapter_ranks).resolved(prof)
     check_ranks(requests, cfg)
+    check_lengths(requests, cfg)
     return summarize(run_replica(prof, cfg, requests, progress))
 
 

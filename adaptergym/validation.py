@@ -1,14 +1,16 @@
 """Fidelity: replay real vLLM runs through the twin and report its error (``adaptergym validate``).
 
-Each replayable row of a real-runs CSV is simulated with the profile of its model (one process per core);
-errors are MAPE and the standard SMAPE ``100*mean(2|y-ŷ|/(|y|+|ŷ|))`` per model and metric, plus the share of
-rows whose start-up outcome (ok, oom, no_kv_memory, kv_insufficient_for_max_model_len) the twin gets right.
+Each replayable row of a real-runs CSV is simulated with the profile of its model and serving framework (one
+process per core); errors are MAPE and the standard SMAPE ``100*mean(2|y-ŷ|/(|y|+|ŷ|))`` per model (labelled
+``model@framework`` when not vLLM V1) and metric, plus the share of rows whose start-up outcome (ok, oom,
+no_kv_memory, kv_insufficient_for_max_model_len) the twin gets right.
 Where the published twin's predictions of the same runs exist (``anchor_twin_vs_real.csv``), its errors on
 exactly those rows are reported beside ours.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -20,10 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptergym.accuracy import mape, smape
 from adaptergym.errors import DataError, ProfileError
-from adaptergym.profile import TwinProfile, load_profile
+from adaptergym.profile import DEFAULT_FRAMEWORK, TwinProfile, find_profile, load_profile
 from adaptergym.real_runs import Replay, RowProblem, group_pattern, read_runs, replays
 from adaptergym.twin import check_startup
+from adaptergym.workload import RequestBatch, WorkloadSpec
 
 #: The published twin's columns in anchor_twin_vs_real.csv, by our metric name.
 ANCHOR_COLUMNS = {"total_throughput": "dt_total_throughput", "mean_itl_ms": "dt_itl", "mean_ttft_ms": "dt_ttft"}
@@ -45,6 +49,16 @@ class Prediction:
     predicted: dict[str, float]
     counts: tuple[float, ...] = ()  # ITL-weighted step counts (RAW_COUNTS), for calibration
     step_counts: tuple[float, ...] = ()  # step counts (RAW_COUNTS) summed over every step, for calibration
+    framework: str = DEFAULT_FRAMEWORK
+
+    @property
+    def label(self) -> str:
+        return system_label(self.model, self.framework)
+
+
+def system_label(model: str, framework: str) -> str:
+    """How reports name a row's system: its model, with the framework when it is not vLLM V1."""
+    return model if framework == DEFAULT_FRAMEWORK else f"{model}@{framework}"
 
 
 @dataclass
@@ -95,7 +109,7 @@ class Report:
     def rows(self) -> pd.DataFrame:
         """One row per replayed run: line, run, group, model, statuses, and each metric measured and predicted."""
         return pd.DataFrame([{"line": p.line, "run_id": p.run_id, "dataset_group": p.group, "model": p.model,
-                              "status": p.measured_status,
+                              "framework": p.framework, "status": p.measured_status,
                               "predicted_status": p.predicted_status,
                               **{m: p.measured.get(m, math.nan) for m in REPORT_METRICS},
                               **{f"{m}_twin": p.predicted.get(m, math.nan) for m in REPORT_METRICS}}
@@ -113,10 +127,11 @@ class Report:
         rows = rows[(rows["status"] == "ok") & (rows["predicted_status"] == "ok")]
         fig, axes = plt.subplots(1, len(REPORT_METRICS), figsize=(4.2 * len(REPORT_METRICS), 4.2))
         for ax, (metric, label) in zip(axes, REPORT_METRICS.items(), strict=True):
-            for model, group in rows.groupby("model"):
-                e = self.models.get(str(model), {}).get(label, {})
+            for (model, framework), group in rows.groupby(["model", "framework"]):
+                name = system_label(str(model), str(framework))
+                e = self.models.get(name, {}).get(label, {})
                 ax.scatter(group[metric], group[f"{metric}_twin"], s=8, alpha=0.6,
-                           label=f"{model} (MAPE {e.get('mape', math.nan):.1f}%)")
+                           label=f"{name} (MAPE {e.get('mape', math.nan):.1f}%)")
             lo, hi = np.nanmin(rows[[metric, f"{metric}_twin"]].to_numpy()), np.nanmax(
                 rows[[metric, f"{metric}_twin"]].to_numpy())
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
@@ -141,25 +156,12 @@ def _real_column(metric: str) -> str:
     return {"total_throughput": "total_throughput_tok_s"}.get(metric, metric)
 
 
-def mape(y: np.ndarray, yhat: np.ndarray) -> float:
-    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
-    ok = np.isfinite(y) & np.isfinite(yhat) & (y != 0)
-    return float(100 * np.mean(np.abs(yhat[ok] - y[ok]) / np.abs(y[ok]))) if ok.any() else math.nan
-
-
-def smape(y: np.ndarray, yhat: np.ndarray) -> float:
-    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
-    ok = np.isfinite(y) & np.isfinite(yhat) & ((np.abs(y) + np.abs(yhat)) > 0)
-    return float(100 * np.mean(2 * np.abs(yhat[ok] - y[ok]) / (np.abs(y[ok]) + np.abs(yhat[ok])))) \
-        if ok.any() else math.nan
-
-
 def error_table(predictions: Iterable[Prediction]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{model: {metric: {mape, smape, n}}}`` over rows measured ok and predicted ok."""
+    """``{model: {metric: {mape, smape, n}}}`` over rows measured ok and predicted ok (keyed by ``label``)."""
     by_model: dict[str, list[Prediction]] = {}
     for p in predictions:
         if p.measured_status == "ok" and p.predicted_status == "ok":
-            by_model.setdefault(p.model, []).append(p)
+            by_model.setdefault(p.label, []).append(p)
     table: dict[str, dict[str, dict[str, float]]] = {}
     for model, preds in sorted(by_model.items()):
         table[model] = {}
@@ -175,7 +177,6 @@ def replay(item: Replay, profile: TwinProfile, seed: int = 0, full: bool = False
     """Simulate one real run (start-up only when it was refused, or its workload is unknown); an hour-long run
     is judged from part of it (see ``adaptergym.long_runs``) unless ``full``."""
     from adaptergym.long_runs import judge_run
-    from adaptergym.simulation import draw_requests
 
     config = item.config.resolved(profile)
     startup = check_startup(profile, config)
@@ -183,39 +184,55 @@ def replay(item: Replay, profile: TwinProfile, seed: int = 0, full: bool = False
     counts: tuple[float, ...] = ()
     step_counts: tuple[float, ...] = ()
     if startup.ok and item.measured_status_ok and item.workload is not None:
-        predicted, record = judge_run(profile, config, draw_requests(item.workload, seed), full=full)
+        predicted, record = judge_run(profile, config, _drawn(item.workload, seed), full=full)
         counts = tuple(record.itl_counts.tolist()) if record.itl_counts is not None else ()
         step_counts = tuple(record.step_counts.tolist()) if record.step_counts is not None else ()
     return Prediction(item.line, item.run_id, item.group, item.model, item.status, startup.status,
-                      item.measured, predicted, counts, step_counts)
+                      item.measured, predicted, counts, step_counts, item.framework)
 
 
-def _replay_chunk(args: tuple[list[Replay], dict[str, TwinProfile], int, bool]) -> list[Prediction]:
+System = tuple[str, str]  # (model, framework) of a row: see ``Replay.system``
+
+
+@functools.lru_cache(maxsize=1)
+def _drawn(workload: WorkloadSpec, seed: int) -> RequestBatch:
+    """The requests of ``workload``, kept while the next rows replay the same workload: real runs often repeat
+    one workload at several server settings (``predict_all`` puts them next to each other), and drawing an
+    hour of requests costs more than simulating it. The engines only read request arrays."""
+    from adaptergym.simulation import draw_requests
+
+    return draw_requests(workload, seed)
+
+
+def _replay_chunk(args: tuple[list[Replay], dict[System, TwinProfile], int, bool]) -> list[Prediction]:
     items, profiles, seed, full = args
-    return [replay(i, profiles[i.model], seed, full) for i in items]
+    return [replay(i, profiles[i.system], seed, full) for i in items]
 
 
-def resolve_profiles(models: Iterable[str], profile: str | TwinProfile | None) -> tuple[dict[str, TwinProfile],
-                                                                                        dict[str, str]]:
-    """The profile of each model (``auto``/None: the shipped profile of that model), and models without one."""
-    found: dict[str, TwinProfile] = {}
-    missing: dict[str, str] = {}
-    for model in sorted(set(models)):
+def resolve_profiles(systems: Iterable[System], profile: str | TwinProfile | None) -> tuple[
+        dict[System, TwinProfile], dict[System, str]]:
+    """The profile of each (model, framework) (``auto``/None: the shipped profile whose own ``model`` and
+    ``framework`` fields match), and the systems without one."""
+    found: dict[System, TwinProfile] = {}
+    missing: dict[System, str] = {}
+    for system in sorted(set(systems)):
         try:
-            found[model] = load_profile(model if profile in (None, "auto") else profile)
+            found[system] = find_profile(*system) if profile in (None, "auto") else load_profile(profile)
         except ProfileError as exc:
-            missing[model] = str(exc)
+            missing[system] = str(exc)
     return found, missing
 
 
-def predict_all(items: Sequence[Replay], profiles: dict[str, TwinProfile], *, seed: int = 0,
+def predict_all(items: Sequence[Replay], profiles: dict[System, TwinProfile], *, seed: int = 0,
                 workers: int | None = None, full: bool = False,
                 progress: Callable[[int], None] | None = None) -> list[Prediction]:
     """Replay every item (see :func:`replay`), in parallel over ``workers`` processes (default: all cores);
     order is kept."""
     workers = workers or os.cpu_count() or 1
-    # Expensive rows first, spread round-robin over small chunks, so cores finish together.
-    order = sorted(range(len(items)), key=lambda i: -_cost(items[i]))
+    # Expensive rows first, spread round-robin over small chunks, so cores finish together; rows of one workload
+    # next to each other, so they draw its requests once (``_drawn``).
+    first_of: dict[WorkloadSpec | None, int] = {}
+    order = sorted(range(len(items)), key=lambda i: (-_cost(items[i]), first_of.setdefault(items[i].workload, i)))
     chunk_size = max(1, min(16, len(items) // (workers * 8) or 1))
     chunks = [order[k:k + chunk_size] for k in range(0, len(order), chunk_size)]
     results: dict[int, Prediction] = {}
@@ -256,10 +273,10 @@ def validate(runs: str | Path, profile: str | TwinProfile | None = "auto", *, se
         if frame.empty:
             raise DataError(f"--group {group!r}: no row's dataset_group matches it; drop --group or widen it")
     items, problems = replays(frame)
-    profiles, missing = resolve_profiles((i.model for i in items), profile)
-    problems += [RowProblem(i.line, f"model {i.model!r}: no profile ({missing[i.model]})")
-                 for i in items if i.model in missing]
-    items = [i for i in items if i.model in profiles]
+    profiles, missing = resolve_profiles((i.system for i in items), profile)
+    problems += [RowProblem(i.line, f"model {i.model!r} on {i.framework!r}: no profile ({missing[i.system]})")
+                 for i in items if i.system in missing]
+    items = [i for i in items if i.system in profiles]
     done = 0
 
     def tick(n: int) -> None:

@@ -10,7 +10,8 @@
 | :mod:`agents.train` | ``train(config, out)`` and the ``agents.train`` command |
 | :mod:`agents.run` | a run's folder, and ``load_agent(checkpoint)`` |
 | :mod:`agents.evaluate` | rows per (policy, seed) with t-intervals, ``agents.evaluate``, leaderboard rows |
-| :mod:`agents.reference` | random and vLLM-default policies to compare with |
+| :mod:`agents.reference` | random, vLLM-default, fixed-knobs and fixed-fill policies to compare with |
+| :mod:`agents.online` | an AdapterFleet-v0 agent as an online policy (the dynamic leaderboard, ``replay``) |
 | :mod:`agents.curve` | the learning-curve figure |
 | :mod:`agents.stats` | confidence intervals over seeds |
 | :mod:`agents.cli` | one-line errors for both commands |

@@ -10,7 +10,7 @@ request draw are fixed by the seed and every policy sees the same episodes. Agen
 policy that follows ``action_masks()`` (MaskablePPO, the reference policies) taking a masked action is a bug,
 and evaluation stops with an AssertionError.
 
-On AdapterPlacement-v0 a row also holds the workload's lower bound on GPUs (``baselines.exact.lower_bound_gpus``,
+On the placement environments a row also holds the workload's lower bound on GPUs (``baselines.bound.lower_bound_gpus``,
 the bound ``adaptergym leaderboard`` divides every policy's GPUs by), and :func:`placement_rows` gives a placement
 agent's rows in the leaderboard's format.
 """
@@ -31,25 +31,29 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
+from adaptergym.envs import PLACEMENT_IDS
 from adaptergym.errors import ConfigError
 from adaptergym.scenarios import get_scenario
 from agents.cli import Parser, key_value, run
-from agents.config import CACHING, PLACEMENT
+from agents.config import CACHING, FLEET
 from agents.envs import make_env
-from agents.reference import RandomPolicy, VllmDefaultPolicy
-from agents.run import MODEL, find_config, load_agent
+from agents.reference import FixedFillPolicy, FixedKnobsPolicy, RandomPolicy, VllmDefaultPolicy
+from agents.run import agent_label, load_agent
 from agents.stats import mean_ci
 
 CACHING_COLUMNS = ("scenario", "seed", "policy", "reward", "served_share", "starved", "max_loras",
                    "served_adapters")
 PLACEMENT_COLUMNS = ("scenario", "seed", "policy", "reward", "adapters", "gpus", "lower_bound_gpus", "ratio_to_bound",
                      "starved_gpus", "total_throughput", "p99_ttft_ms", "decision_time_s")
+FLEET_COLUMNS = ("scenario", "seed", "policy", "reward", "gpu_hours", "starved_adapter_minutes", "slo_percent",
+                 "p99_ttft_s", "loads", "migrations", "cold_starts", "decision_time_s")
 #: The rows of ``adaptergym leaderboard`` (:func:`placement_rows`), in its column order.
 LEADERBOARD_COLUMNS = ("policy", "suite", "scenario", "seed", "adapters", "gpus", "lower_bound_gpus",
                        "ratio_to_bound", "starved_gpus", "total_throughput", "p99_ttft_ms", "decision_time_s")
-BASELINES = ("random", "vllm-default")
+BASELINES = ("random", "vllm-default", "fixed-knobs", "fill-F")
 #: Columns a summary averages over seeds, where the rows have them (``starved``: the share of starved episodes).
-MEANS = ("starved", "served_share", "gpus", "lower_bound_gpus", "ratio_to_bound", "starved_gpus")
+MEANS = ("starved", "served_share", "gpus", "lower_bound_gpus", "ratio_to_bound", "starved_gpus", "gpu_hours",
+         "starved_adapter_minutes")
 
 
 class Predictor(Protocol):
@@ -62,8 +66,9 @@ class Predictor(Protocol):
 @dataclass(frozen=True, slots=True)
 class Played:
     """One episode: its return, the last step's info (the outcome), the time the policy took to decide (its
-    predictions, and the environment steps that only record a decision: every step but the scored last one),
-    and how many of its actions were masked."""
+    predictions, and on the placing environments the steps that only record a decision: every step but the
+    scored last one; AdapterFleet-v0 serves an epoch at every step, which is not deciding), and how many of its
+    actions were masked."""
 
     reward: float
     info: dict[str, Any]
@@ -75,6 +80,7 @@ def play(policy: Predictor, env: gym.Env, seed: int) -> Played:
     """Run one episode of ``policy`` on the workload and request draw of ``seed``."""
     obs, info = env.reset(seed=seed, options={"scenario_seed": seed})
     splits = np.cumsum(env.action_space.nvec)[:-1]  # type: ignore[attr-defined]
+    records_only = env.spec is None or env.spec.id != FLEET
     total, thinking, masked = 0.0, 0.0, 0
     while True:
         mask = env.get_wrapper_attr("action_masks")()
@@ -87,19 +93,30 @@ def play(policy: Predictor, env: gym.Env, seed: int) -> Played:
         total += float(reward)
         if terminated or truncated:
             return Played(total, info, thinking, masked)
-        thinking += time.perf_counter() - start
+        if records_only:
+            thinking += time.perf_counter() - start
 
 
 def row(env: gym.Env, name: str, seed: int, played: Played) -> dict[str, Any]:
-    """The leaderboard row of one episode (columns :data:`CACHING_COLUMNS` or :data:`PLACEMENT_COLUMNS`)."""
+    """The row of one episode (columns :data:`CACHING_COLUMNS`, :data:`PLACEMENT_COLUMNS` or
+    :data:`FLEET_COLUMNS`)."""
     info, scenario = played.info, env.unwrapped.scenario.name  # type: ignore[attr-defined]
+    if env.spec is not None and env.spec.id == FLEET:
+        totals = info["episode"]
+        slo, p99 = totals["slo_share"], totals["p99_ttft_ms"]
+        return {"scenario": scenario, "seed": seed, "policy": name, "reward": played.reward,
+                "gpu_hours": totals["gpu_hours"], "starved_adapter_minutes": totals["starved_adapter_minutes"],
+                "slo_percent": _nan_if_none(None if slo is None else 100.0 * slo),
+                "p99_ttft_s": _nan_if_none(None if p99 is None else p99 / 1000.0), "loads": totals["loads"],
+                "migrations": totals["migrations"], "cold_starts": totals["cold_starts"],
+                "decision_time_s": played.decision_time_s}
     if env.spec is not None and env.spec.id == CACHING:
         # The reward before its starvation penalty: served share of the candidates' load (ratio x share).
         served_share = info["score"] + (1.0 if info["starved"] else 0.0)
         return {"scenario": scenario, "seed": seed, "policy": name, "reward": played.reward,
                 "served_share": served_share, "starved": bool(info["starved"]), "max_loras": int(info["max_loras"]),
                 "served_adapters": int(info["num_served"])}
-    from baselines.exact import lower_bound_gpus  # scipy's MILP: only for placement rows
+    from baselines.bound import lower_bound_gpus
 
     gpus = int(info["gpus_used"])
     bound = lower_bound_gpus(env.unwrapped.scenario.workload(seed), env.unwrapped.profile)  # type: ignore[attr-defined]
@@ -128,8 +145,8 @@ def evaluate(policy: Predictor, name: str, env: gym.Env, seeds: Sequence[int], *
 
 
 def placement_rows(checkpoint: Path, suite: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """A trained AdapterPlacement-v0 agent's leaderboard rows (:data:`LEADERBOARD_COLUMNS`): one per (scenario of
-    ``suite``, seed), each episode scored by the Digital Twin (``scorer="twin"``), the agent acting
+    """A trained placement agent's (AdapterPlacement-v0 or -v1) leaderboard rows (:data:`LEADERBOARD_COLUMNS`): one
+    per (scenario of ``suite``, seed), each episode scored by the Digital Twin (``scorer="twin"``), the agent acting
     deterministically and checked never to take a masked action.
 
     Args:
@@ -139,21 +156,22 @@ def placement_rows(checkpoint: Path, suite: str, seeds: Sequence[int]) -> list[d
         seeds: test-split seeds of those scenarios (training seeds are refused: the agent may have seen them).
 
     Raises:
-        ConfigError: a checkpoint not trained on AdapterPlacement-v0, or a seed outside a scenario's test split.
+        ConfigError: a checkpoint not trained on a placement environment, or a seed outside a scenario's test
+            split.
         UnknownScenario: a name in ``suite`` that is not a scenario.
     """
     agent = load_agent(checkpoint)
-    if agent.config.env != PLACEMENT:
-        raise ConfigError(f"checkpoint: {checkpoint} was trained on {agent.config.env}, not {PLACEMENT}")
-    run = find_config(agent.checkpoint).parent
-    name = f"agent:{run.name}" if agent.checkpoint == run / MODEL else f"agent:{run.name}/{agent.checkpoint.stem}"
+    if agent.config.env not in PLACEMENT_IDS:
+        raise ConfigError(f"checkpoint: {checkpoint} was trained on {agent.config.env}, not on "
+                          f"{' or '.join(PLACEMENT_IDS)}")
+    name = agent_label(agent.checkpoint)
     rows = []
     for scenario in (get_scenario(s.strip()) for s in suite.split(",")):
         outside = [s for s in seeds if s not in scenario.test_seeds]
         if outside:
             raise ConfigError(f"seeds: {outside[:3]} are not test seeds of {scenario.name} "
                               f"({scenario.test_seeds.start}-{scenario.test_seeds.stop - 1})")
-        env = make_env(PLACEMENT, **{**agent.config.env_kwargs, "scenario": scenario.name, "scorer": "twin"})
+        env = make_env(agent.config.env, **{**agent.config.env_kwargs, "scenario": scenario.name, "scorer": "twin"})
         try:
             played = evaluate(agent, name, env, seeds, follows_masks=agent.config.masked)
         finally:
@@ -215,6 +233,27 @@ def parse_seeds(text: str, env: gym.Env, episodes: int | None) -> list[int]:
     return seeds[:episodes] if episodes else seeds
 
 
+def reference_policy(name: str, env: gym.Env) -> Predictor:
+    """The reference policy ``name`` of :data:`BASELINES` on ``env`` (``fill-F``: e.g. ``fill-0.9``).
+
+    Raises:
+        ConfigError: an unknown name, or one the environment does not support.
+    """
+    if name == "random":
+        return RandomPolicy(env.action_space.nvec, seed=0)  # type: ignore[attr-defined]
+    if name == "vllm-default":
+        return VllmDefaultPolicy(env)
+    if name == "fixed-knobs":
+        return FixedKnobsPolicy(env)
+    try:
+        fill = float(name.removeprefix("fill-")) if name.startswith("fill-") else None
+    except ValueError:
+        fill = None
+    if fill is None:
+        raise ConfigError(f"baselines: {name!r} not among {', '.join(BASELINES)}")
+    return FixedFillPolicy(env, fill)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m agents.evaluate", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE",
                         help="override an environment argument (VALUE read as JSON if it parses), repeatable")
     parser.add_argument("--baselines", default=None,
-                        help=f"reference policies, comma-separated: {', '.join(BASELINES)} "
-                             "(default: both on AdapterCaching-v0, random on AdapterPlacement-v0)")
+                        help=f"reference policies, comma-separated: {', '.join(BASELINES)} (fill-F on "
+                             "AdapterPlacement-v1: every GPU at fill F, e.g. fill-0.9; default: random and "
+                             "vllm-default on AdapterCaching-v0, random and fixed-knobs on AdapterFleet-v0, random "
+                             "on the placement environments)")
     parser.add_argument("--name", default=None, help="the agent's name in the rows (default: its algorithm)")
     parser.add_argument("--rows", type=Path, default=None, help="write every row to this CSV")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of Markdown")
@@ -252,16 +293,12 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"env_kwargs: this environment's observation shapes {shapes[0]} differ from the agent's "
                           f"{shapes[1]}; keep the sizes it trained with")
     seeds = parse_seeds(args.seeds, env, args.episodes)
-    names = (args.baselines.split(",") if args.baselines is not None
-             else list(BASELINES) if env_id == CACHING else ["random"])
-    unknown = [n for n in names if n and n not in BASELINES]
-    if unknown:
-        raise ConfigError(f"baselines: {unknown} not among {', '.join(BASELINES)}")
+    defaults = {CACHING: ["random", "vllm-default"], FLEET: ["random", "fixed-knobs"]}
+    names = args.baselines.split(",") if args.baselines is not None else defaults.get(env_id, ["random"])
+    policies = [(n, reference_policy(n, env)) for n in names if n]
     name = args.name or agent.config.algo
     rows = evaluate(agent, name, env, seeds, follows_masks=agent.config.masked)
-    for baseline in filter(None, names):
-        policy = (RandomPolicy(env.action_space.nvec, seed=0) if baseline == "random"  # type: ignore[attr-defined]
-                  else VllmDefaultPolicy(env))
+    for baseline, policy in policies:
         rows += evaluate(policy, baseline, env, seeds, follows_masks=True)
     env.close()
     if args.rows:
@@ -270,8 +307,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{env_id}, scenario {rows[0]['scenario']}, {len(seeds)} seeds ({args.seeds}), scorer "
-              f"{env.unwrapped.scorer.name}:\n")  # type: ignore[attr-defined]
+        scorer = env.unwrapped.scorer  # type: ignore[attr-defined]
+        scenarios = ", ".join(dict.fromkeys(r["scenario"] for r in rows))
+        print(f"{env_id}, scenario {scenarios}, {len(seeds)} seeds ({args.seeds}), scorer "
+              f"{getattr(scorer, 'name', scorer)}:\n")  # the placing envs hold a scorer, AdapterFleet-v0 its name
         print(markdown(summary, name))
     return 0
 

@@ -76,3 +76,16 @@ def load_agent(checkpoint: str | Path) -> TrainedAgent:
     except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"checkpoint: {path} is not a {config.algo} model ({exc})") from None
     return TrainedAgent(model, config, path)
+
+
+def agent_label(checkpoint: str | Path) -> str:
+    """How leaderboards name an agent: ``agent:<run folder>`` for a run's final model (the folder or its
+    ``model.zip``), ``agent:<run folder>/<stem>`` for one of its checkpoints.
+
+    Raises:
+        ConfigError: no ``config.json`` for it (:func:`find_config`).
+    """
+    path = Path(checkpoint)
+    path = path / MODEL if path.is_dir() else path
+    run = find_config(path).parent
+    return f"agent:{run.name}" if path == run / MODEL else f"agent:{run.name}/{path.stem}"

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents.cli import Parser, key_value, run
@@ -46,6 +48,18 @@ def heldout_seeds(config: TrainConfig) -> list[int]:
     return list(seeds[: config.eval_episodes])
 
 
+def new_model(config: TrainConfig, env: GymEnv, verbose: int = 0) -> BaseAlgorithm:
+    """An untrained model of ``config`` (its algorithm, hyperparameters, network and seed) on ``env``."""
+    algorithm = ALGORITHMS[config.algo]
+    accepted = inspect.signature(algorithm.__init__).parameters
+    hyper = {name: getattr(config, name) for name in HYPERPARAMETERS if name in accepted}
+    if config.lr_schedule == "linear":
+        hyper["learning_rate"] = LinearSchedule(config.learning_rate, 0.0, 1.0)
+    arch = {"pi": list(config.net_arch_pi), "vf": list(config.net_arch_vf)}
+    return algorithm("MultiInputPolicy", env, seed=config.seed, verbose=verbose, device="cpu",
+                     policy_kwargs={"net_arch": arch}, **hyper)
+
+
 def train(config: TrainConfig, out: str | Path, *, verbose: int = 0, progress_bar: bool = False) -> TrainedAgent:
     """Train ``config`` and write the run to ``out``; returns the trained model (saved as ``out/model.zip``).
 
@@ -64,17 +78,10 @@ def train(config: TrainConfig, out: str | Path, *, verbose: int = 0, progress_ba
     torch.set_num_threads(config.torch_threads)  # process-wide, as torch has it
     out.mkdir(parents=True, exist_ok=True)
     config.to_json(out / CONFIG)
-    algorithm = ALGORITHMS[config.algo]
-    accepted = inspect.signature(algorithm.__init__).parameters
-    hyper = {name: getattr(config, name) for name in HYPERPARAMETERS if name in accepted}
-    if config.lr_schedule == "linear":
-        hyper["learning_rate"] = LinearSchedule(config.learning_rate, 0.0, 1.0)
-    arch = {"pi": list(config.net_arch_pi), "vf": list(config.net_arch_vf)}
     envs = training_envs(config, config.scorer)
     eval_env = evaluation_env(config, config.scorer, seeds)
     try:
-        model = algorithm("MultiInputPolicy", envs, seed=config.seed, verbose=verbose, device="cpu",
-                          policy_kwargs={"net_arch": arch}, **hyper)
+        model = new_model(config, envs, verbose)
         formats = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboard") else [])
         model.set_logger(configure(str(out / LOGS), formats + (["stdout"] if verbose else [])))
         evaluation = (MaskableEvalCallback if config.masked else EvalCallback)(

@@ -35,5 +35,6 @@ from baselines import (  # noqa: E402, F401
     exact,
     greedy,
     heuristics,
+    local_search,
     optuna_search,
 )

@@ -3,14 +3,17 @@ groups of copies, cached per-GPU verification, and the search for the fewest GPU
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
+from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.placement import (
     VERIFY_DURATION_S,
@@ -131,6 +134,46 @@ class Verifier:
         return not any(self.starved(placement))
 
 
+def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int,
+               max_slots: dict[int, int]) -> GpuAssignment | None:
+    """``gpu`` if the twin does not starve it, else ``gpu`` at another ``max_loras`` level that it does not starve,
+    or None. Levels of ``MAX_LORAS_LEVELS`` up to the adapter count and the most slots that start at the GPU's
+    rank (``max_slots`` by ``max_lora_rank``), and that limit itself, are searched from ``gpu``'s: the next one
+    down and up, then on in the direction whose served share rose while it keeps rising (it is unimodal in the
+    level), ``retries`` runs at most."""
+    verdict = verifier.verdict(gpu, copies)
+    if not verdict.starved:
+        return gpu
+    top = min(len(gpu.adapters), max_slots[verdict.config.max_lora_rank])
+    levels = sorted({level for level in MAX_LORAS_LEVELS if level <= top} | {top, gpu.max_loras})
+    at = levels.index(gpu.max_loras)
+
+    def outcome(k: int) -> tuple[bool, float]:
+        metrics = verifier.verdict(replace(gpu, max_loras=levels[k]), copies).metrics
+        return not metrics.starved, metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
+
+    best, runs, results = outcome(at)[1], 0, {}
+    for k in (at - 1, at + 1):
+        if 0 <= k < len(levels) and runs < retries:
+            results[k], runs = outcome(k), runs + 1
+            if results[k][0]:
+                return replace(gpu, max_loras=levels[k])
+    rising = [k for k in results if results[k][1] > best]
+    if not rising:
+        return None
+    k = max(rising, key=lambda j: results[j][1])
+    side, best = k - at, results[k][1]
+    while runs < retries and 0 <= k + side < len(levels):
+        k, runs = k + side, runs + 1
+        served, value = outcome(k)
+        if served:
+            return replace(gpu, max_loras=levels[k])
+        if value <= best:
+            return None
+        best = value
+    return None
+
+
 def first_verified(candidates: Sequence[P], build: Callable[[P], Placement], ok: Callable[[Placement], bool],
                    what: str) -> Placement:
     """The placement of the first candidate that verifies, candidates ordered from fewest GPUs to most.
@@ -166,6 +209,22 @@ def first_verified(candidates: Sequence[P], build: Callable[[P], Placement], ok:
         else:
             lo = mid
     return found[1]
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Process-level stdout to /dev/null while HiGHS solves: on some MILPs it prints a debug line
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") even when silent, an upstream bug that
+    would break ``adaptergym place --json``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def check_objective(name: str, objective: str, supported: Sequence[str] = OBJECTIVES) -> None:

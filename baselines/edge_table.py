@@ -1,57 +1,163 @@
-"""Shipped starvation edges of the capacity model (``CapacityModel.edge_tok_s``): measuring them takes about
-35 s per rank class, so the default profile's, at ShareGPT lengths, ship as one JSON per (profile, lengths)
-in ``adaptergym/data/capacity/``. A table is used only by the exact profile it was measured with.
+"""The shipped capacity table of a profile at one length distribution (read through :mod:`adaptergym.edges`), one
+JSON per (profile, lengths) in ``adaptergym/data/capacity/``:
 
-    python -m baselines.edge_table      # measure the default profile's table again (74 s here)
+- ``edges``: per rank class and adapter count, the largest load the twin serves without starving a GPU of that
+  many equal-rate adapters (``CapacityModel.edge_tok_s``: one request draw, ``max_loras`` at the count and its
+  half and quarter); ``AdapterFleet-v0``'s packer sizes replicas by them.
+- ``peaks``: the saturated throughputs of the capacity model (``CapacityModel.peak_tok_s``).
+- ``mixes``: the starvation edges of the calibration mixes the lower bound's cost model is fitted on
+  (:func:`baselines.capacity.measure_mix_edge`: every level, 4 request draws; :mod:`baselines.cost_model`):
+  equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot adapters beside many cold ones.
+
+Measuring the mixes took 16 CPU-minutes (an hour of wall time on the shared 2-core dev box, with the pure-Python
+engine; the compiled one is about 20x faster). A table is used only by the exact profile (its fingerprint) and
+lengths it was measured with; after a profile is refitted, one command measures its table again:
+
+    python -m baselines.edge_table [--profile P] [--workers K]    # default profile, all CPUs
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from dataclasses import asdict
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
+import numpy as np
+
+from adaptergym.edges import read_table, table_path
+from adaptergym.errors import AdapterGymError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.sweep.label import profile_fingerprint
 from adaptergym.workload import LengthSpec
 
-#: Rank classes (``max_lora_rank``) whose edges ship; larger ones are measured on first use.
+#: Rank classes (``max_lora_rank``) whose equal-rate edges ship; larger ones are measured on first use.
 SHIPPED_COVERS = (8, 16, 32, 64)
-#: Where the tables live (package data).
-EDGE_TABLES = Path(__file__).resolve().parent.parent / "adaptergym" / "data" / "capacity"
+#: Rank classes whose calibration mixes ship (a larger class is costed as the largest of these).
+MIX_COVERS = (8, 16, 32, 64, 128)
+#: Equal-rate mixes: one GPU of this many adapters of the same rate.
+EQUAL_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: Zipf mixes: adapters' shares proportional to ``i ** -alpha``.
+ZIPF_COUNTS = (64, 256, 1024)
+ZIPF_ALPHAS = (0.6, 1.0, 1.5)
+#: Hot-plus-cold mixes: ``hot`` adapters share ``share`` of the load evenly, ``cold`` ones the rest.
+HOT_COUNTS = (1, 4)
+HOT_SHARES = (0.5, 0.9)
+COLD_COUNTS = (32, 256)
 
 
-def _table_path(profile: TwinProfile, lengths: LengthSpec) -> Path:
-    return EDGE_TABLES / f"{profile.name}__{lengths.kind}.json"
+def zipf_shares(adapters: int, alpha: float) -> np.ndarray:
+    """Shares proportional to ``i ** -alpha``, ``i = 1..adapters``."""
+    weights = np.arange(1, adapters + 1, dtype=float) ** -alpha
+    return weights / weights.sum()
 
 
-def shipped_edges(profile: TwinProfile, lengths: LengthSpec) -> dict[tuple[int, int], float]:
-    """The shipped edges ``{(cover, grid count): tokens/s}`` of (profile, lengths); none when no table was
-    measured with this exact profile and these lengths."""
-    path = _table_path(profile, lengths)
-    if not path.is_file():
-        return {}
-    table = json.loads(path.read_text())
-    if table["profile_fingerprint"] != profile_fingerprint(profile) or table["lengths"] != asdict(lengths):
-        return {}
-    return {(int(cover), int(count)): float(v) for cover, row in table["edges"].items() for count, v in row.items()}
+@cache
+def calibration_mixes() -> dict[str, np.ndarray]:
+    """The mixes (adapters' shares of a GPU's load) whose starvation edges the cost model is fitted on, by name."""
+    mixes = {f"equal-{n}": np.full(n, 1.0 / n) for n in EQUAL_COUNTS}
+    mixes |= {f"zipf-{n}-{alpha:g}": zipf_shares(n, alpha) for n in ZIPF_COUNTS for alpha in ZIPF_ALPHAS}
+    mixes |= {f"hot-{hot}x{share:g}+cold-{cold}": np.r_[np.full(hot, share / hot), np.full(cold, (1 - share) / cold)]
+              for hot in HOT_COUNTS for share in HOT_SHARES for cold in COLD_COUNTS}
+    return mixes
 
 
-def write_edge_table(profile: TwinProfile, lengths: LengthSpec) -> Path:
-    """Measure the edges of :data:`SHIPPED_COVERS` at every grid count and write their table (a table already
-    there is removed first, so that it does not answer for the measurement)."""
+@dataclass(frozen=True, slots=True)
+class MixEdge:
+    """The starvation edge of one adapter mix on one GPU (:func:`baselines.capacity.measure_mix_edge`).
+
+    Attributes:
+        load_tok_s: the least offered tokens/s found to starve the GPU at every level tried, the largest over
+            the seeds measured (0.5% above the most it was seen to serve).
+        max_loras: the level that served it nearest the edge (first seed).
+    """
+
+    load_tok_s: float
+    max_loras: int
+
+
+@dataclass(frozen=True)
+class CapacityTable:
+    """A profile's measurements at one length distribution.
+
+    Attributes:
+        peaks: ``{(cover, grid count): saturated tokens/s}``.
+        mixes: ``{cover: {mix name: MixEdge}}`` for the mixes of :func:`calibration_mixes`.
+    """
+
+    peaks: dict[tuple[int, int], float]
+    mixes: dict[int, dict[str, MixEdge]]
+
+
+def shipped_table(profile: TwinProfile, lengths: LengthSpec) -> CapacityTable | None:
+    """The shipped peaks and calibration mixes of (profile, lengths); None when no table was measured with this
+    exact profile and these lengths."""
+    table = read_table(profile, lengths)
+    if table is None or "mixes" not in table:
+        return None
+    return CapacityTable(
+        {(int(cover), int(count)): float(v) for cover, row in table["peaks"].items() for count, v in row.items()},
+        {int(cover): {name: MixEdge(**edge) for name, edge in row.items()} for cover, row in table["mixes"].items()})
+
+
+def _measure(job: tuple[TwinProfile, LengthSpec, int, str]) -> tuple[int, str, MixEdge]:
+    from baselines.capacity import measure_mix_edge
+
+    profile, lengths, cover, name = job
+    return cover, name, measure_mix_edge(profile, lengths, cover, calibration_mixes()[name])
+
+
+def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1) -> Path:
+    """Measure the equal-rate edges (:data:`SHIPPED_COVERS`), the peaks and the calibration mixes' edges
+    (:data:`MIX_COVERS`) of every rank class that starts on the profile's GPU, and write their table. Finished
+    mix edges are kept in ``<table>.partial.json`` as they come, so an interrupted run resumes where it stopped;
+    the table already there is removed first, so that it does not answer for the measurement."""
+    from adaptergym.cli.progress import stage_progress
     from baselines.capacity import COUNTS, CapacityModel
 
-    path = _table_path(profile, lengths)
+    path = table_path(profile, lengths)
     path.unlink(missing_ok=True)
+    partial = path.with_suffix(".partial.json")
+    header = {"profile_fingerprint": profile_fingerprint(profile), "lengths": asdict(lengths)}
+    done: dict[str, dict[str, dict]] = {}
+    if partial.is_file():
+        saved = json.loads(partial.read_text())
+        done = saved["mixes"] if all(saved[k] == v for k, v in header.items()) else {}
     model = CapacityModel(profile, lengths)
-    edges = {str(cover): {str(count): model.edge_tok_s(cover, count) for count in COUNTS}
-             for cover in SHIPPED_COVERS if model.max_slots[cover]}
+    covers = [cover for cover in MIX_COVERS if model.max_slots[cover]]
+    jobs = [(profile, lengths, cover, name) for cover in covers for name in calibration_mixes()
+            if name not in done.get(str(cover), {})]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"profile_fingerprint": profile_fingerprint(profile), "lengths": asdict(lengths),
-                                "edges": edges}, indent=1) + "\n")
+    with stage_progress(True) as update, ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_measure, job) for job in jobs]
+        for k, future in enumerate(as_completed(futures), 1):
+            cover, name, edge = future.result()
+            done.setdefault(str(cover), {})[name] = asdict(edge)
+            partial.write_text(json.dumps({**header, "mixes": done}))
+            if update:
+                update("mix edges", k, len(jobs))
+        edges = {str(cover): {str(count): model.edge_tok_s(cover, count) for count in COUNTS}
+                 for cover in SHIPPED_COVERS if model.max_slots[cover]}
+        peaks = {str(cover): {str(count): model.peak_tok_s(cover, count) for count in COUNTS} for cover in covers}
+    mixes = {str(cover): {name: done[str(cover)][name] for name in calibration_mixes()} for cover in covers}
+    path.write_text(json.dumps({**header, "edges": edges, "peaks": peaks, "mixes": mixes}, indent=1) + "\n")
+    partial.unlink()
     return path
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m baselines.edge_table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default=None, help="profile name, model name or JSON path (default profile)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
+    args = parser.parse_args(argv)
+    try:
+        print(write_edge_table(load_profile(args.profile), LengthSpec(), args.workers))
+    except AdapterGymError as exc:
+        raise SystemExit(f"{parser.prog}: {exc}") from None
+
+
 if __name__ == "__main__":
-    print(write_edge_table(load_profile(None), LengthSpec()))
+    main()

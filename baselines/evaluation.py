@@ -11,7 +11,7 @@ from adaptergym.errors import WorkloadError
 from adaptergym.placement import Placement, PlacementPolicy, Verification, verify
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
-from baselines.exact import lower_bound_gpus
+from baselines.bound import lower_bound_gpus
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Outcome:
 def place_and_verify(policy: PlacementPolicy, workload: WorkloadSpec, profile: TwinProfile, *,
                      seed: int = 0) -> Outcome:
     """Place ``workload`` with ``policy`` (timed), verify it (:func:`adaptergym.placement.verify`, same seed) and
-    compute its lower bound (:func:`baselines.exact.lower_bound_gpus`).
+    compute its lower bound (:func:`baselines.bound.lower_bound_gpus`).
 
     Raises:
         WorkloadError: a trace CSV or a workload without adapters (placement splits adapters' rates).

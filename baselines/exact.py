@@ -1,26 +1,13 @@
-"""The exact policy (a MILP over the capacity model) and the lower bound on GPUs every leaderboard row is
-divided by.
+"""The exact policy: a MILP over the capacity model, proven optimal under it, at the largest fill the twin verifies.
 
 **Capacity model** (:mod:`baselines.capacity`). A GPU whose ``max_lora_rank`` covers rank ``r`` and that holds
 ``c`` adapters serves at most ``peak(r, c)`` tokens/s (the twin's saturated throughput with ``c`` equal-rate
 adapters at its best slot level, read at the grid count at or below ``c``), and is starvation-free only if it
-is offered at most ``A(r, c) = peak(r, c) / 0.9`` tokens/s (the papers' rule: served >= 90% of offered). The
-bound uses the tighter ``E(r, c)``, the largest load the twin serves without starving such a GPU under
-placement verification (``CapacityModel.edge_tok_s``): at the edge of starvation the queue is short and every
-adapter cycles through the slots, so ``E`` falls well below ``A`` as ``c`` grows. Offered loads are expected
-ones: rate x mean prompt + output tokens of the workload's length distribution.
-
-**Lower bound** (:func:`lower_bound_gpus`). GPU *types* ``t = (k, b)``: rank class ``k`` (the vLLM
-``max_lora_rank`` values covering the workload's adapters) and count bucket ``b`` (adapters from grid count
-``g_b`` up to the next grid count, exclusive; capacity ``E(k, g_b)``). The MILP chooses integer ``n_t`` GPUs of
-each type, adapter copies ``x_jt >= 0`` and load ``f_jt >= 0`` of class ``j <= k`` on them, with every class's
-adapters placed at least once (``sum_t x_jt >= N_j``) and its load placed (``sum_t f_jt = L_j``), each type's
-copies within its bucket (``sum_j x_jt <= (g_{b+1} - 1) n_t``) and load within its capacity (``sum_j f_jt <=
-E_t n_t``), and no copy carrying more than one GPU (``f_jt <= E_t x_jt``); it minimises ``sum_t n_t``. Any
-starvation-free placement is a feasible point (type each GPU by its largest adapter and its adapter count), so
-under the capacity model the optimum bounds every placement from below. Copies and loads are continuous, so it
-is cheap on any workload size. It ignores what else costs capacity (adapter loads below saturation, queueing,
-uneven splits), which is why real placements sit above it.
+is offered at most ``A(r, c) = peak(r, c) / 0.9`` tokens/s (the papers' rule: served >= 90% of offered). GPU
+*types* ``t = (k, b)``: rank class ``k`` (the vLLM ``max_lora_rank`` values covering the workload's adapters)
+and count bucket ``b`` (adapters from grid count ``g_b`` up to the next grid count, exclusive; capacity
+``A(k, g_b)``). Offered loads are expected ones: rate x mean prompt + output tokens of the workload's length
+distribution.
 
 **Exact** (:class:`ExactPolicy`). Bin packing of adapter copies (an adapter hotter than ``fill x A(r, 1)`` gets
 ``ceil`` as many copies, each its even share, on distinct GPUs): each GPU takes one type, holds at most as many
@@ -34,17 +21,13 @@ GPUs, so it refuses workloads of more than ``max_adapters`` adapters.
 from __future__ import annotations
 
 import logging
-import math
-import os
-import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix, lil_matrix
+from scipy.sparse import lil_matrix
 
 from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
@@ -60,35 +43,15 @@ from baselines.common import (
     copies_needed,
     first_fit_decreasing,
     make_copies,
+    quiet_stdout,
     slots_for,
     to_placement,
 )
 
 log = logging.getLogger(__name__)
 
-#: Adapters of one rank class whose loads differ by less than this factor are one group in the bound's MILP.
-GROUP_RATIO = 1.1
-#: HiGHS time limit of the bound's MILP, s (past it the bound is HiGHS's proven dual bound, still valid).
-BOUND_TIME_LIMIT_S = 5.0
-
-#: Fill levels the exact policy tries, from the bound's own capacity down.
+#: Fill levels the exact policy tries, from the capacity model's admissible load down.
 FILLS = tuple(np.round(np.arange(1.0, 0.24, -0.05), 2))
-
-
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Process-level stdout to /dev/null while HiGHS solves: on some MILPs it prints a debug line
-    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ...") even when silent, an upstream bug that
-    would break ``adaptergym place --json``."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def gpu_types(covers: list[int], adapters: int,
@@ -99,59 +62,6 @@ def gpu_types(covers: list[int], adapters: int,
     tops = [nxt - 1 for nxt in grid[1:]] + [max(adapters, 1)]
     return [(k, cover, top, capacity(cover, low))
             for k, cover in enumerate(covers) for low, top in zip(grid, tops, strict=True)]
-
-
-def lower_bound_gpus(workload: WorkloadSpec, profile: TwinProfile) -> int:
-    """The fewest GPUs any starvation-free placement of ``workload`` can use under the capacity model
-    (module doc: a MILP over GPU types with continuous copies and loads)."""
-    model = servable_model(profile, workload)
-    covers = sorted({rank_cover(a.rank) for a in workload.adapters})
-    groups = _load_groups(workload, model, covers)
-    cls, size, loads, hottest = (np.array(column) for column in zip(*groups, strict=True))
-    types = gpu_types(covers, len(workload.adapters), model.edge_tok_s)
-    kind = np.array([k for k, *_ in types])
-    top = np.array([float(t) for _, _, t, _ in types])
-    admissible = np.array([a for *_, a in types])
-    group, typ = np.nonzero(kind[None, :] >= cls[:, None])  # pairs (group, type): x_v = copies, f_v = load
-    p, m, n = len(group), len(types), len(groups)
-    v = np.arange(p)
-    blocks = [  # (row index, column index, coefficient) of each constraint family, rows numbered per family
-        (group, v, np.ones(p)),  # sum_t x_Gt >= |G|
-        (group, p + v, np.ones(p)),  # sum_t f_Gt = L_G
-        (np.r_[typ, np.arange(m)], np.r_[v, 2 * p + np.arange(m)], np.r_[np.ones(p), -top]),  # copies in bucket
-        (np.r_[typ, np.arange(m)], np.r_[p + v, 2 * p + np.arange(m)], np.r_[np.ones(p), -admissible]),  # load
-        (np.r_[v, v], np.r_[p + v, v], np.r_[np.ones(p), -np.minimum(admissible[typ], hottest[group])]),  # per copy
-    ]
-    sizes = [n, n, m, m, p]
-    lows = [size, loads, np.full(m, -np.inf), np.full(m, -np.inf), np.full(p, -np.inf)]
-    highs = [np.full(n, np.inf), loads, np.zeros(m), np.zeros(m), np.zeros(p)]
-    offsets = np.cumsum([0, *sizes[:-1]])
-    a = coo_matrix((np.concatenate([c for _, _, c in blocks]),
-                    (np.concatenate([r + o for (r, _, _), o in zip(blocks, offsets, strict=True)]),
-                     np.concatenate([c for _, c, _ in blocks]))), shape=(sum(sizes), 2 * p + m)).tocsr()
-    integer = np.r_[np.zeros(2 * p), np.ones(m)]
-    with _quiet_stdout():
-        result = milp(integer, constraints=LinearConstraint(a, np.concatenate(lows), np.concatenate(highs)),
-                      integrality=integer, bounds=Bounds(0, np.inf), options={"time_limit": BOUND_TIME_LIMIT_S})
-    bound = getattr(result, "mip_dual_bound", None)
-    if result.status not in (0, 1) or bound is None or not np.isfinite(bound):
-        raise ConfigError(f"lower bound: the MILP failed ({result.message})")
-    return max(1, math.ceil(bound - 1e-6))
-
-
-def _load_groups(workload: WorkloadSpec, model: CapacityModel,
-                 covers: list[int]) -> list[tuple[int, float, float, float]]:
-    """Adapters of one rank class whose loads lie within a factor :data:`GROUP_RATIO` of each other, merged:
-    ``(class index, adapters, total load, largest load)``. The bound's constraints summed over a group, with
-    its largest load as every member's, are a relaxation of the per-adapter ones, so the bound stays valid."""
-    merged: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for adapter, load in zip(workload.adapters, model.loads(workload), strict=True):
-        key = (covers.index(rank_cover(adapter.rank)), math.floor(math.log(max(load, 1e-9), GROUP_RATIO)))
-        entry = merged[key]
-        entry[0] += 1
-        entry[1] += float(load)
-        entry[2] = max(entry[2], float(load))
-    return [(k, *entry) for (k, _), entry in sorted(merged.items())]
 
 
 def _constraints(rows: list[tuple[dict[int, float], float, float]], n_vars: int) -> LinearConstraint:
@@ -245,7 +155,7 @@ def solve_packing(copies: list[Copy], model: CapacityModel, fill: float,
             rows.append(({**{y(g, t): 1.0 for t in range(m)}, **{y(g + 1, t): -1.0 for t in range(m)}}, 0.0, np.inf))
     n_vars = nx + g_max * m
     cost = np.r_[np.zeros(nx), np.ones(g_max * m)]
-    with _quiet_stdout():
+    with quiet_stdout():
         result = milp(cost, constraints=_constraints(rows, n_vars), integrality=np.ones(n_vars),
                       bounds=Bounds(0, 1), options={"time_limit": time_limit_s})
     if result.x is None:

@@ -25,14 +25,13 @@ verified and repaired the same way: the same GPUs, no hot spot, so a lower p99 T
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
+from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import VERIFY_DURATION_S, Placement
@@ -40,7 +39,16 @@ from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
 from baselines.capacity import CapacityModel, servable_model
-from baselines.common import Copy, Verifier, check_objective, copies_needed, group_cover, make_copies, to_placement
+from baselines.common import (
+    Copy,
+    Verifier,
+    check_objective,
+    copies_needed,
+    group_cover,
+    make_copies,
+    to_placement,
+    twin_level,
+)
 
 if TYPE_CHECKING:
     from adaptergym.surrogate import Surrogate
@@ -134,27 +142,24 @@ class GreedyPolicy:
             trial = spread(packer.copies, gpus, packer.capacity)
             if len(trial) > gpus:
                 break
-            placement = _twin_levels(to_placement(trial, packer.levels(trial)), verifier)
+            placement = _twin_levels(to_placement(trial, packer.levels(trial)), verifier, packer.capacity.max_slots)
             if placement is None:
                 break
             best = placement
         return best
 
 
-def _twin_levels(placement: Placement, verifier: Verifier) -> Placement | None:
+def _twin_levels(placement: Placement, verifier: Verifier, max_slots: dict[int, int]) -> Placement | None:
     """``placement`` with each GPU the twin starves moved to the nearest other ``max_loras`` level that it does
-    not (up to :data:`LEVEL_RETRIES` tried per GPU); None if some GPU starves at every level tried."""
+    not (:func:`baselines.common.twin_level`, :data:`LEVEL_RETRIES` tried per GPU); None if some GPU starves at
+    every level tried."""
     copies = placement.copies()
     gpus = []
     for gpu in placement.assignments:
-        if verifier.verdict(gpu, copies).starved:
-            others = [level for level in MAX_LORAS_LEVELS if level <= len(gpu.adapters) and level != gpu.max_loras]
-            nearest = sorted(others, key=lambda level: abs(math.log(level / gpu.max_loras)))[:LEVEL_RETRIES]
-            gpu = next((g for g in (replace(gpu, max_loras=level) for level in nearest)
-                        if not verifier.verdict(g, copies).starved), None)
-            if gpu is None:
-                return None
-        gpus.append(gpu)
+        kept = twin_level(gpu, copies, verifier, LEVEL_RETRIES, max_slots)
+        if kept is None:
+            return None
+        gpus.append(kept)
     return Placement(tuple(gpus))
 
 

@@ -17,6 +17,7 @@ from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
+from baselines.bound import lower_bound_gpus
 from baselines.capacity import CapacityModel, servable_model
 from baselines.common import (
     Copy,
@@ -29,7 +30,6 @@ from baselines.common import (
     slots_for,
     to_placement,
 )
-from baselines.exact import lower_bound_gpus
 
 #: vLLM's default ``--max-loras`` (and ``--max-cpu-loras`` defaults to it).
 VLLM_DEFAULT_MAX_LORAS = 1

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from adaptergym.cli.base import format_value
-from adaptergym.errors import AdapterGymError, ConfigError
+from adaptergym.errors import AdapterGymError
 from adaptergym.profile import TwinProfile
-from adaptergym.scenarios import get_scenario
+from adaptergym.scenarios import get_scenario, parse_seeds
 from baselines import get_policy
 from baselines.evaluation import place_and_verify
 
@@ -65,16 +65,7 @@ class Board:
 
 def seeds_of(text: str, scenario_names: Sequence[str]) -> list[int]:
     """``test`` (all 100 test seeds) or ``N`` (the first N) of the suite's test split."""
-    test = get_scenario(scenario_names[0]).test_seeds
-    if text == "test":
-        return list(test)
-    try:
-        count = int(text)
-    except ValueError:
-        raise ConfigError(f"seeds: {text!r} is neither 'test' nor a number of test seeds") from None
-    if not 1 <= count <= len(test):
-        raise ConfigError(f"seeds: {count} must be 1-{len(test)} (the test split's size)")
-    return list(test[:count])
+    return parse_seeds(text, get_scenario(scenario_names[0]))
 
 
 def run(suite: str, seeds: Sequence[int], policies: Sequence[str], agents: Sequence[Path], profile: TwinProfile,
@@ -110,12 +101,11 @@ def run(suite: str, seeds: Sequence[int], policies: Sequence[str], agents: Seque
     return board
 
 
-def shipped_agents(root: Path) -> list[Path]:
-    """Run folders under ``root`` whose agent was trained on AdapterPlacement-v0."""
+def shipped_agents(root: Path, envs: Sequence[str]) -> list[Path]:
+    """Run folders under ``root`` whose agent was trained on one of ``envs`` (environment ids)."""
     import json
 
-    return sorted(p.parent for p in root.glob("*/config.json")
-                  if json.loads(p.read_text()).get("env") == "adaptergym/AdapterPlacement-v0")
+    return sorted(p.parent for p in root.glob("*/config.json") if json.loads(p.read_text()).get("env") in envs)
 
 
 def plot(board: Board, out: Path) -> None:

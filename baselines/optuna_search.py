@@ -2,7 +2,7 @@
 
 **Search space.** A trial draws a few numbers and builds one placement from them:
 
-- ``gpus``, from the capacity model's lower bound (:func:`baselines.exact.lower_bound_gpus`) to twice it plus one;
+- ``gpus``, from the lower bound (:func:`baselines.bound.lower_bound_gpus`) to twice it plus one;
 - ``hot_fill`` in [0.3, 1]: an adapter hotter than that share of one admissible GPU is replicated (``ceil`` as
   many copies, at most ``gpus``, traffic split evenly);
 - per GPU ``k``: ``weight_k`` in [0.5, 1.5], the share of load the balancer gives it relative to its capacity,
@@ -40,9 +40,9 @@ from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
+from baselines.bound import lower_bound_gpus
 from baselines.capacity import CapacityModel, servable_model
 from baselines.common import Copy, Verifier, check_objective, copies_needed, group_cover, make_copies, to_placement
-from baselines.exact import lower_bound_gpus
 from baselines.greedy import spread_into
 
 if TYPE_CHECKING:

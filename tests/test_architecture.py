@@ -14,6 +14,7 @@ FORBIDDEN = {
                             "agents"),
     "adaptergym/twin": ("adaptergym.metrics", "adaptergym.envs", "adaptergym.simulation", "gymnasium", "baselines",
                         "agents", "torch", "stable_baselines3"),
+    "adaptergym/advise": ("baselines", "agents", "adaptergym.cli"),  # the CLI asks baselines for GPU counts
 }
 
 

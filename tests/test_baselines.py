@@ -15,8 +15,8 @@ from adaptergym.cli.main import main
 from adaptergym.placement import verify
 from adaptergym.workload import powerlaw_workload
 from baselines import get_policy, policy_names
+from baselines.bound import lower_bound_gpus
 from baselines.evaluation import place_and_verify
-from baselines.exact import lower_bound_gpus
 
 PROFILE = load_profile(None)
 #: Small enough for every policy (exact included) in seconds, busy enough to need more than one GPU.
@@ -58,10 +58,10 @@ def test_greedy_on_a_zipf_workload_of_300_adapters(rate):
 def test_the_bound_capacity_is_the_twins_starvation_edge():
     """A GPU of 8 equal-rate rank-16 adapters offered just under its edge is served, 10% over it starves; the
     edge sits below peak / 0.9; and the default profile's shipped edges are the ones in use."""
+    from adaptergym.edges import shipped_edges
     from adaptergym.placement import GpuAssignment, Placement
     from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
     from baselines.capacity import capacity_model
-    from baselines.edge_table import shipped_edges
 
     model = capacity_model(PROFILE, LengthSpec())
     assert shipped_edges(PROFILE, LengthSpec())  # regenerate with `python -m baselines.edge_table` if this fails

@@ -85,7 +85,12 @@ def test_ctrl_c_keeps_every_measured_request_and_marks_the_run(tmp_path):
     with serve_in_background(build_server(profile, config, adapters, speed=10.0)) as url:
         proc = subprocess.Popen([sys.executable, "-m", "adaptergym", "collect", "-q", "--workload", workload,
                                  "--endpoint", url, "--out", str(out)], stderr=subprocess.PIPE, text=True)
-        time.sleep(3.0)  # about 2 s of the 6-s run, after start-up
+        # Interrupt once the first requests are measured (a fixed sleep raced start-up on a loaded box).
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if requests_path(out).exists() and len(requests_path(out).read_text().splitlines()) > 3:
+                break
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err

@@ -23,6 +23,8 @@ from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
 
 PLACEMENT, CACHING = "adaptergym/AdapterPlacement-v0", "adaptergym/AdapterCaching-v0"
+#: The one-decision environments these tests share (AdapterFleet-v0 has its own, tests/test_fleet_env.py).
+PLACING = (CACHING, PLACEMENT)
 FIXED = LengthSpec("fixed", input_tokens=200, output_tokens=100)
 # Spaces have loads without an upper bound (a workload can need any number of GPUs); the checker warns on inf.
 pytestmark = pytest.mark.filterwarnings("ignore:.*maximum value is infinity")
@@ -54,12 +56,12 @@ def run(env, actions_for, seed=0, options=None):
 
 
 def random_masked(env, seed):
+    """Uniform among each action component's valid choices (the mask concatenates them)."""
     rng = np.random.default_rng(seed)
-    split = env.action_space.nvec[0]
+    splits = np.cumsum(env.action_space.nvec)[:-1]
 
     def act(_, mask):
-        first, second = np.flatnonzero(mask[:split]), np.flatnonzero(mask[split:])
-        return np.array([rng.choice(first), rng.choice(second)])
+        return np.array([rng.choice(np.flatnonzero(part)) for part in np.split(mask, splits)])
 
     return act
 
@@ -69,16 +71,17 @@ def constant(gpu, level):
 
 
 # ---------------------------------------------------------------------------------------------- registration
-def test_both_ids_are_registered_with_lazy_string_entry_points():
+def test_every_id_is_registered_with_a_lazy_string_entry_point():
     assert set(ENV_IDS) <= set(gym.registry)
     for env_id in ENV_IDS:
         assert isinstance(gym.spec(env_id).entry_point, str)
     code = ("import sys, adaptergym, gymnasium; assert 'adaptergym.envs.placement' not in sys.modules; "
-            "assert 'adaptergym.envs.caching' not in sys.modules; gymnasium.spec('adaptergym/AdapterPlacement-v0')")
+            "assert 'adaptergym.envs.caching' not in sys.modules; assert 'adaptergym.envs.fleet' not in sys.modules; "
+            "gymnasium.spec('adaptergym/AdapterPlacement-v0')")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", PLACING)
 @pytest.mark.parametrize("render_mode", [None, "ansi"])
 def test_env_checker_passes(env_id, render_mode):
     env = gym.make(env_id, scorer="twin", window_s=30, render_mode=render_mode, scenario="uniform-small")
@@ -118,7 +121,7 @@ def test_every_registered_env_passes_the_checker_as_made_by_default(env_id):
 
 
 # ---------------------------------------------------------------------------------------------- reproducibility
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", PLACING)
 def test_same_seed_gives_identical_observations_masks_and_rewards(env_id):
     env = gym.make(env_id, scorer="twin", window_s=30, scenario="uniform-small")
     first = run(env, random_masked(env, 3), seed=11)
@@ -240,7 +243,7 @@ def test_max_loras_beyond_the_profile_is_lowered_penalised_only_when_masked():
     assert info["gpu_max_lora_rank"][0] == 32 and reward == info["score"]
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", PLACING)
 def test_actions_outside_the_space_raise_and_stepping_a_finished_episode_asks_for_reset(env_id):
     env = gym.make(env_id, scorer="twin", window_s=30).unwrapped
     env.reset(seed=0, options={"workload": LIGHT})
@@ -251,9 +254,9 @@ def test_actions_outside_the_space_raise_and_stepping_a_finished_episode_asks_fo
             env.step(bad)
     done = False
     while not done:
-        done = env.step(np.array([0, 3]))[2]
+        done = env.step(np.array([0, 1]))[2]
     with pytest.raises(ResetNeeded):
-        env.step(np.array([0, 3]))
+        env.step(np.array([0, 1]))
 
 
 # ---------------------------------------------------------------------------------------------- caching rewards
@@ -330,11 +333,11 @@ def test_render_ansi_table_and_rgb_plot():
                                                                       "served", "starved"]
     assert lines[2].split()[:4] == ["0", "2", "16", "16"] and lines[3].split()[:4] == ["1", "2", "16", "16"]
     assert "scored by twin: 2 GPUs, 0 starved" in lines[-1]
-    for env_id in ENV_IDS:
+    for env_id in PLACING:
         env = gym.make(env_id, scorer="twin", window_s=30, render_mode="rgb_array")
         env.reset(seed=0, options={"workload": LIGHT})
         before = env.render()
-        env.step(np.array([0, 3]))
+        env.step(np.array([0, 1]))
         image = env.render()
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         assert (image < 200).any() and not np.array_equal(before, image)

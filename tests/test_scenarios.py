@@ -7,8 +7,11 @@ import pytest
 
 from adaptergym.errors import UnknownScenario
 from adaptergym.scenarios import PAPER_SIZES, PAPER_TRIPLES, Scenario, get_scenario, scenario_names
+from adaptergym.workload import Daily, Drift, Flash, rate_table
+from adaptergym.workload.schedule import MMPP
 
-EXPECTED = {"uniform-small-v0", "zipf-large-v0", "bursty-v0", "mixed-ranks-v0", "paper-ml-test-v0"}
+EXPECTED = {"uniform-small-v0", "zipf-large-v0", "bursty-v0", "mixed-ranks-v0", "paper-ml-test-v0", "diurnal-v0",
+            "flash-crowd-v0", "drift-v0"}
 
 
 def test_the_suite_has_the_documented_versioned_families():
@@ -72,3 +75,29 @@ def test_paper_scenario_reproduces_the_papers_test_grid():
         assert all(a.rate == rates[i % 3] and a.rank == ranks[i % 3] for i, a in enumerate(w.adapters))
         seen.add((rates, n))
     assert len(seen) == len(PAPER_TRIPLES) * len(PAPER_SIZES)  # 300 draws cover the whole 60-point grid
+
+
+def test_dynamic_families_move_their_load_as_documented():
+    for seed in range(12):
+        diurnal = get_scenario("diurnal").workload(seed)
+        table = rate_table(diurnal)
+        total = table.epoch_rates(300).sum(axis=1)
+        assert diurnal.duration_s == 21_600 and get_scenario("diurnal").season_s == 7200
+        assert [type(c) for c in diurnal.schedule] == [Daily] and 64 <= len(diurnal.adapters) <= 192
+        assert 40 <= table.mean_rates(0, 21_600).sum() <= 90
+        assert table.mean_rates(0, 21_600).sum() == pytest.approx(diurnal.total_rate)  # three whole days
+        assert total.max() / total.min() > 2
+
+        flash = get_scenario("flash-crowd").workload(seed)
+        crowds = [c for c in flash.schedule if isinstance(c, Flash)]
+        assert flash.duration_s == 7200 and 25 <= flash.total_rate <= 60
+        assert 3 <= len({c.start_s for c in crowds}) <= 6 and isinstance(flash.schedule[-1], MMPP)
+        rates = {a.id: a.rate for a in flash.adapters}
+        for c in crowds:
+            assert 3 <= rates[c.adapters[0]] * c.factor <= 12 and 300 <= c.duration_s <= 1200
+
+        drift = get_scenario("drift").workload(seed)
+        assert drift.duration_s == 14_400 and [type(c) for c in drift.schedule] == [Drift]
+        totals = rate_table(drift).rates_at(np.arange(0, 14_400, 600.0)).sum(axis=1)
+        assert np.allclose(totals, drift.total_rate) and 30 <= drift.total_rate <= 80
+    assert get_scenario("drift").season_s is None and get_scenario("zipf-large").season_s is None

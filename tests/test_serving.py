@@ -178,7 +178,7 @@ def test_adapter_added_online_behaves_like_one_known_up_front():
     online.run_until(10.0)
     assert np.allclose(online.finish_s[:4], upfront.finish_s)
     # One slot: x's two requests share a batch, then y's two (the y at 0.01 is skipped, not blocking): 2 loads.
-    assert online.lora.loads_from_disk == upfront.lora.loads_from_disk == 2
+    assert online.record(10.0).loads_from_disk == upfront.record(10.0).loads_from_disk == 2
 
 
 def test_metrics_use_vllms_names_and_count_what_happened():

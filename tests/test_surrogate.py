@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.tree import DecisionTreeRegressor
 
 import adaptergym.surrogate.shipped as shipped
 from adaptergym import DEFAULT_PROFILE, load_profile
 from adaptergym.cli.main import main
 from adaptergym.errors import ConfigError
-from adaptergym.surrogate import FEATURES, Surrogate, gpu_features, load_surrogate, shipped_dataset
+from adaptergym.surrogate import FEATURES, Surrogate, dataset_features, gpu_features, load_surrogate, shipped_dataset
 from adaptergym.surrogate.evaluation import holdout_report, real_runs_report, smape
+from adaptergym.surrogate.features import prefix_features, scale_load
+from adaptergym.surrogate.forest import FlatForests
 from adaptergym.sweep import SweepPoint, SweepSettings, WorkloadRecipe, label_point, read_rows
 from adaptergym.workload import LengthSpec
 
@@ -46,6 +50,25 @@ def test_features_by_hand():
     assert (row["max_rank"], row["max_lora_rank"], row["rate_weighted_rank"]) == (32, 32, pytest.approx(16.0))
     levels = gpu_features(rates, ranks, np.array([1, 2, 3]), SHAREGPT)
     assert levels.shape == (3, len(FEATURES)) and levels[:, 3].tolist() == pytest.approx([0.5, 0.75, 1.0])
+
+
+def test_prefix_features_are_every_prefix_s_gpu_features_and_scale_load_scales_the_rates():
+    rng = np.random.default_rng(0)
+    rates, ranks = rng.exponential(1.0, 40), rng.choice([8, 16, 32, 64], 40)
+    rates[:3] = 0.0  # idle adapters first: shares of an idle prefix
+    levels = rng.integers(1, 50, (40, 3))
+    rows = prefix_features(rates, ranks, levels, SHAREGPT)
+    assert rows.shape == (40, 3, len(FEATURES))
+    for k in range(1, 41):
+        assert np.allclose(rows[k - 1], gpu_features(rates[:k], ranks[:k], levels[k - 1], SHAREGPT)), k
+    assert np.allclose(scale_load(rows[-1], 2.5), gpu_features(rates * 2.5, ranks, levels[-1], SHAREGPT))
+    assert np.allclose(scale_load(rows[-1], np.array([1.0, 2.0, 3.0]))[:, FEATURES.index("total_rate")],
+                       rates.sum() * np.array([1.0, 2.0, 3.0]))
+
+
+def test_serves_a_light_gpu_and_not_an_overloaded_one(model):
+    rows = np.stack([gpu_features(np.full(8, rate), np.full(8, 16), 8, SHAREGPT) for rate in (0.2, 40.0)])
+    assert model.serves(rows).tolist() == [True, False]  # 1.6 req/s fits one GPU; 320 req/s is ~16 GPUs' worth
 
 
 def test_contract_shapes_and_keys(model):
@@ -94,6 +117,39 @@ def test_best_max_loras_is_one_the_twin_serves_without_starving(model):
     assert row["startup"] == "ok" and not row["starved"]
     levels, throughput, prob = model.best_levels([(rates, ranks), (np.full(4, 0.1), np.full(4, 8))], SHAREGPT)
     assert levels[0] == level and levels.shape == throughput.shape == prob.shape == (2,)
+
+
+def test_flat_forests_predict_exactly_what_scikit_learn_does(model, data):
+    pair = model.models["accurate"]
+    assert pair.forests is not None  # the shipped model predicts through them
+    rows = dataset_features(data)
+    rng = np.random.default_rng(0)
+    for x in (rows, rows[:1], rows[rng.integers(0, len(rows), 7)] * rng.uniform(0.5, 2.0, (7, len(FEATURES)))):
+        log_ratio, proba = pair.forests.predict(x)
+        assert np.array_equal(log_ratio, pair.ratio.predict(x))  # bit for bit, not approximately
+        assert np.array_equal(proba, pair.starved.predict_proba(x))
+
+
+def test_flat_forests_follow_missing_values_and_refuse_what_they_cannot_mirror():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    y = x[:, 0] + x[:, 1]
+    x[rng.random(x.shape) < 0.2] = np.nan
+    y[np.isnan(x[:, 1])] = 3.0  # a missing second feature means something: its nodes learn a side for it
+    regressor = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(x, y)
+    classifier = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y > 1.0)
+    probe = np.vstack([x, [[np.inf, -np.inf, 0.0], [-np.inf, np.inf, np.nan], [np.nan] * 3, [0.0, -0.0, np.inf]]])
+    log_ratio, proba = FlatForests.of(regressor, classifier).predict(probe)
+    assert np.array_equal(log_ratio, regressor.predict(probe))
+    assert np.array_equal(proba, classifier.predict_proba(probe))
+    wide = HistGradientBoostingRegressor(max_iter=5, max_leaf_nodes=50, min_samples_leaf=1).fit(x, y)
+    assert max(int(p.nodes["is_leaf"].sum()) for (p,) in wide._predictors) > 32  # 64-bit masks
+    assert np.array_equal(FlatForests.of(wide).predict(probe)[0], wide.predict(probe))
+    bushy = HistGradientBoostingRegressor(max_iter=1, max_leaf_nodes=80, min_samples_leaf=1).fit(y[:, None], y)
+    assert FlatForests.of(bushy) is None  # a tree of more than 64 leaves
+    categorical = HistGradientBoostingRegressor(max_iter=5, categorical_features=[2]).fit(np.abs(x.round()), y)
+    assert FlatForests.of(regressor, categorical) is None
+    assert FlatForests.of(DecisionTreeRegressor(max_depth=2).fit(np.ones((4, 1)), [0.0, 1.0, 2.0, 3.0])) is None
 
 
 def test_surrogate_beats_the_baselines_on_held_out_workloads(data):

@@ -88,7 +88,8 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert "--holdout '(': not a regular expression" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "fitted_by" in load_profile(n).provenance])
+@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "decode_microbenchmark_mape" in
+                                  load_profile(n).provenance.get("terms", {}).get("step_time", {})])
 def test_calibrated_profile_reproduces_decode_microbenchmarks(name, shared_data):
     """The step model without LoRA, at the decode benchmarks' batch and context, within the stated fit error."""
     from adaptergym.calibration.micro import decode_rows
@@ -135,8 +136,7 @@ def test_memory_bracketed_by_start_up_outcomes_recovers_a_known_model():
 
     from adaptergym.calibration.memory import fit_memory_from_startups
     from adaptergym.errors import DataError
-    from adaptergym.twin import ServerConfig
-    from adaptergym.twin.startup import check_startup
+    from adaptergym.twin import ServerConfig, check_startup
 
     truth = load_profile(None)
     configs = [(n, r) for r in (8, 16, 32) for n in range(16, 1025, 16)]
@@ -252,3 +252,61 @@ def test_step_fit_is_not_dragged_by_a_few_runs_far_off():
     plain = lsq_linear(a, b, bounds=(0, np.inf)).x
     assert robust == pytest.approx(truth, rel=0.02)
     assert abs(plain[2] / truth[2] - 1) > 0.05  # dragged by the five
+
+
+def test_rows_of_one_workload_draw_its_requests_once_with_the_same_predictions(monkeypatch):
+    import adaptergym.simulation
+    from adaptergym.validation import _drawn, predict_all, replay, resolve_profiles
+
+    items = [i for i in replays(read_runs(SAMPLE))[0] if i.status == "ok"]
+    profiles, _ = resolve_profiles((i.system for i in items), "auto")
+    alone = []
+    for item in items:  # each row with its own draw
+        _drawn.cache_clear()
+        alone.append(replay(item, profiles[item.system]))
+    drawn = []
+    draw = adaptergym.simulation.draw_requests
+    monkeypatch.setattr(adaptergym.simulation, "draw_requests", lambda *a, **k: drawn.append(a) or draw(*a, **k))
+    _drawn.cache_clear()
+    together = predict_all(items, profiles, workers=1)
+    assert len(drawn) == len({i.workload for i in items}) < len(items)
+    assert [p.predicted for p in together] == [p.predicted for p in alone]
+
+
+def _startup_run(root: Path, model: str, max_loras: int, launched: str, saved: str, duration: float) -> None:
+    """One start-up run folder as the benchmark client writes it: its log and its result JSON."""
+    from adaptergym.calibration.startup_time import STARTUP_RUNS
+
+    run = root / STARTUP_RUNS / model / f"_{max_loras}_8_"
+    run.mkdir(parents=True)
+    (run / "log_1.out").write_text(f"INFO {launched} [__init__.py:239] Automatically detected platform cuda.\n"
+                                   "Server started\n")
+    (run / "openai-infqps-x.json").write_text(json.dumps({"date": saved, "duration": duration}))
+
+
+def test_startup_time_fit_recovers_hand_computed_start_ups(tmp_path):
+    from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
+
+    # start-up = saved - launched - benchmark duration: 200 s at 10 slots, 300 s at 60, 400 s at 110.
+    _startup_run(tmp_path, "m", 10, "05-19 18:00:00", "20250519-180322", 2.0)
+    _startup_run(tmp_path, "m", 60, "05-19 19:00:00", "20250519-190502", 2.0)
+    _startup_run(tmp_path, "m", 110, "05-20 20:00:00", "20250520-200642", 2.0)
+    rows = startup_rows(tmp_path, "m")
+    assert rows["startup_s"].tolist() == [200.0, 300.0, 400.0]
+    terms, fit = fit_startup_time(rows)
+    assert terms == {"base_s": 180.0, "per_lora_slot_s": 2.0} and fit["rmse_s"] == 0.0
+
+
+@pytest.mark.parametrize("name", [n for n in shipped_profiles() if "startup_time" in
+                                  load_profile(n).provenance.get("terms", {})])
+def test_shipped_startup_times_are_the_fit_of_the_start_up_logs(name, shared_data):
+    from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
+
+    profile = load_profile(name)
+    rows = startup_rows(shared_data / "raw_estimator_runs", profile.model)
+    if rows.empty:
+        assert "not measured" in profile.provenance["terms"]["startup_time"]["source"]
+        return
+    terms, fit = fit_startup_time(rows)
+    assert terms == {"base_s": profile.startup_time.base_s, "per_lora_slot_s": profile.startup_time.per_lora_slot_s}
+    assert fit == profile.provenance["terms"]["startup_time"] and fit["runs"] >= 20

@@ -94,3 +94,11 @@ def test_malformed_json_and_trace_errors_give_line(tmp_path):
     trace.write_text("arrival_s,adapter_id,input_tokens,output_tokens\n0.5,b,10,5\n0.7,b,x,5\n")
     with pytest.raises(WorkloadError, match="line 3"):
         sample_requests(WorkloadSpec.from_json(trace), np.random.default_rng(0))
+
+
+def test_arrival_order_is_the_stable_sort_with_or_without_ties():
+    from adaptergym.workload.requests import _arrival_order
+
+    rng = np.random.default_rng(3)
+    for times in (rng.uniform(0, 10, 1000), np.repeat(rng.uniform(0, 10, 50), 4), np.zeros(5), np.empty(0)):
+        assert _arrival_order(times).tolist() == np.argsort(times, kind="stable").tolist()

@@ -2,7 +2,9 @@
 
 Each profile term comes from the measurements that isolate it (see the submodules), then the step-time model
 gets a final fit against end-to-end runs. Runs whose ``dataset_group`` matches ``holdout`` are never used, so
-``adaptergym validate`` on them measures error on workloads the fit has not seen.
+``adaptergym validate`` on them measures error on workloads the fit has not seen. The micro-benchmarks beside
+the runs measured vLLM; a profile of another framework (S-LoRA) keeps its base's memory, loading and scheduler
+terms, and its end-to-end fit moves only the step terms its base sets (nothing else tells collinear terms apart).
 """
 
 from __future__ import annotations
@@ -26,28 +28,36 @@ from adaptergym.calibration.micro import (
     fit_prefill,
     fit_scheduler,
 )
+from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
 from adaptergym.errors import DataError, ProfileError
 from adaptergym.profile import (
+    DEFAULT_FRAMEWORK,
     DEFAULT_PROFILE,
     SchedulerOverhead,
+    StartupTimeModel,
     StepTimeModel,
     TwinProfile,
+    find_profile,
     load_profile,
 )
-from adaptergym.real_runs import group_pattern, read_runs, replays
+from adaptergym.real_runs import Replay, group_pattern, read_runs, replays
+from adaptergym.twin.frameworks import framework_of
 from adaptergym.twin.step_time import StepTimer
 
 #: Held out by default: the published twin's validation series, so our error is comparable with its error.
 DEFAULT_HOLDOUT = r"^digital_twin_modelling/"
 #: How firmly micro-benchmark terms hold in the end-to-end fit (see ``Prior``).
 MEASURED, GUESSED = 1.0, 0.05
+#: The serving framework the micro-benchmarks (kv_capacity.csv, raw_estimator_runs/, raw_scheduler_overhead/,
+#: anchor_twin_constants.json) measured: only its profiles take terms from them.
+MICRO_BENCHMARKED = "vllm-v1"
 
 __all__ = ["DEFAULT_HOLDOUT", "calibrate", "profile_name"]
 
 
 def profile_name(base: TwinProfile, model: str) -> str:
     gpu = re.sub(r"[^a-z0-9]+", "-", base.gpu.lower()).strip("-")
-    return f"{gpu}__{model}__vllm-{base.vllm_version}"
+    return f"{gpu}__{model}__{framework_of(base).label(base)}"
 
 
 def calibrate(
@@ -60,35 +70,68 @@ def calibrate(
     rounds: int = 3,
     duration_s: float = 900.0,
     workers: int | None = None,
+    framework: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[TwinProfile, dict[str, Any]]:
     """Fit a profile for ``model`` from a real-runs CSV and the micro-benchmarks beside it.
 
     Args:
-        runs: real-runs CSV (the columns of ``shared/data/real_runs.csv``).
+        runs: real-runs CSV (the columns of ``shared/data/real_runs.csv``, or a format of
+            ``adaptergym.run_formats``).
         model: the ``model`` column value to fit.
         base: profile whose values stand for terms the data cannot fit (default: the model's shipped
-            profile, else the default profile).
+            profile on the runs' framework, else the default profile); its provenance's ``sources`` (where
+            hand-set values come from) are kept.
         data_dir: folder with ``kv_capacity.csv``, ``raw_estimator_runs/``, ``raw_scheduler_overhead/`` and
             ``anchor_twin_constants.json`` (default: the folder of ``runs``); each is optional.
         holdout: regex on ``dataset_group``; matching rows are not used ('' uses every row).
         rounds: end-to-end refit rounds; duration_s: simulated seconds per training run.
+        framework: the serving framework of the rows to fit (default: the one framework of the model's rows).
     """
-    base_profile = _base(base, model)
     folder = Path(data_dir) if data_dir else Path(runs).resolve().parent
     frame = read_runs(runs)
     items, problems = replays(frame)
     items = [i for i in items if i.model == model]
+    framework = framework or _only_framework(items, model)
+    items = [i for i in items if i.framework == framework]
+    base_profile = _base(base, model, framework)
     pattern = group_pattern(holdout, "--holdout") if holdout else None
     train = [i for i in items if pattern is None or not pattern.search(i.group)]
     if not [i for i in train if i.status == "ok"]:
         raise DataError(f"--model {model!r}: no usable ok runs outside --holdout {holdout!r} in {runs} "
                         f"(models present: {sorted(set(frame['model'].dropna()))})")
-    report: dict[str, Any] = {"runs_csv": str(runs), "model": model, "holdout": holdout,
+    report: dict[str, Any] = {"runs_csv": str(runs), "model": model, "framework": framework, "holdout": holdout,
                               "train_rows": len(train), "train_groups": sorted({i.group for i in train}),
                               "skipped_rows": len(problems), "terms": {}}
-    profile = base_profile
+    if base_profile.framework == MICRO_BENCHMARKED:
+        profile, priors, rows = _micro_terms(base_profile, folder, frame, train, model, report)
+        free = None
+    else:
+        profile, rows = base_profile, pd.DataFrame()
+        priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
+        free = [name for name, value in profile.step_time.coefficients.items() if value != 0]
+        report["terms"]["kept_from_base"] = {
+            "source": f"{base_profile.name} (memory, loading, scheduler, engine): the micro-benchmarks measured "
+                      f"{MICRO_BENCHMARKED}", "free_step_terms": free}
+    start = {name: prior.value for name, prior in priors.items()}
+    profile = dataclasses.replace(profile, step_time=StepTimeModel(start))
+    profile, fit = fit_end_to_end(profile, train, priors, rounds=rounds, duration_s=duration_s, workers=workers,
+                                  free=free, progress=progress)
+    report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", **fit}
+    if len(rows):
+        timer = StepTimer(profile, profile.engine.max_lora_rank, lora_enabled=False)
+        report["terms"]["step_time"]["decode_microbenchmark_mape"] = decode_error_pct(
+            lambda batch, context: timer.step_ms(batch, 0, context, 0) + timer.scheduler_ms(batch, 0), rows)
+    sources = {"sources": base_profile.provenance["sources"]} if "sources" in base_profile.provenance else {}
+    profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
+                                  provenance={"fitted_by": "adaptergym calibrate", **report, **sources})
+    return profile, report
 
+
+def _micro_terms(profile: TwinProfile, folder: Path, frame: pd.DataFrame, train: list[Replay], model: str,
+                 report: dict[str, Any]) -> tuple[TwinProfile, dict[str, Prior], pd.DataFrame]:
+    """The terms the vLLM micro-benchmarks (and start-up outcomes) fix, the step-term priors they give, and the
+    decode micro-benchmark rows (to report the fitted model's error on them)."""
     kv_path = folder / "kv_capacity.csv"
     kv = pd.read_csv(kv_path) if kv_path.is_file() else pd.DataFrame(columns=["model"])
     if (kv["model"] == model).any():
@@ -126,6 +169,11 @@ def calibrate(
 
     priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
     micro = folder / "raw_estimator_runs"
+    startups = startup_rows(micro, model) if micro.is_dir() else pd.DataFrame()
+    if len(startups) >= 3:  # otherwise the base profile's start-up time stands
+        terms, fit = fit_startup_time(startups)
+        profile = dataclasses.replace(profile, startup_time=StartupTimeModel(**terms))
+        report["terms"]["startup_time"] = fit
     rows = decode_rows(micro, model, profile.engine.cuda_graph_max_tokens) if micro.is_dir() else pd.DataFrame()
     if len(rows) >= 4:
         sched = profile.scheduler
@@ -137,26 +185,28 @@ def calibrate(
         if per_token is not None:
             priors["per_prefill_token_ms"] = Prior(per_token, MEASURED)
         report["terms"]["prefill"] = {"source": "predictor_default_latency/input", **fit}
-    start = {name: prior.value for name, prior in priors.items()}
-    profile = dataclasses.replace(profile, step_time=StepTimeModel(start))
-    profile, fit = fit_end_to_end(profile, train, priors, rounds=rounds, duration_s=duration_s, workers=workers,
-                                  progress=progress)
-    report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", **fit}
-    if len(rows):
-        timer = StepTimer(profile, profile.engine.max_lora_rank, lora_enabled=False)
-        report["terms"]["step_time"]["decode_microbenchmark_mape"] = decode_error_pct(
-            lambda batch, context: timer.step_ms(batch, 0, context, 0) + timer.scheduler_ms(batch, 0), rows)
-    profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
-                                  provenance={"fitted_by": "adaptergym calibrate", **report})
-    return profile, report
+    return profile, priors, rows
 
 
-def _base(base: str | TwinProfile | None, model: str) -> TwinProfile:
+def _only_framework(items: list[Replay], model: str) -> str:
+    frameworks = sorted({i.framework for i in items})
+    if len(frameworks) > 1:
+        raise DataError(f"--model {model!r}: its rows ran on {frameworks}; pick one with --framework")
+    return frameworks[0] if frameworks else DEFAULT_FRAMEWORK
+
+
+def _base(base: str | TwinProfile | None, model: str, framework: str) -> TwinProfile:
     if isinstance(base, TwinProfile):
-        return base
-    if base is not None:
-        return load_profile(base)
-    try:
-        return load_profile(model)
-    except ProfileError:
-        return dataclasses.replace(load_profile(DEFAULT_PROFILE), model=model)
+        profile = base
+    elif base is not None:
+        profile = load_profile(base)
+    else:
+        try:
+            return find_profile(model, framework)
+        except ProfileError:
+            profile = dataclasses.replace(load_profile(DEFAULT_PROFILE), model=model)
+    if profile.framework != framework:
+        raise ProfileError(f"--base {profile.name!r} runs framework {profile.framework!r} but the rows ran on "
+                           f"{framework!r}; pass --base with a profile of {framework!r} (its memory and engine "
+                           "settings are not fitted from end-to-end runs)")
+    return profile

@@ -22,9 +22,8 @@ from scipy.optimize import least_squares
 
 from adaptergym.profile import STEP_FEATURES, StepTimeModel, TwinProfile
 from adaptergym.real_runs import Replay
-from adaptergym.twin.step_time import StepTimer
+from adaptergym.twin.frameworks import framework_of
 from adaptergym.validation import Prediction, mape, predict_all
-from adaptergym.workload import WorkloadSpec
 
 #: A replay serving less than this share of its offered load is saturated (busy all the time).
 SATURATED = 0.97
@@ -47,14 +46,13 @@ def capped(items: Sequence[Replay], duration_s: float) -> list[Replay]:
     for item in items:
         w = item.workload
         if w is not None and w.arrival.kind != "burst" and w.duration_s > duration_s:
-            w = WorkloadSpec(w.adapters, w.lengths, w.arrival, duration_s, w.num_requests, w.name)
+            w = w.with_duration(duration_s)
         out.append(dataclasses.replace(item, workload=w))
     return out
 
 
 def _mean_features(profile: TwinProfile, item: Replay, counts: Sequence[float]) -> np.ndarray:
-    config = item.config.resolved(profile)
-    timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
+    timer = framework_of(profile).step_timer(profile, item.config.resolved(profile))
     raw = np.asarray(counts, float)
     return timer.design(raw) / raw[0]
 
@@ -67,9 +65,12 @@ def fit_end_to_end(
     rounds: int = 3,
     duration_s: float = 900.0,
     workers: int | None = None,
+    free: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[TwinProfile, dict[str, Any]]:
-    """Refit the step-time coefficients on ``items`` (runs measured ok); returns the profile and a fit report."""
+    """Refit the step-time coefficients on ``items`` (runs measured ok); returns the profile and a fit report.
+    Only the terms in ``free`` move (default: all); the others stay at 0."""
+    moving = np.array([free is None or name in free for name in STEP_FEATURES])
     items = capped([i for i in items if i.status == "ok" and "mean_itl_ms" in i.measured], duration_s)
     history: list[dict[str, float]] = []
     tried: list[TwinProfile] = []  # the profile each round replayed with
@@ -100,8 +101,10 @@ def fit_end_to_end(
                 row[j] = scale * prior.strength / magnitude
                 prior_rows.append(row)
                 prior_targets.append(scale * prior.strength * prior.value / magnitude)
-        coefficients = dict(zip(STEP_FEATURES, _robust_fit(np.vstack([a, *prior_rows]),
-                                                             np.concatenate([b, prior_targets]), current), strict=True))
+        values = np.zeros(len(STEP_FEATURES))
+        values[moving] = _robust_fit(np.vstack([a, *prior_rows])[:, moving], np.concatenate([b, prior_targets]),
+                                     current[moving])
+        coefficients = dict(zip(STEP_FEATURES, (float(c) for c in values), strict=True))
         profile = dataclasses.replace(profile, step_time=StepTimeModel(coefficients))
     history.append(_errors(rounds + 1, items, _replay(profile, items, workers, progress, "end-to-end fit, check")))
     tried.append(profile)
@@ -149,8 +152,7 @@ def _throughput_rows(profile: TwinProfile, items: Sequence[Replay], predictions:
                 or item.workload.arrival.kind == "burst" or not (thr_real > 0 and thr_now > 0)
                 or thr_now >= SATURATED * offered):
             continue
-        config = item.config.resolved(profile)
-        timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
+        timer = framework_of(profile).step_timer(profile, item.config.resolved(profile))
         raw = np.asarray(p.step_counts, float)
         design, overhead = timer.design(raw), raw[-1]
         target = (design @ current + overhead) * thr_now / thr_real
@@ -170,4 +172,4 @@ def _replay(profile: TwinProfile, items: Sequence[Replay], workers: int | None,
         if progress:
             progress(label, done, len(items))
 
-    return predict_all(items, {i.model: profile for i in items}, workers=workers, progress=tick)
+    return predict_all(items, {i.system: profile for i in items}, workers=workers, progress=tick)

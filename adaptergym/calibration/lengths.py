@@ -18,7 +18,7 @@ from scipy.optimize import brentq
 
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.startup import check_startup
+from adaptergym.twin.frameworks import check_startup
 from adaptergym.workload.lengths import sample_sharegpt, sharegpt_table
 
 #: A run keeps up when it serves this share of its offered load, never preempts and keeps almost no queue...

@@ -17,6 +17,7 @@ from scipy.optimize import linprog
 
 from adaptergym.errors import DataError
 from adaptergym.profile import GIB, MemoryModel
+from adaptergym.twin.startup import kv_cache_gib
 
 
 def fit_memory(kv: pd.DataFrame, model: str, base: MemoryModel) -> tuple[MemoryModel, dict[str, Any]]:
@@ -50,8 +51,7 @@ def fit_memory(kv: pd.DataFrame, model: str, base: MemoryModel) -> tuple[MemoryM
 def kv_tokens(memory: MemoryModel, max_loras: np.ndarray, max_lora_rank: np.ndarray) -> np.ndarray:
     """KV cache tokens the memory model leaves for each (max_loras, max_lora_rank)."""
     lora = max_loras * (memory.lora_slot_gib_fixed + memory.lora_slot_gib_per_rank * max_lora_rank)
-    free = memory.gpu_memory_gib * memory.gpu_memory_utilization - memory.weights_gib - lora - memory.activation_gib
-    return np.maximum(free, 0) * GIB / memory.kv_bytes_per_token
+    return np.maximum(kv_cache_gib(memory, lora), 0) * GIB / memory.kv_bytes_per_token
 
 
 def fit_memory_from_startups(outcomes: pd.DataFrame, base: MemoryModel) -> tuple[MemoryModel, dict[str, Any]]:
@@ -61,7 +61,7 @@ def fit_memory_from_startups(outcomes: pd.DataFrame, base: MemoryModel) -> tuple
     ``kv_insufficient_for_max_model_len`` over ``max_loras`` x ``max_lora_rank``) still bracket the memory
     each slot takes. Weights, bytes per KV token and ``max_model_len`` are the model's architecture and come
     from ``base``; activations and the per-slot terms are chosen by a linear program that puts every verdict
-    well inside its region (:func:`adaptergym.twin.startup.check_startup` draws the regions), activations as
+    well inside its region (:func:`adaptergym.twin.startup.vllm_startup` draws the regions), activations as
     close to ``base``'s as that allows.
 
     Args:

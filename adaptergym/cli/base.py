@@ -8,9 +8,6 @@ import math
 import sys
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 
 class Command:
     """A subcommand. The class docstring is its help text."""
@@ -27,6 +24,31 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand takes."""
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+#: The vLLM server flags ``simulate`` and ``serve`` take besides ``--max-loras``: (flag, type, help).
+SERVER_FLAGS = (
+    ("--max-cpu-loras", int, "CPU adapter cache size"),
+    ("--max-lora-rank", int, "vLLM --max-lora-rank"),
+    ("--max-num-seqs", int, "vLLM --max-num-seqs"),
+    ("--max-num-batched-tokens", int, "token budget per step"),
+    ("--gpu-memory-utilization", float, "share of GPU memory vLLM may take; the KV cache gets what weights, LoRA "
+                                        "slots and activations leave of it (default: profile's, 0.9)"),
+    ("--max-model-len", int, "longest request (prompt + output) accepted; the KV cache must hold one (default: "
+                             "the model's context, profile's)"),
+)
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """``--max-loras`` and the flags of :data:`SERVER_FLAGS`, as vLLM spells them (default: the profile's)."""
+    parser.add_argument("--max-loras", type=int, default=None, help="GPU adapter slots")
+    for flag, kind, text in SERVER_FLAGS:
+        parser.add_argument(flag, type=kind, default=None, help=text)
+
+
+def server_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ServerConfig`` fields of :data:`SERVER_FLAGS` as parsed (None: unset)."""
+    return {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in SERVER_FLAGS}
 
 
 def _clean(value: Any) -> Any:
@@ -56,6 +78,9 @@ def format_value(value: Any, large: str = ",.1f", small: str = ".3g") -> str:
 
 def print_table(title: str, rows: list[tuple[str, Any]] | list[dict[str, Any]], columns: list[str] | None = None):
     """A human table on stdout: key/value pairs, or a list of dict rows."""
+    from rich.console import Console  # imported here: a --json run has no table to draw
+    from rich.table import Table
+
     console = Console()
     table = Table(title=title)
     if rows and isinstance(rows[0], dict):

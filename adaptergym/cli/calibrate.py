@@ -15,6 +15,8 @@ class Calibrate(Command):
     Memory from kv_capacity.csv, decode/prefill step time from raw_estimator_runs/, scheduler overhead from
     raw_scheduler_overhead/, load times from anchor_twin_constants.json (each used when present in the CSV's
     folder or --data-dir), then a final fit of the step model against the end-to-end runs outside --holdout.
+    Those micro-benchmarks measured vLLM: a profile of another framework (S-LoRA runs) keeps its --base's
+    memory, loading and engine settings and fits the step terms its base sets.
     """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,8 @@ class Calibrate(Command):
 
         parser.add_argument("--runs", required=True, help="real-runs CSV (columns of shared/data/real_runs.csv)")
         parser.add_argument("--model", required=True, help="value of the CSV's model column to fit")
+        parser.add_argument("--framework", default=None, help="serving framework of the rows to fit "
+                            "(default: the one the model's rows ran on)")
         parser.add_argument("--out", default=None, help="profile JSON to write (default: twin_params/<name>.json)")
         parser.add_argument("--base", default=None, help="profile for terms the data cannot fit "
                             "(default: the model's shipped profile, else the default profile)")
@@ -42,7 +46,7 @@ class Calibrate(Command):
         with stage_progress(not (args.quiet or args.json)) as progress:
             profile, report = calibrate(args.runs, args.model, base=args.base, data_dir=args.data_dir,
                                         holdout=args.holdout, rounds=args.rounds, duration_s=args.sim_seconds,
-                                        workers=args.workers, progress=progress)
+                                        workers=args.workers, framework=args.framework, progress=progress)
         out = Path(args.out) if args.out else Path("twin_params") / f"{profile.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         profile.to_json(out)

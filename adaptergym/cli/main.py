@@ -22,6 +22,9 @@ COMMANDS = {
     "surrogate": "adaptergym.cli.surrogate:SurrogateCommand",
     "place": "adaptergym.cli.place:Place",
     "leaderboard": "adaptergym.cli.leaderboard:Leaderboard",
+    "replay": "adaptergym.cli.replay:Replay",
+    "forecast": "adaptergym.cli.forecast:Forecast",
+    "advise": "adaptergym.cli.advise:Advise",
 }
 
 
@@ -30,12 +33,14 @@ def _load(name: str):
     return getattr(importlib.import_module(module), cls)()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or only subcommand ``only`` (each subcommand's module is imported to build its
+    arguments, and some import heavy libraries for their help texts: a run loads only its own)."""
     from adaptergym.cli.base import add_common
 
     parser = argparse.ArgumentParser(prog="adaptergym", description="Digital twin of vLLM multi-LoRA serving.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [only] if only in COMMANDS else COMMANDS:
         command = _load(name)
         doc = (type(command).__doc__ or "").strip()
         p = sub.add_parser(name, help=doc.splitlines()[0] if doc else "", description=doc,
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``adaptergym`` with ``argv``; returns the exit code (0 ok, 1 error, 2 usage)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

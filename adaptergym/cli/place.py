@@ -14,8 +14,8 @@ class Place(Command):
 
     Each GPU is judged alone on its share of the traffic (a replicated adapter's rate split evenly), as
     `adaptergym simulate` runs it; --export DIR writes each GPU's workload and the simulate command that
-    reproduces its verdict. Policies: greedy, optuna, exact, round-robin, first-fit-decreasing, rank-aware,
-    random (`exact` takes workloads of up to 40 adapters).
+    reproduces its verdict. Policies: greedy, local-search, optuna, exact, round-robin, first-fit-decreasing,
+    rank-aware, random (`exact` takes workloads of up to 40 adapters).
     """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from adaptergym.cli.base import Command
+from adaptergym.cli.base import Command, add_server_flags, server_flags
 
 
 class Serve(Command):
@@ -22,11 +22,7 @@ class Serve(Command):
         parser.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
                             help="adapters as vLLM takes them: name=path or JSON {name, path}")
         parser.add_argument("--enable-lora", action="store_true", help="LoRA on even without start-up adapters")
-        parser.add_argument("--max-loras", type=int, default=None, help="GPU adapter slots")
-        parser.add_argument("--max-cpu-loras", type=int, default=None, help="CPU adapter cache size")
-        parser.add_argument("--max-lora-rank", type=int, default=None, help="vLLM --max-lora-rank")
-        parser.add_argument("--max-num-seqs", type=int, default=None, help="vLLM --max-num-seqs")
-        parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget per step")
+        add_server_flags(parser)
         parser.add_argument("--max-waiting-queue-length", type=int, default=None,
                             help="waiting requests beyond which new ones get HTTP 503 (default: profile's cap)")
         parser.add_argument("--served-model-name", default=None, help="base model name (default: profile's)")
@@ -64,10 +60,7 @@ class Serve(Command):
         profile = load_profile(args.profile)
         config = default_rank(ServerConfig(
             max_loras=args.max_loras or max(1, len(adapters)),
-            max_cpu_loras=args.max_cpu_loras,
-            max_lora_rank=args.max_lora_rank,
-            max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens,
+            **server_flags(args),
             enable_lora=bool(adapters) or args.enable_lora,
         ), [a.rank for a in adapters]).resolved(profile)
         server = build_server(profile, config, adapters, speed=args.speed, served_model_name=args.served_model_name,

@@ -7,7 +7,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import asdict
 
-from adaptergym.cli.base import Command, print_json, print_table
+from adaptergym.cli.base import Command, add_server_flags, print_json, print_table, server_flags
 
 
 def progress_bar(enabled: bool, description: str):
@@ -41,11 +41,7 @@ class Simulate(Command):
         parser.add_argument("--workload", required=True, help="workload JSON or trace CSV")
         parser.add_argument("--profile", default=None, help="profile name, model name or JSON path "
                             "(default: h100-64gb__llama-3.1-8b-instruct__vllm-0.8.5)")
-        parser.add_argument("--max-loras", type=int, default=None, help="GPU adapter slots")
-        parser.add_argument("--max-cpu-loras", type=int, default=None, help="CPU adapter cache size")
-        parser.add_argument("--max-lora-rank", type=int, default=None, help="vLLM --max-lora-rank")
-        parser.add_argument("--max-num-seqs", type=int, default=None, help="vLLM --max-num-seqs")
-        parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget per step")
+        add_server_flags(parser)
         parser.add_argument("--duration", type=float, default=None, help="override the workload's duration_s")
         parser.add_argument("--seed", type=int, default=0, help="seed of the request draw")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,10 +56,7 @@ class Simulate(Command):
         requests = draw_requests(workload, args.seed, args.duration)
         config = default_rank(ServerConfig(
             max_loras=args.max_loras or max(1, len(requests.adapter_ids)),
-            max_cpu_loras=args.max_cpu_loras,
-            max_lora_rank=args.max_lora_rank,
-            max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens,
+            **server_flags(args),
         ), requests.adapter_ranks).resolved(profile)
         with progress_bar(not (args.quiet or args.json), "simulating") as update:
             metrics = simulate(requests, profile, config, progress=update)

@@ -94,7 +94,7 @@ def collect_run(plan: RunPlan, target: Target, out: str | Path) -> dict[str, Any
     spec = WorkloadSpec.from_json(plan.workload)
     requests = draw_requests(spec, plan.seed, plan.duration_s)
     if plan.duration_s is not None:
-        spec = dataclasses.replace(spec, duration_s=plan.duration_s)
+        spec = spec.with_duration(plan.duration_s)
     ranks = [int(r) for r in requests.adapter_ranks]
     flags = {name: getattr(plan, name) for name in SERVER_FLAGS}
     endpoint = target.endpoint.rstrip("/")

@@ -14,12 +14,16 @@ from adaptergym.profile import load_profile
 from adaptergym.workload import LengthSpec, powerlaw_workload
 
 PLACEMENT, CACHING = "adaptergym/AdapterPlacement-v0", "adaptergym/AdapterCaching-v0"
+FLEET = "adaptergym/AdapterFleet-v0"
+#: The issue's target for AdapterFleet-v0 in fast mode, epoch steps per second.
+FLEET_TARGET_STEPS_S = 500.0
 
 
 def _episodes(env: gym.Env, episodes: int, options: dict | None, seed: int) -> tuple[int, list[float]]:
-    """Run ``episodes`` with a uniformly random valid action; returns (steps, wall time of each episode)."""
+    """Run ``episodes`` with a uniformly random valid action; returns (steps, wall time of each episode, its
+    reset included)."""
     rng = np.random.default_rng(seed)
-    split = int(env.action_space.nvec[0])
+    splits = np.cumsum(env.action_space.nvec)[:-1]
     steps, times = 0, []
     env.reset(seed=seed, options=options)
     for _ in range(episodes):
@@ -27,10 +31,8 @@ def _episodes(env: gym.Env, episodes: int, options: dict | None, seed: int) -> t
         _, info = env.reset(options=options)
         done = False
         while not done:
-            mask = info["action_mask"]
-            first, second = np.flatnonzero(mask[:split]), np.flatnonzero(mask[split:])
-            action = np.array([first[rng.integers(first.size)], second[rng.integers(second.size)]])
-            _, _, done, _, info = env.step(action)
+            parts = [np.flatnonzero(part) for part in np.split(info["action_mask"], splits)]
+            _, _, done, _, info = env.step(np.array([part[rng.integers(part.size)] for part in parts]))
             steps += 1
         times.append(time.perf_counter() - start)
     return steps, times
@@ -64,6 +66,35 @@ def bench_envs() -> list[Row]:
         rows.append({"benchmark": "envs/caching", "metric": f"episodes / wall s ({scorer})",
                      "value": steps / sum(times), "unit": "episodes/s", "target": ""})
     rows += _analytic_vs_twin()
+    return rows
+
+
+@BENCHMARKS.register("fleet-env")
+def bench_fleet_env() -> list[Row]:
+    """AdapterFleet-v0 through ``gymnasium.make`` (wrappers included), a random valid action per epoch: epoch
+    steps per second in fast mode, resets (workload, arrival counts, the first epoch) counted, over 30 episodes
+    of the three dynamic families (about 1,400 epochs); and one twin-scored episode of flash-crowd-v0 (2 h,
+    5-minute epochs) at fill 0.5, hysteresis 0.25, slot fraction 0.5."""
+    rows: list[Row] = []
+    for scorer in ("analytic", "surrogate"):
+        env = gym.make(FLEET, scorer=scorer)
+        _episodes(env, 1, None, seed=1)  # warm-up: the surrogate trains, the reference capacity is measured
+        cpu = time.process_time()
+        steps, times = _episodes(env, 30, None, seed=0)
+        cpu = time.process_time() - cpu
+        rows += [{"benchmark": "envs/fleet", "metric": f"epoch steps / wall s (fast mode, {scorer}, resets "
+                  f"included, {steps} steps)", "value": steps / sum(times), "unit": "steps/s",
+                  "target": f">= {FLEET_TARGET_STEPS_S:g}"},
+                 {"benchmark": "envs/fleet", "metric": f"epoch steps / CPU s of this process ({scorer}; wall on a "
+                  "busy machine is lower)", "value": steps / cpu, "unit": "steps/s", "target": ""}]
+    env = gym.make(FLEET, scorer="twin", scenario="flash-crowd-v0")
+    start = time.perf_counter()
+    env.reset(seed=0)
+    done = False
+    while not done:
+        done = env.step(np.array([6, 2, 2]))[2]
+    rows.append({"benchmark": "envs/fleet", "metric": "twin-scored episode (flash-crowd-v0, 24 epochs)",
+                 "value": time.perf_counter() - start, "unit": "s", "target": ""})
     return rows
 
 

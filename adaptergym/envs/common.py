@@ -62,24 +62,43 @@ def mean_request_tokens(lengths: LengthSpec) -> float:
 
 
 def saturated_throughput(profile: TwinProfile, lengths: LengthSpec, adapters: int = 8, rank: int = 16,
-                         max_loras: int = 8, duration_s: float = 240.0) -> float:
+                         max_loras: int = 8, duration_s: float = 240.0, config: ServerConfig | None = None) -> float:
     """Throughput of one GPU offered far more than it can serve, tokens/s, as the twin measures it.
 
-    ``adapters`` adapters of ``rank`` (CPU cache holding all of them) share 40,000 tokens/s of requests; the
-    result counts the prompt and output tokens of requests completed in the second half of ``duration_s``.
+    ``adapters`` adapters of ``rank`` share 40,000 tokens/s of requests; the result counts the prompt and output
+    tokens of requests completed in the second half of ``duration_s``. The server runs ``config`` if given, else
+    ``max_loras`` slots, a CPU cache holding every adapter and the smallest ``max_lora_rank`` covering ``rank``.
     """
     rate = 40_000.0 / mean_request_tokens(lengths) / adapters
     spec = WorkloadSpec(tuple(AdapterSpec(f"sat-{i}", rank, rate) for i in range(adapters)), lengths,
                         duration_s=duration_s)
-    requests = sample_requests(spec, np.random.default_rng(0))
-    config = ServerConfig(max_loras=max_loras, max_cpu_loras=max(max_loras, adapters), max_lora_rank=rank_cover(rank))
+    if config is None:
+        config = ServerConfig(max_loras=max_loras, max_cpu_loras=max(max_loras, adapters),
+                              max_lora_rank=rank_cover(rank))
+    return second_half_throughput(profile, spec, config)
+
+
+def second_half_throughput(profile: TwinProfile, workload: WorkloadSpec, config: ServerConfig, seed: int = 0) -> float:
+    """Tokens/s (prompt + output) of the requests one GPU completes in the second half of ``workload``'s
+    duration: its saturated throughput when ``workload`` offers more than it can serve (0 if it does not start)."""
+    requests = sample_requests(workload, np.random.default_rng(seed))
     record = simulate_fleet(profile, requests, [ReplicaPlan(config, requests.adapter_ids)])[0]
-    done = np.isfinite(record.finish_s) & (record.finish_s >= duration_s / 2)
+    half = workload.duration_s / 2
+    done = np.isfinite(record.finish_s) & (record.finish_s >= half)
     tokens = record.input_tokens[done].sum() + record.output_tokens[done].sum()
-    return float(tokens) / (duration_s / 2)
+    return float(tokens) / half
 
 
 _CAPACITY: dict[tuple[str, LengthSpec], float] = {}
+_PROFILE_KEYS: dict[int, tuple[TwinProfile, str]] = {}  # id -> (the profile, kept alive so its id stays its own; key)
+
+
+def _profile_key(profile: TwinProfile) -> str:
+    """The profile's fields as JSON, serialised once per profile object (milliseconds each; envs ask at every
+    reset)."""
+    if id(profile) not in _PROFILE_KEYS:
+        _PROFILE_KEYS[id(profile)] = (profile, json.dumps(profile.to_dict(), sort_keys=True, default=str))
+    return _PROFILE_KEYS[id(profile)][1]
 
 
 def reference_capacity(profile: TwinProfile, lengths: LengthSpec) -> float:
@@ -88,7 +107,7 @@ def reference_capacity(profile: TwinProfile, lengths: LengthSpec) -> float:
     Measured once per process and (profile, lengths) by :func:`saturated_throughput` with its defaults: 8
     rank-16 adapters on ``max_loras`` 8, over 240 simulated seconds.
     """
-    key = (json.dumps(profile.to_dict(), sort_keys=True, default=str), lengths)
+    key = (_profile_key(profile), lengths)
     if key not in _CAPACITY:
         _CAPACITY[key] = max(saturated_throughput(profile, lengths), 1.0)
     return _CAPACITY[key]

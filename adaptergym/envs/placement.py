@@ -2,39 +2,27 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from adaptergym.envs.common import (
     MAX_LORAS_LEVELS,
-    Episode,
-    check_servable,
     choose_episode,
     log_feature,
-    mean_request_tokens,
-    rank_cover,
     rank_feature,
-    reference_capacity,
-    slot_caps,
 )
-from adaptergym.envs.render import bar_chart, text_table
-from adaptergym.envs.scoring import FleetScore, GpuPlan, make_scorer
-from adaptergym.errors import ConfigError, InvalidAction
-from adaptergym.profile import TwinProfile, load_profile
-from adaptergym.scenarios import get_scenario
-from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
+from adaptergym.envs.pool import GpuPoolEnv
+from adaptergym.errors import ConfigError
+from adaptergym.profile import TwinProfile
 
-OBJECTIVES = ("gpus", "latency", "weighted")
 GPU_FEATURES = 8
 FLEET_FEATURES = 5
 
 
-class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+class AdapterPlacementEnv(GpuPoolEnv):
     """Place every LoRA adapter of a workload on a pool of identical GPUs and set each GPU's ``max_loras``.
 
     ## Description
@@ -123,7 +111,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     adds the episode's score, from the scorer's verdict on each open GPU (served and offered tokens/s after
     a warm-up; starved when served falls 10% or more short of offered, the papers' rule):
 
-    - if any GPU is starved: ``-starved_gpus / open_gpus`` (in [-1, 0));
+    - if any GPU is starved: ``-starvation_penalty * starved_gpus / open_gpus`` (in [-penalty, 0));
     - else, by ``objective``: ``gpus``: ``(num_gpus - open_gpus) / num_gpus``, the share of the pool left
       free; ``latency``: ``latency_scale_ms / (latency_scale_ms + p99_ttft_ms)`` for the fleet's p99 TTFT;
       ``weighted``: ``weight * gpus score + (1 - weight) * latency score``.
@@ -171,6 +159,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | ``latency_scale_ms`` | float | 1000.0 | p99 TTFT that scores 0.5 in the latency score |
     | ``weight`` | float | 0.5 | weight of the GPU score in ``weighted`` |
     | ``invalid_action_penalty`` | float | 0.1 | cost of one invalid action |
+    | ``starvation_penalty`` | float | 1.0 | scale of the score of a starved placement (see Rewards) |
     | ``render_mode`` | str or None | None | ``"ansi"`` (a text table) or ``"rgb_array"`` (a bar chart) |
 
     ## Scorers
@@ -181,10 +170,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version (``starvation_penalty`` added later; its default keeps the original rewards).
     """
-
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
 
     def __init__(
         self,
@@ -201,49 +188,21 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         latency_scale_ms: float = 1000.0,
         weight: float = 0.5,
         invalid_action_penalty: float = 0.1,
+        starvation_penalty: float = 1.0,
         render_mode: str | None = None,
     ) -> None:
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
-        if num_gpus < 1:
-            raise ConfigError(f"num_gpus: {num_gpus} must be >= 1")
-        budget = num_gpus if gpu_budget is None else int(gpu_budget)
-        if not 1 <= budget <= num_gpus:
-            raise ConfigError(f"gpu_budget: {gpu_budget} must be between 1 and num_gpus ({num_gpus})")
-        levels = tuple(int(x) for x in max_loras_levels)
-        if not levels or levels[0] < 1 or any(b <= a for a, b in pairwise(levels)):
-            raise ConfigError(f"max_loras_levels: {max_loras_levels} must be increasing integers >= 1")
-        if lookahead < 1 or not 0 <= weight <= 1 or latency_scale_ms <= 0 or invalid_action_penalty < 0:
-            raise ConfigError("lookahead >= 1, 0 <= weight <= 1, latency_scale_ms > 0 and "
-                              "invalid_action_penalty >= 0 are required")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(f"render_mode: {render_mode!r} is not one of {self.metadata['render_modes']}")
-        self.scenario = get_scenario(scenario)
-        self.split = split
-        self._seeds = self.scenario.seeds(split)
-        self.num_gpus = int(num_gpus)
-        self.gpu_budget = budget
-        self.objective = objective
-        self.profile = load_profile(profile)
-        self.levels = np.array(levels)
+        if lookahead < 1 or invalid_action_penalty < 0:
+            raise ConfigError(f"lookahead ({lookahead}) must be >= 1 and invalid_action_penalty "
+                              f"({invalid_action_penalty}) >= 0")
+        super().__init__(scenario=scenario, split=split, num_gpus=num_gpus, objective=objective,
+                         gpu_budget=gpu_budget, scorer=scorer, profile=profile, window_s=window_s,
+                         max_loras_levels=max_loras_levels, latency_scale_ms=latency_scale_ms, weight=weight,
+                         starvation_penalty=starvation_penalty, render_mode=render_mode)
         self.lookahead = int(lookahead)
-        self.latency_scale_ms = float(latency_scale_ms)
-        self.weight = float(weight)
         self.invalid_action_penalty = float(invalid_action_penalty)
-        self.render_mode = render_mode
-        self.scorer = make_scorer(scorer, self.profile, window_s, objective != "gpus")
-        caps = slot_caps(self.profile, levels)
-        self._caps = caps
-        # Lookups by rank value (0 = empty GPU): levels that start, and the feature of the largest one.
-        self._cap_of_rank = np.zeros(VLLM_MAX_LORA_RANKS[-1] + 1, np.int64)
-        for rank, cap in caps.items():
-            self._cap_of_rank[rank] = cap
-        cap_values = np.concatenate([[0], self.levels])
-        self._cap_feature = log_feature(cap_values[self._cap_of_rank]).astype(np.float32)
-
-        g = self.num_gpus
+        g, levels = self.num_gpus, len(self.levels)
         inf = np.inf
-        self.action_space = spaces.MultiDiscrete([g, len(levels)])
+        self.action_space = spaces.MultiDiscrete([g, levels])
         self.observation_space = spaces.Dict({
             "gpus": spaces.Box(np.zeros(g * GPU_FEATURES, np.float32),
                                np.tile(np.array([1, 1, inf, 1, 1, 1, 1, 1], np.float32), g), dtype=np.float32),
@@ -254,42 +213,21 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                                 dtype=np.float32),
         })
         self._gpu_index = np.arange(g)
-        self._episode: Episode | None = None
-        self.capacity_tok_s = float("nan")  # one GPU's saturated throughput for the episode's lengths
-        self._score: FleetScore | None = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         episode = choose_episode(self.scenario, self._seeds, self.np_random, options)
-        workload = episode.workload
-        check_servable(workload, self._caps)
-        self._episode = episode
-        self.capacity_tok_s = reference_capacity(self.profile, workload.lengths)
-        rates = np.array([a.rate for a in workload.adapters])
-        self._order = np.argsort(-rates, kind="stable")
-        ranks = np.array([a.rank for a in workload.adapters])[self._order]
-        self._n = n = len(rates)
-        self._loads = rates[self._order] * mean_request_tokens(workload.lengths) / self.capacity_tok_s
-        self._covers = np.array([rank_cover(int(r)) for r in ranks])
-        self._total_load = float(self._loads.sum())
-        self._unplaced_load = np.concatenate([np.cumsum(self._loads[::-1])[::-1], [0.0]])
-        total_rate = max(float(rates.sum()), 1e-12)
+        rates = np.array([a.rate for a in episode.workload.adapters])
+        self._begin(episode, np.argsort(-rates, kind="stable"))
+        n = self._n
+        total_rate = max(float(self._rates.sum()), 1e-12)
         self._adapter_obs = np.zeros((n + 1, 4), np.float32)
-        self._adapter_obs[:n] = np.column_stack([self._loads, rank_feature(ranks), rates[self._order] / total_rate,
+        self._adapter_obs[:n] = np.column_stack([self._loads, rank_feature(self._ranks), self._rates / total_rate,
                                                  self._cap_feature[self._covers]])
         self._upcoming = np.zeros((n + 1 + self.lookahead, 2), np.float32)
-        self._upcoming[:n] = np.column_stack([self._loads, rank_feature(ranks)])
-        g = self.num_gpus
-        self._gpu_count = np.zeros(g, np.int64)
-        self._gpu_load = np.zeros(g)
-        self._gpu_rank = np.zeros(g, np.int64)
-        self._gpu_slots = np.zeros(g, np.int64)
-        self._gpu_members: list[list[int]] = [[] for _ in range(g)]
-        self._i = 0
-        self._open = 0
-        self._score = None
+        self._upcoming[:n] = np.column_stack([self._loads, rank_feature(self._ranks)])
         self._update_mask()
         info = {"scorer": self.scorer.name, "workload_seed": episode.workload_seed, "num_adapters": n,
                 "capacity_tok_s": self.capacity_tok_s, "action_mask": self._mask.copy()}
@@ -298,7 +236,7 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._episode is None or self._i >= self._n:
             raise ResetNeeded("the episode is over (or never started): call reset() before step()")
-        gpu, level = self._check(action)
+        gpu, level = self._check(action, f"[gpu in 0..{self.num_gpus - 1}, level in 0..{len(self.levels) - 1}]")
         penalty, notes = 0.0, []
         if not self._gpu_ok[gpu]:
             valid = int(np.flatnonzero(self._gpu_ok)[0])
@@ -309,7 +247,8 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             notes.append(f"max_loras {self.levels[level]} does not start at rank {self._covers[self._i]}; "
                          f"set to {self.levels[own_cap - 1]}")
             level, penalty = int(own_cap - 1), penalty + self.invalid_action_penalty
-        self._place(gpu, level)
+        self._add(gpu, 1, int(self.levels[level]))
+        self._update_mask()
         info: dict[str, Any] = {"invalid_action": "; ".join(notes)}
         reward = 0.0 - penalty
         if self._i == self._n:
@@ -325,27 +264,6 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return self._mask.copy()
 
     # ------------------------------------------------------------------ internals
-    def _check(self, action: Any) -> tuple[int, int]:
-        arr = np.asarray(action)
-        if arr.shape != (2,) or not np.issubdtype(arr.dtype, np.integer) or not self.action_space.contains(
-                arr.astype(self.action_space.dtype)):
-            raise InvalidAction(f"action {action!r} is not in {self.action_space}: expected "
-                                f"[gpu in 0..{self.num_gpus - 1}, level in 0..{len(self.levels) - 1}]")
-        return int(arr[0]), int(arr[1])
-
-    def _place(self, gpu: int, level: int) -> None:
-        i = self._i
-        if self._gpu_count[gpu] == 0:
-            self._open += 1
-        self._gpu_members[gpu].append(i)
-        self._gpu_count[gpu] += 1
-        self._gpu_load[gpu] += self._loads[i]
-        self._gpu_rank[gpu] = max(self._gpu_rank[gpu], self._covers[i])
-        cap = self._cap_of_rank[self._gpu_rank[gpu]]
-        self._gpu_slots[gpu] = self.levels[min(level, cap - 1)]
-        self._i += 1
-        self._update_mask()
-
     def _update_mask(self) -> None:
         levels = len(self.levels)
         if self._i >= self._n:
@@ -373,65 +291,3 @@ class AdapterPlacementEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                           self._open / self.num_gpus, self.gpu_budget / self.num_gpus], np.float32)
         return {"gpus": gpus.ravel(), "adapter": self._adapter_obs[i].copy(),
                 "upcoming": self._upcoming[i + 1: i + 1 + self.lookahead].flatten(), "fleet": fleet}
-
-    def _finish(self) -> tuple[float, dict[str, Any]]:
-        used = np.flatnonzero(self._gpu_count > 0)
-        plans = [GpuPlan(tuple(int(self._order[k]) for k in self._gpu_members[gpu]), int(self._gpu_slots[gpu]),
-                         int(self._gpu_rank[gpu])) for gpu in used]
-        assert self._episode is not None
-        score = self.scorer.score(self._episode.workload, plans, self._episode.request_seed)
-        self._score = score
-        n_used, n_starved = len(used), int(score.starved.sum())
-        gpu_score = (self.num_gpus - n_used) / self.num_gpus
-        # No latency to score (a scorer without latency, or no request finished in the window): 0.
-        p99 = score.p99_ttft_ms
-        latency_score = 0.0 if p99 is None else self.latency_scale_ms / (self.latency_scale_ms + p99)
-        if n_starved:
-            value = -n_starved / n_used
-        elif self.objective == "gpus":
-            value = gpu_score
-        elif self.objective == "latency":
-            value = latency_score
-        else:
-            value = self.weight * gpu_score + (1 - self.weight) * latency_score
-        served_ratio = np.zeros(self.num_gpus)
-        served_ratio[used] = score.served_ratio
-        gpu_starved = np.zeros(self.num_gpus, bool)
-        gpu_starved[used] = score.starved
-        offered, served = float(score.offered_tok_s.sum()), float(score.served_tok_s.sum())
-        details = {
-            "scorer": score.scorer, "objective": self.objective, "score": float(value), "gpus_used": n_used,
-            "starved_gpus": n_starved, "offered_tok_s": offered, "served_tok_s": served,
-            "served_ratio": served / offered if offered > 0 else 1.0, "p99_ttft_ms": p99,
-            "gpu_adapters": self._gpu_count.copy(), "gpu_max_loras": np.where(self._gpu_count > 0, self._gpu_slots, 0),
-            "gpu_max_lora_rank": self._gpu_rank.copy(), "gpu_served_ratio": served_ratio, "gpu_starved": gpu_starved,
-        }
-        if score.metrics:
-            details["metrics"] = score.metrics
-        return float(value), details
-
-    # ------------------------------------------------------------------ rendering
-    def render(self) -> str | np.ndarray | None:
-        """``ansi``: a table of GPUs (adapters, slots, rank, load, and once scored, served and starved);
-        ``rgb_array``: a bar chart of each GPU's offered and served load."""
-        if self.render_mode is None or self._episode is None:
-            return None
-        used = np.flatnonzero(self._gpu_count > 0)
-        score = self._score
-        ratio = score.served_ratio if score is not None else np.full(len(used), np.nan)
-        if self.render_mode == "ansi":
-            rows = [[int(g), int(self._gpu_count[g]), int(self._gpu_slots[g]), int(self._gpu_rank[g]),
-                     float(self._gpu_load[g]), float(ratio[k]),
-                     "-" if score is None else ("yes" if score.starved[k] else "no")] for k, g in enumerate(used)]
-            footer = (f"next: adapter {self._i + 1} of {self._n}" if score is None else
-                      f"scored by {score.scorer}: {len(used)} GPUs, {int(score.starved.sum())} starved, "
-                      + ("no p99 TTFT" if score.p99_ttft_ms is None else f"p99 TTFT {score.p99_ttft_ms:.0f} ms"))
-            title = (f"{self._episode.workload.name or 'workload'}: {self._i}/{self._n} adapters placed, "
-                     f"load {self._total_load:.2f} GPUs")
-            return text_table(title, ["gpu", "adapters", "max_loras", "rank", "load", "served", "starved"], rows,
-                              footer)
-        loads = self._gpu_load[used]
-        return bar_chart(f"{self._i}/{self._n} adapters placed on {len(used)} GPUs",
-                         [f"GPU {g}\n{self._gpu_count[g]} ad / {self._gpu_slots[g]} sl" for g in used], loads,
-                         None if score is None else loads * np.minimum(ratio, 1.0),
-                         None if score is None else score.starved)

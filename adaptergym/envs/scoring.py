@@ -34,7 +34,7 @@ from adaptergym.profile import TwinProfile
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ReplicaPlan, RunRecord, ServerConfig, check_startup, simulate_fleet
 from adaptergym.twin.step_time import StepTimer
-from adaptergym.workload import WorkloadSpec
+from adaptergym.workload import LengthSpec, WorkloadSpec
 
 SCORERS = ("auto", "twin", "surrogate", "analytic")
 
@@ -168,17 +168,26 @@ class SurrogateScorer:
         self._startup = StartupCache(profile)
 
     def score(self, workload: WorkloadSpec, plans: Sequence[GpuPlan], seed: int) -> FleetScore:
-        rates = np.array([a.rate for a in workload.adapters])
-        ranks = np.array([a.rank for a in workload.adapters])
-        rows = np.stack([self.features(rates[list(p.adapters)], ranks[list(p.adapters)], p.max_loras,
-                                       workload.lengths) for p in plans])
+        return self.score_rates(*workload_arrays(workload), workload.lengths, plans)
+
+    def score_rates(self, rates: np.ndarray, ranks: np.ndarray, lengths: LengthSpec,
+                    plans: Sequence[GpuPlan]) -> FleetScore:
+        """:meth:`score` for adapters given as arrays of rates (req/s) and ranks (what ``plans`` index)."""
+        members = [np.array(p.adapters, np.intp) for p in plans]
+        rows = np.stack([self.features(rates[m], ranks[m], p.max_loras, lengths) for m, p in zip(members, plans,
+                                                                                                  strict=True)])
         predicted = self.model.predict(rows)
         startup = tuple(self._startup.status(p) for p in plans)
         ok = np.array([s == "ok" for s in startup])
-        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * mean_request_tokens(workload.lengths)
+        offered = np.array([rates[m].sum() for m in members]) * mean_request_tokens(lengths)
         served = np.where(ok, np.minimum(np.asarray(predicted["throughput"], float), offered), 0.0)
         is_starved = (np.asarray(predicted["starved_prob"]) >= 0.5) | (~ok & (offered > 0))
         return FleetScore(self.name, startup, offered, served, is_starved)
+
+
+def workload_arrays(workload: WorkloadSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The adapters' rates (req/s) and ranks, in workload order."""
+    return np.array([a.rate for a in workload.adapters]), np.array([a.rank for a in workload.adapters])
 
 
 class StartupCache:
@@ -227,26 +236,50 @@ class AnalyticScorer:
         """Saturated throughput (prompt + output tokens/s) of one GPU serving adapters of ``ranks``."""
         if self._startup.status(plan) != "ok":
             return 0.0
-        config = plan.config().resolved(self.profile)
-        prompt, output = mean_lengths(lengths)
-        n = min(float(config.max_num_seqs or 1), self._startup.kv_tokens(plan) / (prompt + output / 2),
-                (config.max_num_batched_tokens or 1) * output / (prompt + output))
         key = (plan.max_lora_rank, plan.max_loras)
-        timer = self._timers.setdefault(key, StepTimer(self.profile, plan.max_lora_rank, True, plan.max_loras))
-        distinct = min(plan.max_loras, ranks.size)
-        cached = min(int(config.max_cpu_loras or config.max_loras), ranks.size)
-        step_ms = (timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), distinct, cached)
-                   + timer.scheduler_ms(n, 0))
-        return n * (prompt + output) / output / (step_ms / 1000.0)
+        if key not in self._timers:
+            self._timers[key] = StepTimer(self.profile, plan.max_lora_rank, True, plan.max_loras)
+        config = plan.config().resolved(self.profile)
+        return full_batch_capacity_tok_s(self._timers[key], config, self._startup.kv_tokens(plan),
+                                         min(plan.max_loras, ranks.size), cpu_cached(config, ranks.size), lengths)
 
     def score(self, workload: WorkloadSpec, plans: Sequence[GpuPlan], seed: int) -> FleetScore:
-        rates = np.array([a.rate for a in workload.adapters])
-        ranks = np.array([a.rank for a in workload.adapters])
-        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * mean_request_tokens(workload.lengths)
-        capacity = np.array([self.capacity_tok_s(p, ranks[list(p.adapters)], workload.lengths) for p in plans])
+        return self.score_rates(*workload_arrays(workload), workload.lengths, plans)
+
+    def score_rates(self, rates: np.ndarray, ranks: np.ndarray, lengths: LengthSpec,
+                    plans: Sequence[GpuPlan]) -> FleetScore:
+        """:meth:`score` for adapters given as arrays of rates (req/s) and ranks (what ``plans`` index)."""
+        offered = np.array([rates[list(p.adapters)].sum() for p in plans]) * mean_request_tokens(lengths)
+        capacity = np.array([self.capacity_tok_s(p, ranks[list(p.adapters)], lengths) for p in plans])
         served = np.minimum(offered, capacity)
         return FleetScore(self.name, tuple(self._startup.status(p) for p in plans), offered, served,
                           starved(served, offered))
+
+
+def full_batch(config: ServerConfig, kv_tokens: float, lengths: Any) -> float:
+    """Sequences a GPU runs at once when its queue never empties: ``max_num_seqs``, or as many as its KV cache
+    holds (each with its prompt and half its output), or as many as the token budget feeds (each step decodes
+    ``n`` tokens and prefills ``n * input / output``), whichever is fewest."""
+    prompt, output = mean_lengths(lengths)
+    return min(float(config.max_num_seqs or 1), kv_tokens / (prompt + output / 2),
+               (config.max_num_batched_tokens or 1) * output / (prompt + output))
+
+
+def full_batch_capacity_tok_s(timer: StepTimer, config: ServerConfig, kv_tokens: float, adapters: int, cached: int,
+                              lengths: Any) -> float:
+    """The analytic scorer's saturated throughput (prompt + output tokens/s, class doc of :class:`AnalyticScorer`)
+    of a resolved ``config`` with ``kv_tokens`` of KV cache, ``adapters`` distinct adapters in every batch and
+    ``cached`` in the CPU cache; ``timer`` is the config's step model."""
+    prompt, output = mean_lengths(lengths)
+    n = full_batch(config, kv_tokens, lengths)
+    step_ms = (timer.step_ms(n, n * prompt / output, n * (prompt + output / 2), adapters, cached)
+               + timer.scheduler_ms(n, 0))
+    return n * (prompt + output) / output / (step_ms / 1000.0)
+
+
+def cpu_cached(config: ServerConfig, served: int) -> int:
+    """Adapters a resolved ``config`` holds in the CPU cache once every one of ``served`` has been used."""
+    return min(int(config.max_cpu_loras or config.max_loras), served)
 
 
 def load_surrogate_scorer(profile: TwinProfile) -> SurrogateScorer | None:

@@ -26,7 +26,7 @@ from adaptergym.serving.models import ServedModels
 from adaptergym.serving.protocol import APIError, Reply, bad_request, parse_request
 from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.engine import ReplicaEngine
-from adaptergym.twin.startup import check_startup
+from adaptergym.twin.frameworks import check_startup, framework_of
 from adaptergym.workload.requests import RequestBatch
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class TwinServer:
 
     @property
     def max_model_len(self) -> int:
-        return self.profile.memory.max_model_len
+        return self.config.max_model_len or self.profile.memory.max_model_len
 
 
 def build_server(profile: TwinProfile, config: ServerConfig, adapters: Sequence[AdapterSource], *,
@@ -69,6 +69,10 @@ def build_server(profile: TwinProfile, config: ServerConfig, adapters: Sequence[
         max_waiting_queue_length: waiting requests beyond which new ones get HTTP 503 (default: the
             profile's measured cap, ``engine.max_waiting_requests``).
     """
+    if not framework_of(profile).online:
+        raise ConfigError(f"profile {profile.name!r}: its framework {profile.framework!r} is simulated over request "
+                          "batches only; adaptergym serve needs a profile whose framework takes requests online "
+                          "(vllm-v1)")
     if max_waiting_queue_length is not None:
         if max_waiting_queue_length < 1:
             raise ConfigError(f"--max-waiting-queue-length: {max_waiting_queue_length} must be >= 1")

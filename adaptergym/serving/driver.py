@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from adaptergym.twin.engine import REFUSED, ReplicaEngine
+from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.record import REFUSED
 
 
 class ScaledClock:
@@ -113,7 +114,7 @@ class TwinDriver:
             changed = False
             if not watch.taken and watch.rid < engine.n_arrived:
                 watch.taken = True
-                watch.refused = engine.flags[watch.rid] == REFUSED
+                watch.refused = bool(engine.flags[watch.rid] == REFUSED)
                 changed = True
             if generated[k] != watch.generated or finished[k]:
                 watch.generated = int(generated[k])

@@ -116,7 +116,7 @@ class ServedModels:
                            "InvalidUserInput")
         if name not in self.adapters:
             raise APIError(HTTPStatus.NOT_FOUND, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
-        self.engine.lora.discard(self.adapters.pop(name).index)
+        self.engine.forget_adapter(self.adapters.pop(name).index)
         return f"Success: LoRA adapter '{name}' removed successfully."
 
     def listing(self, max_model_len: int) -> dict[str, Any]:

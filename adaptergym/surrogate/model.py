@@ -14,15 +14,16 @@ classifiers predict the twin's starvation verdict. Start-up is not learned: it i
 check for the row's ``max_loras`` and ``max_lora_rank`` (a GPU that does not start serves nothing and is
 starved when offered anything). Only rows that started train the models.
 
-Prediction runs single-threaded (OpenMP limited to one thread): on a small shared machine, gradient boosting's
-thread pool costs far more than it saves on a few hundred rows.
+Fitting runs single-threaded (OpenMP limited to one thread): on a small shared machine, gradient boosting's
+thread pool costs far more than it saves. The boosted pair predicts through :mod:`.forest` (both models' trees in
+one numpy walk, scikit-learn's results bit for bit, several times faster on the few rows fast mode asks about);
+the trees predict through scikit-learn, also single-threaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,14 @@ import pandas as pd
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor, export_text
-from threadpoolctl import ThreadpoolController
 
 from adaptergym.errors import ConfigError, DataError
+from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
 from adaptergym.surrogate.features import COLUMN, FEATURES, gpu_features
+from adaptergym.surrogate.forest import FlatForests
 from adaptergym.sweep.points import recipe_from_row, slot_levels
+from adaptergym.threads import one_openmp_thread
 from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.workload import LengthSpec
 
@@ -48,11 +51,6 @@ STARVED_PROBABILITY = 0.5
 RATIO_FLOOR = 1e-4
 #: Levels whose predicted throughput is within this fraction of the best count as ties (the safest wins).
 TIE_TOLERANCE = 0.01
-
-
-@cache
-def _threads() -> ThreadpoolController:
-    return ThreadpoolController()
 
 
 def dataset_features(frame: pd.DataFrame) -> np.ndarray:
@@ -76,6 +74,7 @@ class _Pair:
 
     ratio: RegressorMixin
     starved: ClassifierMixin
+    forests: FlatForests | None = field(default=None, repr=False)  # both, walked together, when they can be
 
     def fit(self, x: np.ndarray, ratio: np.ndarray, starved: np.ndarray) -> _Pair:
         self.ratio.fit(x, ratio)
@@ -83,7 +82,18 @@ class _Pair:
             self.starved.fit(x, starved)
         else:  # one class only (tiny data): its constant probability
             self.starved = _Constant(float(starved[0]))
+        self.forests = FlatForests.of(self.ratio, self.starved)
         return self
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The log served ratio and the starvation probability of feature rows ``x`` (scikit-learn's, bit for bit;
+        :mod:`.forest` computes them in one walk when it can)."""
+        if self.forests is not None:
+            log_ratio, proba = self.forests.predict(x)
+        else:
+            with one_openmp_thread():
+                log_ratio, proba = self.ratio.predict(x), self.starved.predict_proba(x)
+        return log_ratio, proba[:, -1]
 
 
 @dataclass
@@ -128,23 +138,23 @@ class Surrogate:
             "accurate": _Pair(HistGradientBoostingRegressor(max_iter=100, random_state=random_state),
                               HistGradientBoostingClassifier(max_iter=100, random_state=random_state)),
         }
-        with _threads().limit(limits=1, user_api="openmp"):
+        with one_openmp_thread():
             for pair in models.values():
                 pair.fit(x, ratio, starved)
         return cls(profile, models, len(started))
 
     def _starts(self, rows: np.ndarray) -> np.ndarray:
         """The twin's start-up check per row (cached per (max_loras, max_lora_rank))."""
-        keys = rows[:, [COLUMN["max_loras"], COLUMN["max_lora_rank"]]].astype(np.int64)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        ok = np.empty(len(unique), bool)
-        for i, (slots, rank) in enumerate(unique):
-            key = (int(slots), int(rank))
-            if key not in self._startup:
-                self._startup[key] = rank == 0 or check_startup(
-                    self.profile, ServerConfig(max_loras=max(key[0], 1), max_lora_rank=key[1])).ok
-            ok[i] = self._startup[key]
-        return ok[inverse.reshape(-1)]
+        keys = rows[:, [COLUMN["max_loras"], COLUMN["max_lora_rank"]]].astype(np.int64).tolist()
+        return np.array([self._start_ok(slots, rank) for slots, rank in keys], bool)
+
+    def _start_ok(self, slots: int, rank: int) -> bool:
+        """Whether vLLM starts with ``max_loras`` ``slots`` at ``max_lora_rank`` ``rank`` (0: no adapters)."""
+        key = (slots, rank)
+        if key not in self._startup:
+            self._startup[key] = rank == 0 or check_startup(
+                self.profile, ServerConfig(max_loras=max(slots, 1), max_lora_rank=rank)).ok
+        return self._startup[key]
 
     def predict(self, rows: np.ndarray, model: str = "accurate") -> Mapping[str, np.ndarray]:
         """Predictions for feature rows (shape (n, len(FEATURES)), from :func:`gpu_features`).
@@ -158,10 +168,8 @@ class Surrogate:
         rows = np.atleast_2d(np.asarray(rows, np.float64))
         if rows.shape[1] != len(FEATURES):
             raise ConfigError(f"rows: {rows.shape[1]} columns, expected {len(FEATURES)} (gpu_features order)")
-        pair = self.models[model]
-        with _threads().limit(limits=1, user_api="openmp"):
-            ratio = np.minimum(np.exp(pair.ratio.predict(rows)), 1.0)
-            prob = pair.starved.predict_proba(rows)[:, -1]
+        log_ratio, prob = self.models[model].predict(rows)
+        ratio = np.minimum(np.exp(log_ratio), 1.0)
         ok = self._starts(rows)
         offered = rows[:, COLUMN["offered_tok_s"]]
         return {
@@ -170,6 +178,15 @@ class Surrogate:
             "served_ratio": np.where(ok, ratio, 0.0),
             "startup_ok": ok,
         }
+
+    def serves(self, rows: np.ndarray, model: str = "accurate") -> np.ndarray:
+        """Whether each row's GPU is predicted to serve its load: it starts, its starvation probability is below
+        :data:`STARVED_PROBABILITY` and its predicted throughput is at least 90% of what it is offered (the
+        papers' rule). Shape (n,)."""
+        rows = np.atleast_2d(np.asarray(rows, np.float64))
+        predicted = self.predict(rows, model)
+        return ((predicted["starved_prob"] < STARVED_PROBABILITY)
+                & (predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * rows[:, COLUMN["offered_tok_s"]]))
 
     def best_levels(self, groups: Sequence[tuple[np.ndarray, np.ndarray]], lengths: LengthSpec,
                     model: str = "accurate") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

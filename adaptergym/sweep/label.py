@@ -39,9 +39,7 @@ COLUMNS = (
 def profile_fingerprint(profile: TwinProfile) -> str:
     """A short hash of everything in the profile the twin reads (its provenance excluded), so a dataset can
     tell whether the profile it was generated with has changed since."""
-    data = profile.to_dict()
-    data.pop("provenance", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(profile.fingerprint_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

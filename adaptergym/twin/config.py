@@ -21,6 +21,12 @@ class ServerConfig:
     max_num_seqs: int | None = field(default=None, metadata={"help": "--max-num-seqs"})
     max_num_batched_tokens: int | None = field(default=None, metadata={"help": "--max-num-batched-tokens"})
     enable_lora: bool = field(default=True, metadata={"help": "--enable-lora"})
+    gpu_memory_utilization: float | None = field(
+        default=None, metadata={"help": "--gpu-memory-utilization: share of GPU memory vLLM may use (weights, "
+                                        "LoRA slots, activations, and the rest as KV cache); default: profile's"})
+    max_model_len: int | None = field(
+        default=None, metadata={"help": "--max-model-len: longest request (prompt + output) vLLM accepts; the KV "
+                                        "cache must hold one; default: the model's context (profile's)"})
 
     def resolved(self, profile: TwinProfile) -> ServerConfig:
         """Fill unset fields from the profile (vLLM's own rule: max_cpu_loras defaults to max_loras)."""
@@ -31,8 +37,14 @@ class ServerConfig:
             max_lora_rank=self.max_lora_rank or eng.max_lora_rank,
             max_num_seqs=self.max_num_seqs or eng.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens or eng.max_num_batched_tokens,
+            gpu_memory_utilization=(self.gpu_memory_utilization if self.gpu_memory_utilization is not None
+                                    else profile.memory.gpu_memory_utilization),
+            max_model_len=self.max_model_len or profile.memory.max_model_len,
         )
         cfg.validate()
+        if cfg.max_model_len > profile.memory.max_model_len:
+            raise ConfigError(f"max_model_len: {cfg.max_model_len} exceeds the model's context length "
+                              f"{profile.memory.max_model_len} (profile memory.max_model_len), which vLLM refuses")
         return cfg
 
     def validate(self) -> None:
@@ -45,10 +57,13 @@ class ServerConfig:
         if self.max_lora_rank is not None and self.max_lora_rank not in VLLM_MAX_LORA_RANKS:
             raise ConfigError(f"max_lora_rank: {self.max_lora_rank} is not one vLLM accepts "
                               f"{VLLM_MAX_LORA_RANKS}")
-        for name in ("max_num_seqs", "max_num_batched_tokens"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: {value} must be >= 1")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization: {self.gpu_memory_utilization} must be in (0, 1], "
+                              "a share of the GPU's memory (vLLM's default 0.9)")
 
 
 VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

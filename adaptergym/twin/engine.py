@@ -1,5 +1,8 @@
 """One vLLM V1 replica: continuous batching, chunked prefill, KV blocks, recompute preemption, LoRA slots.
 
+``ReferenceEngine`` is the pure-Python engine, which the compiled one (``compiled_engine.py``, ``_engine.c``)
+mirrors; ``ReplicaEngine``, what every simulation runs, is the compiled one when it is built.
+
 The engine is a step loop, like vLLM's engine core. Each step schedules running requests first (in admission
 order) under the token budget, preempting the newest running request when a KV block cannot be allocated,
 then admits waiting requests FCFS (preempted ones first) unless a preemption happened in that step. A waiting
@@ -21,64 +24,32 @@ from __future__ import annotations
 
 import heapq
 import math
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
+from adaptergym.twin.engine_base import EngineBase
 from adaptergym.twin.lora_cache import LoraCache
-from adaptergym.twin.record import RunRecord
+from adaptergym.twin.record import ITL_BINS, REFUSED, ROUTED_AWAY, itl_bin, itl_bins
 from adaptergym.twin.startup import Startup
-from adaptergym.twin.step_time import RAW_COUNTS, StepTimer
+from adaptergym.twin.step_time import RAW_COUNTS
 from adaptergym.twin.waiting import WaitingQueue
 from adaptergym.workload.requests import RequestBatch
 
-#: ITL histogram: log-spaced bins of 0.5% width from 0.01 ms upward.
-ITL_BIN_WIDTH = math.log(1.005)
-ITL_MIN_MS = 0.01
-ITL_BINS = 4000
-ROUTED_AWAY = 2
-REFUSED = 1
-# Whether the next step admits a waiting request (see ``ReplicaEngine._admission``).
+# Whether the next step admits a waiting request (see ``ReferenceEngine._admission``).
 ADMITS, BLOCKED, AWAITS_ARRIVAL = 0, 1, 2
 
 
-def itl_bin(gap_ms: float) -> int:
-    """Histogram bin of one inter-token gap."""
-    return min(int(math.log(max(gap_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH), ITL_BINS - 1)
-
-
-def itl_bins(gaps_ms: np.ndarray) -> np.ndarray:
-    """Histogram bins of many gaps."""
-    scaled = np.log(np.maximum(gaps_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH
-    return np.minimum(scaled.astype(np.int64), ITL_BINS - 1)
-
-
-class ReplicaEngine:
-    """Simulates one replica. Requests come up front (a ``RequestBatch``) or online through :meth:`submit`.
-
-    Args:
-        profile: calibrated profile (step-time model, loading, engine defaults).
-        config: resolved server config (see ``ServerConfig.resolved``).
-        requests: requests sorted by arrival; may be empty for online use.
-        startup: the start-up outcome (must be ``ok``; its KV block count sizes the cache).
-        jumps: advance pure-decode stretches in one jump (identical results; off only to test that).
-    """
+class ReferenceEngine(EngineBase):
+    """The replica engine in pure Python (see :class:`EngineBase` for the arguments)."""
 
     def __init__(self, profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup,
                  jumps: bool = True):
-        self.config = config
-        self.startup = startup
-        self.adapter_ids = requests.adapter_ids
-        self.jumps = jumps
-        self.block_size = profile.engine.block_size
-        self.max_waiting = profile.engine.max_waiting_requests
-        self.budget = int(config.max_num_batched_tokens or profile.engine.max_num_batched_tokens)
-        self.max_seqs = int(config.max_num_seqs or profile.engine.max_num_seqs)
-        self.max_loras = config.max_loras if config.enable_lora else 1 << 30
-        self.total_blocks = startup.kv_blocks
+        super().__init__(profile, config, requests, startup, jumps)
         self.free_blocks = startup.kv_blocks
-        self.timer = StepTimer(profile, int(config.max_lora_rank or 0), config.enable_lora, config.max_loras)
         self.lora = LoraCache(config.max_loras, int(config.max_cpu_loras or config.max_loras),
                               requests.adapter_ranks, profile.loading, requests.adapter_ids)
         # Per-request inputs and results (grown by ``submit`` in online use).
@@ -86,7 +57,6 @@ class ReplicaEngine:
         self.n_requests = n
         # The request arrays are only read (``submit`` writes into the arrays ``_grow`` makes), so not copied.
         self.arrival_s = requests.arrival_s  # when each request reaches the engine
-        self._sent_s = requests.sent_s  # when clients sent them, if earlier (the record counts latencies from it)
         self.adapter = requests.adapter
         self.input_tokens = requests.input_tokens
         self.output_tokens = requests.output_tokens
@@ -116,6 +86,7 @@ class ReplicaEngine:
         # Clock and statistics.
         self.now = 0.0
         self.steps = 0
+        self.jumped_steps = 0  # of which advanced by decode jumps
         self.last_step = (0, 0, 0)  # (tokens, distinct adapters, sequences) of the latest step, for checks
         self.itl_hist = np.zeros(ITL_BINS, np.int64)
         self._itl_counts = np.zeros(len(RAW_COUNTS))  # step counts weighted by the ITL gaps each step closes
@@ -138,32 +109,29 @@ class ReplicaEngine:
         return len(self.waiting)
 
     @property
-    def n_outstanding(self) -> int:
-        """Requests in the replica (running + waiting): what a least-loaded router compares."""
-        return self.n_running + len(self.waiting)
-
-    @property
     def kv_usage(self) -> float:
         return 1.0 - self.free_blocks / max(self.total_blocks, 1)
 
     def submit(self, arrival_s: float, adapter: int, input_tokens: int, output_tokens: int) -> int:
         """Add one request online (arrivals must not go back in time); returns its id."""
-        if self.n_requests and arrival_s < self.arrival_s[self.n_requests - 1]:
-            raise ValueError("submit: arrivals must be in time order")
-        if self._sent_s is not None:
-            raise ValueError("submit: this engine's requests came through a modelled API server; submit online "
-                             "only to an engine built without one")
-        rid = self.n_requests
-        if rid >= self.arrival_s.size:
-            self._grow(max(64, 2 * self.arrival_s.size))
-        self.arrival_s[rid], self.adapter[rid] = arrival_s, adapter
-        self.input_tokens[rid], self.output_tokens[rid] = input_tokens, output_tokens
-        self._adapter_of.append(adapter)
-        self._prompt.append(input_tokens)
-        self._output.append(output_tokens)
-        self._base.append(0)
-        self.flags.append(0)
-        self.n_requests = rid + 1
+        return self.submit_many([arrival_s], [adapter], [input_tokens], [output_tokens])
+
+    def submit_many(self, arrival_s: Sequence[float] | np.ndarray, adapter: Sequence[int] | np.ndarray,
+                    input_tokens: Sequence[int] | np.ndarray, output_tokens: Sequence[int] | np.ndarray) -> int:
+        """Add requests online, sorted by arrival and none before the last one submitted; returns the id of the
+        first (the others follow in order)."""
+        rid, k = self.n_requests, len(arrival_s)
+        self._check_order(arrival_s)
+        if rid + k > self.arrival_s.size:
+            self._grow(max(64, 2 * self.arrival_s.size, rid + k))
+        self.arrival_s[rid:rid + k], self.adapter[rid:rid + k] = arrival_s, adapter
+        self.input_tokens[rid:rid + k], self.output_tokens[rid:rid + k] = input_tokens, output_tokens
+        self._adapter_of.extend(int(a) for a in adapter)
+        self._prompt.extend(int(t) for t in input_tokens)
+        self._output.extend(int(t) for t in output_tokens)
+        self._base.extend([0] * k)
+        self.flags.extend(bytes(k))
+        self.n_requests = rid + k
         return rid
 
     def _grow(self, size: int) -> None:
@@ -185,10 +153,6 @@ class ReplicaEngine:
                 out[rid] = self._tick - self._base[rid]
         return out
 
-    def exclude(self, rid: int) -> None:
-        """Mark a request as routed to another replica (before this replica has taken it from arrivals)."""
-        self.flags[rid] = ROUTED_AWAY
-
     def add_adapter(self, adapter_id: str, rank: int) -> int:
         """Register one more adapter online (vLLM's ``/v1/load_lora_adapter``); returns its index."""
         self.adapter_ids = (*self.adapter_ids, adapter_id)
@@ -196,6 +160,24 @@ class ReplicaEngine:
         self.waiting.add_adapters(1)
         self.lora.add_adapter(adapter_id, rank)
         return len(self.adapter_ids) - 1
+
+    def load_adapter(self, adapter: int) -> float:
+        """Load adapter ``adapter`` (an index) at runtime, as vLLM's ``/v1/load_lora_adapter`` does: from disk
+        into CPU memory and into a GPU slot (:meth:`LoraCache.load`), the engine doing nothing else meanwhile
+        (vLLM runs it between two steps). Returns the load time, ms. The stall delays every request, but the
+        inter-token gap it adds to requests decoding at the time is not in the ITL histogram."""
+        load_ms = self.lora.load(adapter, self._active, self.steps) if self.config.enable_lora else 0.0
+        if load_ms:
+            self._account(load_ms / 1000.0, self.n_running, len(self.waiting), self.total_blocks - self.free_blocks)
+            self.now += load_ms / 1000.0
+        return load_ms
+
+    def _take_queued(self, adapter: int) -> list[int]:
+        return self.waiting.take_adapter(adapter)
+
+    def forget_adapter(self, adapter: int) -> None:
+        """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
+        self.lora.discard(adapter)
 
     def running_adapters(self) -> list[int]:
         """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""
@@ -548,6 +530,7 @@ class ReplicaEngine:
             self._take_arrivals(last_start)
         self.now = end
         self.steps += k
+        self.jumped_steps += k
         self._finish_decoding(end)
         return True
 
@@ -656,41 +639,16 @@ class ReplicaEngine:
     def drained(self) -> bool:
         return self.n_arrived >= self.n_requests and self.n_running == 0 and not len(self.waiting)
 
-    def record(self, duration_s: float) -> RunRecord:
-        """Everything the metrics layer needs, as arrays (requests routed to other replicas are left out).
+    def flag_codes(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.flags), np.uint8)
 
-        When every request is this replica's the arrays are views of the engine's, not copies: take the record
-        once the run is over, or copy what must outlive further steps (as ``RunRecord.arrived_before`` does).
-        """
-        n = self.n_requests
-        flags = np.frombuffer(bytes(self.flags), np.uint8)[:n]
-        mine = flags != ROUTED_AWAY if ROUTED_AWAY in self.flags else slice(None)  # a view when all are ours
-        sim_time = max(self.now, 1e-12)
-        return RunRecord(
-            startup=self.startup,
-            duration_s=duration_s,
-            arrival_s=(self.arrival_s if self._sent_s is None else self._sent_s)[:n][mine],
-            adapter=self.adapter[:n][mine],
-            input_tokens=self.input_tokens[:n][mine],
-            output_tokens=self.output_tokens[:n][mine],
-            first_token_s=self.first_token_s[:n][mine],
-            finish_s=self.finish_s[:n][mine],
-            preemptions=self.preemptions[:n][mine],
-            refused=flags[mine] == REFUSED,
-            adapter_ids=self.adapter_ids,
-            itl_hist=self.itl_hist.copy(),
-            itl_counts=self.itl_counts.copy(),
-            step_counts=self.step_counts.copy(),
-            steps=self.steps,
-            mean_running=self.area_running / sim_time,
-            mean_waiting=self.area_waiting / sim_time,
-            max_waiting=self.max_waiting_seen,
-            max_running=self.max_running_seen,
-            mean_kv_usage=self.area_kv_blocks / sim_time / max(self.total_blocks, 1),
-            loads_from_disk=self.lora.loads_from_disk,
-            loads_from_cpu=self.lora.loads_from_cpu,
-            sim_time_s=self.now,
-        )
+    @property
+    def loads_from_disk(self) -> int:
+        return self.lora.loads_from_disk
+
+    @property
+    def loads_from_cpu(self) -> int:
+        return self.lora.loads_from_cpu
 
 
 def _steps_before(window_s: float, first_ms: float, delta_ms: float) -> int:
@@ -711,3 +669,12 @@ def _steps_before(window_s: float, first_ms: float, delta_ms: float) -> int:
     while start(k) < window_ms:
         k += 1
     return k
+
+
+try:
+    from adaptergym.twin.compiled_engine import CompiledEngine as ReplicaEngine
+except ImportError:  # the extension is not built
+    warnings.warn("adaptergym: the compiled engine is not built, so the twin runs its pure-Python reference "
+                  "(about 20x slower); build it with `pip install -e .` or `python setup.py build_ext --inplace`",
+                  RuntimeWarning, stacklevel=2)
+    ReplicaEngine = ReferenceEngine  # type: ignore[misc,assignment]

@@ -10,9 +10,9 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig, default_rank
-from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.frameworks import Engine, new_engine
 from adaptergym.twin.record import RunRecord
-from adaptergym.twin.replica import check_ranks, failed_record, new_engine, run_replica
+from adaptergym.twin.replica import check_lengths, check_ranks, failed_record, run_replica
 from adaptergym.workload.requests import RequestBatch
 
 ROUTERS = ("even", "least-loaded")
@@ -38,19 +38,43 @@ def route_even(requests: RequestBatch, replicas: Sequence[ReplicaPlan]) -> list[
     unserved = [requests.adapter_ids[i] for i, s in enumerate(servers) if not s]
     if unserved:
         raise ConfigError(f"placement: adapter(s) {unserved[:5]} are served by no replica; place every adapter")
-    # k-th request of an adapter goes to its (k mod n_servers)-th replica.
-    order = np.argsort(requests.adapter, kind="stable")
-    rank_within = np.empty(len(requests), np.int64)
-    counts = np.bincount(requests.adapter, minlength=len(servers))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank_within[order] = np.arange(len(requests)) - np.repeat(starts, counts)
-    n_servers = np.array([len(s) for s in servers])
-    width = n_servers.max()
-    table = np.full((len(servers), width), -1)
+    target = round_robin(requests.adapter, servers)
+    return [target == r for r in range(len(replicas))]
+
+
+def round_robin(adapter: np.ndarray, servers: Sequence[Sequence[int]], dealt: np.ndarray | None = None) -> np.ndarray:
+    """Deal each adapter's requests, in order, to its servers in turn: the k-th to its (k mod n)-th server.
+
+    Args:
+        adapter: adapter index of each request.
+        servers: per adapter, the replicas serving it (empty: its requests get -1).
+        dealt: per adapter, requests dealt before (updated in place), so dealing in chunks continues the turn.
+    """
+    counts = np.bincount(adapter, minlength=len(servers))
+    order = np.argsort(adapter, kind="stable")
+    turn = np.empty(adapter.size, np.int64)
+    turn[order] = np.arange(adapter.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    if dealt is not None:
+        turn += dealt[adapter]
+        dealt += counts
+    n_servers = np.array([len(s) for s in servers], np.int64)
+    table = np.full((len(servers), max(1, int(n_servers.max(initial=0)))), -1)
     for i, s in enumerate(servers):
         table[i, : len(s)] = s
-    target = table[requests.adapter, rank_within % n_servers[requests.adapter]]
-    return [target == r for r in range(len(replicas))]
+    return table[adapter, turn % np.maximum(n_servers, 1)[adapter]]
+
+
+def least_loaded(engines: Sequence[Engine], local_ids: Sequence[int], t: float) -> int:
+    """Route one request arriving at ``t`` that every engine of ``engines`` holds (as ``local_ids[k]`` in engine
+    k) to the one with the fewest outstanding requests at ``t``: run each to ``t`` and exclude it from the
+    others. Returns the chosen engine's position."""
+    for engine in engines:
+        engine.run_until(t)
+    chosen = min(range(len(engines)), key=lambda k: engines[k].n_outstanding)
+    for k, engine in enumerate(engines):
+        if k != chosen:
+            engine.exclude(local_ids[k])
+    return chosen
 
 
 def simulate_fleet(
@@ -64,6 +88,7 @@ def simulate_fleet(
                for plan, m in zip(replicas, masks, strict=True)]
     for config, mask in zip(configs, masks, strict=True):
         check_ranks(requests, config, np.unique(requests.adapter[mask]))
+        check_lengths(requests, config, mask)
     if router == "even" or requests.drain:
         return [run_replica(profile, c, requests.subset(m)) for c, m in zip(configs, masks, strict=True)]
     return _least_loaded(profile, requests, replicas, configs)
@@ -82,17 +107,13 @@ def _least_loaded(
                   for r in range(len(replicas))]
     subsets = [requests.subset(m) for m in candidates]
     local_ids = [np.cumsum(m) - 1 for m in candidates]
-    engines: list[ReplicaEngine | None] = [new_engine(profile, c, s) for c, s in zip(configs, subsets, strict=True)]
+    engines: list[Engine | None] = [new_engine(profile, c, s) for c, s in zip(configs, subsets, strict=True)]
     for rid in np.flatnonzero(np.array([len(servers[a]) > 1 for a in requests.adapter.tolist()])).tolist():
         t = float(requests.arrival_s[rid])
         group = servers[int(requests.adapter[rid])]
         live = [r for r in group if engines[r] is not None]
-        for r in live:
-            engines[r].run_until(t)
-        chosen = min(live, key=lambda r: engines[r].n_outstanding) if live else group[0]
-        for r in group:
-            if r != chosen and engines[r] is not None:
-                engines[r].exclude(int(local_ids[r][rid]))
+        if live:
+            least_loaded([engines[r] for r in live], [int(local_ids[r][rid]) for r in live], t)
     records = []
     for r, engine in enumerate(engines):
         if engine is None:

@@ -74,11 +74,30 @@ class LoraCache:
 
     def apply(self, batch: set[int], step: int) -> float:
         """vLLM's walk over the adapters of ``step``'s batch: load what is not resident; the load time in ms."""
+        walk = sorted(batch, key=lambda a: (self._order[a], a))  # an index breaks a (never seen) hash tie
+        return self._walk(walk, batch, step, set(), to_gpu=True)
+
+    def load(self, adapter: int, batch: set[int], step: int) -> float:
+        """vLLM's runtime ``load_lora_adapter`` between two steps (``step`` is the next one, ``batch`` the running
+        adapters): into the CPU cache (from disk if not there) and into a GPU slot, unless every slot holds an
+        adapter of the batch (then it is copied to the GPU when first scheduled, as usual). It becomes the most
+        recently used adapter outside the batch. Returns the load time spent now, ms."""
+        if adapter in self._gpu:
+            return 0.0
+        to_gpu = len(self._gpu) < self.max_loras or any(a not in batch for a in self._gpu)
+        # vLLM's CPU cache evicts its oldest adapter even if it is in the batch: that happens when it holds no other
+        # (then every slot holds one of the batch too, so nothing goes to the GPU)
+        only_batch = adapter not in self._cpu and len(self._cpu) >= self.max_cpu_loras and self._cpu <= batch
+        self._left[adapter] = step - 1
+        return self._walk([adapter], batch, step, set() if only_batch else set(batch), to_gpu)
+
+    def _walk(self, adapters: Sequence[int], batch: set[int], step: int, touched: set[int], to_gpu: bool) -> float:
+        """Make ``adapters`` resident in turn (on the GPU too if ``to_gpu``), each evicting the least recently used
+        adapter of a full tier that is not ``touched`` (those already walked, and any given up front); ms."""
         cost = 0.0
-        touched: set[int] = set()
         gpu_heap: list[tuple[tuple[int, int], int]] | None = None
         cpu_heap: list[tuple[tuple[int, int], int]] | None = None
-        for adapter in sorted(batch, key=self._order.__getitem__):
+        for adapter in adapters:
             if adapter not in self._cpu:
                 cost += self._disk_to_cpu_ms[adapter]
                 self.loads_from_disk += 1
@@ -88,7 +107,7 @@ class LoraCache:
                     self._cpu.discard(victim)
                     self._gpu.discard(victim)
                 self._cpu.add(adapter)
-            if adapter not in self._gpu:
+            if to_gpu and adapter not in self._gpu:
                 cost += self._cpu_to_gpu_ms[adapter]
                 self.loads_from_cpu += 1
                 if len(self._gpu) >= self.max_loras:

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from adaptergym.twin.startup import Startup
+
+#: ITL histogram: log-spaced bins of 0.5% width from 0.01 ms upward.
+ITL_BIN_WIDTH = math.log(1.005)
+ITL_MIN_MS = 0.01
+ITL_BINS = 4000
+#: A request's flag in the engines: refused (the waiting queue was full) or routed to another replica.
+REFUSED = 1
+ROUTED_AWAY = 2
+
+
+def itl_bin(gap_ms: float) -> int:
+    """Histogram bin of one inter-token gap."""
+    return min(int(math.log(max(gap_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH), ITL_BINS - 1)
+
+
+def itl_bins(gaps_ms: np.ndarray) -> np.ndarray:
+    """Histogram bins of many gaps."""
+    scaled = np.log(np.maximum(gaps_ms, ITL_MIN_MS) / ITL_MIN_MS) / ITL_BIN_WIDTH
+    return np.minimum(scaled.astype(np.int64), ITL_BINS - 1)
 
 
 @dataclass(frozen=True, slots=True)

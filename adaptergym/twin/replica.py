@@ -10,10 +10,8 @@ import numpy as np
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import ServerConfig
-from adaptergym.twin.engine import ITL_BINS, ReplicaEngine
-from adaptergym.twin.frontend import through_api_server
-from adaptergym.twin.record import RunRecord
-from adaptergym.twin.startup import check_startup
+from adaptergym.twin.frameworks import check_startup, new_engine
+from adaptergym.twin.record import ITL_BINS, RunRecord
 from adaptergym.workload.requests import RequestBatch
 
 ProgressCallback = Callable[[float], None]
@@ -30,16 +28,19 @@ def check_ranks(requests: RequestBatch, config: ServerConfig, served: np.ndarray
                           f"{config.max_lora_rank}; raise --max-lora-rank to at least {int(ranks[i])}")
 
 
-def new_engine(profile: TwinProfile, config: ServerConfig, requests: RequestBatch) -> ReplicaEngine | None:
-    """An engine ready to run (its requests through vLLM's API server first), or None when vLLM would not start
-    with this config."""
-    startup = check_startup(profile, config)
-    if not startup.ok:
-        return None
-    if config.enable_lora:
-        requests = through_api_server(requests, profile.loading.api_server_new_adapter_ms,
-                                      max(config.max_loras, int(config.max_num_seqs or profile.engine.max_num_seqs)))
-    return ReplicaEngine(profile, config, requests, startup)
+def check_lengths(requests: RequestBatch, config: ServerConfig, mask: np.ndarray | None = None) -> None:
+    """vLLM rejects a request longer (prompt + output) than ``max_model_len``: name the first such request."""
+    if config.max_model_len is None:
+        return
+    tokens = requests.input_tokens + requests.output_tokens
+    if mask is not None:
+        tokens = np.where(mask, tokens, 0)
+    too_long = np.flatnonzero(tokens > config.max_model_len)
+    if too_long.size:
+        i = int(too_long[0])
+        raise ConfigError(f"request {i} (adapter {requests.adapter_ids[requests.adapter[i]]!r}): {int(tokens[i])} "
+                          f"tokens exceed max_model_len {config.max_model_len}, which vLLM rejects; raise "
+                          f"--max-model-len to at least {int(tokens.max())}")
 
 
 def failed_record(profile: TwinProfile, config: ServerConfig, requests: RequestBatch, duration_s: float) -> RunRecord:

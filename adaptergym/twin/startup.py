@@ -1,10 +1,16 @@
-"""Start-up feasibility: does vLLM start with this config, and how many KV tokens does it get?"""
+"""Start-up feasibility: does vLLM start with this config, and how many KV tokens does it get?
+
+(S-LoRA's accounting, a fixed pool, is ``adaptergym.twin.slora.pool_startup``; ``adaptergym.twin.check_startup``
+picks by the profile's framework.)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adaptergym.profile import GIB, TwinProfile
+import numpy as np
+
+from adaptergym.profile import GIB, MemoryModel, TwinProfile
 from adaptergym.twin.config import ServerConfig
 
 OK = "ok"
@@ -34,12 +40,23 @@ def lora_memory_gib(profile: TwinProfile, max_loras: int, max_lora_rank: int) ->
     return max_loras * (mem.lora_slot_gib_fixed + mem.lora_slot_gib_per_rank * max_lora_rank)
 
 
-def check_startup(profile: TwinProfile, config: ServerConfig) -> Startup:
+def kv_cache_gib(memory: MemoryModel, lora_gib: float | np.ndarray,
+                 gpu_memory_utilization: float | None = None) -> float | np.ndarray:
+    """GiB vLLM leaves for KV cache: its ``gpu_memory_utilization`` share of GPU memory (the profile's when None)
+    minus weights, LoRA slots (``lora_gib``, a number or an array) and peak activations; negative when they do
+    not fit in that share."""
+    share = memory.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
+    return memory.gpu_memory_gib * share - memory.weights_gib - lora_gib - memory.activation_gib
+
+
+def vllm_startup(profile: TwinProfile, config: ServerConfig) -> Startup:
     """Replay vLLM's start-up memory accounting.
 
     Weights, LoRA slots and peak activations must fit in physical memory (else ``oom``); what is left of
-    ``gpu_memory_utilization`` becomes KV cache (none left: ``no_kv_memory``); the KV cache must hold one
-    ``max_model_len`` sequence (else ``kv_insufficient_for_max_model_len``).
+    ``gpu_memory_utilization`` becomes KV cache in whole blocks (none left: ``no_kv_memory``); the KV cache must
+    hold one ``max_model_len`` sequence (else ``kv_insufficient_for_max_model_len``). Both come from the config,
+    else the profile: a lower utilization is a smaller KV budget, down to a refusal that a shorter
+    ``max_model_len`` can lift.
     """
     mem = profile.memory
     lora = lora_memory_gib(profile, config.max_loras, config.max_lora_rank or 0) if config.enable_lora else 0.0
@@ -47,13 +64,13 @@ def check_startup(profile: TwinProfile, config: ServerConfig) -> Startup:
     if resident > mem.gpu_memory_gib:
         return Startup(OOM, 0, 0, lora, f"weights+LoRA+activations need {resident:.1f} GiB > "
                                         f"{mem.gpu_memory_gib:.1f} GiB of GPU memory")
-    kv_gib = mem.gpu_memory_gib * mem.gpu_memory_utilization - resident
+    kv_gib = kv_cache_gib(mem, lora, config.gpu_memory_utilization)
     block = profile.engine.block_size
     blocks = int(kv_gib * GIB // (mem.kv_bytes_per_token * block)) if kv_gib > 0 else 0
     tokens = blocks * block
     if blocks <= 0:
         return Startup(NO_KV_MEMORY, 0, 0, lora, f"no memory left for KV cache ({kv_gib:.2f} GiB)")
-    if tokens < mem.max_model_len:
-        return Startup(KV_TOO_SMALL, tokens, blocks, lora,
-                       f"KV cache holds {tokens} tokens < max_model_len {mem.max_model_len}")
+    longest = config.max_model_len or mem.max_model_len
+    if tokens < longest:
+        return Startup(KV_TOO_SMALL, tokens, blocks, lora, f"KV cache holds {tokens} tokens < max_model_len {longest}")
     return Startup(OK, tokens, blocks, lora, f"KV cache {tokens} tokens")

@@ -36,6 +36,14 @@ class StepTimer:
         sched = profile.scheduler
         self._sched = (sched.base_ms, sched.per_running_ms, sched.per_skipped_ms)
 
+    def coefficients(self) -> tuple[float, ...]:
+        """What the compiled engine evaluates :meth:`step_ms` and :meth:`scheduler_ms` from: base, eager, per
+        decode sequence, per prefill token, per context token, per adapter, per adapter and token, per adapter
+        and CPU-cached adapter (ms), the CUDA-graph token limit, and the scheduler's base, per running and per
+        skipped request (ms)."""
+        return (self._base, self._eager, self._per_decode, self._per_prefill, self._per_ctx, self._per_adapter,
+                self._per_adapter_token, self._per_adapter_cached, self.graph_max_tokens, *self._sched)
+
     @property
     def context_ms_per_token(self) -> float:
         """How much one more token of attended context adds to a step, ms."""

@@ -76,6 +76,18 @@ class WaitingQueue:
             self.fresh += 1
             self._fresh_of_active += adapter in active
 
+    def take_adapter(self, adapter: int) -> list[int]:
+        """Remove every fresh (never started) request of ``adapter``; returns their ids, oldest first.
+        Preempted requests stay: they are in flight."""
+        queue = self._fifo[adapter]
+        rids = list(queue)
+        queue.clear()
+        self.fresh -= len(rids)
+        if adapter in self._active:
+            self._fresh_of_active -= len(rids)
+        self._head[adapter] = NO_HEAD  # its heap entries are stale now, and skipped
+        return rids
+
     def push_preempted(self, rids_newest_last: Sequence[int]) -> None:
         """Put preempted requests in front; vLLM preempts newest first, so the oldest ends up first in line."""
         self.preempted.extendleft(reversed(rids_newest_last))

@@ -1,9 +1,11 @@
-"""Per-adapter arrival processes (Poisson, Gamma with a coefficient of variation, burst)."""
+"""Per-adapter arrival processes (Poisson, Gamma with a coefficient of variation, burst), at constant rates or
+under a rate schedule."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from adaptergym.workload.rates import RateTable
 from adaptergym.workload.spec import ArrivalSpec
 
 
@@ -27,3 +29,20 @@ def arrival_times(
         t0 = float(times[-1])
     times = np.concatenate(chunks)
     return times[times < duration_s]
+
+
+def scheduled_arrivals(spec: ArrivalSpec, table: RateTable, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(arrival times, adapter index) of every adapter under time-varying rates, unsorted.
+
+    Time rescaling: each adapter's stream is a unit-rate renewal process in operational time (its expected
+    arrivals so far, ``table.cumulative``), mapped back through the inverse of the cumulative rate. With
+    Poisson gaps that is exactly a non-homogeneous Poisson process of rate ``table.rates_at``; with Gamma gaps
+    the rate is the same and the coefficient of variation ``spec.cv`` holds in operational time (the gaps of a
+    Gamma stream stretch where the rate is low and shrink where it is high).
+    """
+    totals = table.cum[-1]
+    operational = [arrival_times(spec, 1.0, float(total), rng) if total > 0 else np.empty(0) for total in totals]
+    adapter = np.repeat(np.arange(totals.size), [u.size for u in operational])
+    expected = np.concatenate(operational) if operational else np.empty(0)
+    return table.invert(adapter, expected), adapter

@@ -8,7 +8,6 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
-from scipy.special import ndtr
 
 from adaptergym.workload.spec import LengthSpec
 
@@ -37,9 +36,22 @@ def sample_lengths(spec: LengthSpec, n: int, rng: np.random.Generator) -> tuple[
     return _capped(draw, n, spec.max_total_tokens)
 
 
+def longest_request_tokens(spec: LengthSpec) -> int:
+    """The most prompt + output tokens one request can have under ``spec`` (each distribution is capped)."""
+    if spec.kind == "fixed":
+        return spec.input_tokens + spec.output_tokens
+    if spec.kind == "sharegpt":
+        return int(sharegpt_table()["max_total_tokens"])
+    if spec.kind != "lognormal":
+        raise ValueError(f"lengths of kind {spec.kind!r} come from the trace file, not a distribution")
+    return spec.max_total_tokens
+
+
 def sample_sharegpt(n: int, rng: np.random.Generator, correlation: float | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """ShareGPT-like pairs; ``correlation`` overrides the table's copula correlation (what calibration fits)."""
+    from scipy.special import ndtr  # 0.2 s to import: only ShareGPT draws need it
+
     table = sharegpt_table()
     probs = table["probabilities"]
     rho = table["copula_correlation"] if correlation is None else correlation

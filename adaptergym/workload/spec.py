@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from adaptergym.errors import WorkloadError
+from adaptergym.workload.schedule import (
+    Schedule,
+    clip_schedule,
+    parse_schedule,
+    restrict_schedule,
+    schedule_to_list,
+    validate_schedule,
+)
 
 LENGTH_KINDS = ("sharegpt", "fixed", "lognormal", "trace")
 ARRIVAL_KINDS = ("poisson", "gamma", "burst")
@@ -20,7 +28,8 @@ class AdapterSpec:
 
     id: str = field(metadata={"help": "adapter name; the `model` field of its requests"})
     rank: int = field(default=16, metadata={"help": "LoRA rank"})
-    rate: float = field(default=0.1, metadata={"help": "mean arrival rate, requests per second"})
+    rate: float = field(default=0.1, metadata={"help": "arrival rate, requests per second: the mean at constant "
+                                               "rates, the base that a schedule's multipliers scale"})
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -79,6 +88,9 @@ class WorkloadSpec:
 
     ``num_requests`` (optional) caps the number of requests; with ``arrival.kind == "burst"`` all of them
     arrive at t=0 and the run lasts until they finish (vLLM's ``--request-rate inf`` benchmark).
+    ``schedule`` (optional) makes rates vary in time: multipliers on each adapter's base ``rate``
+    (:mod:`adaptergym.workload.schedule`); without one, rates are constant and requests are drawn exactly as
+    before schedules existed.
     """
 
     adapters: tuple[AdapterSpec, ...]
@@ -87,6 +99,7 @@ class WorkloadSpec:
     duration_s: float = field(default=3600.0, metadata={"help": "how long requests arrive, seconds"})
     num_requests: int | None = field(default=None, metadata={"help": "optional cap on requests"})
     name: str = field(default="", metadata={"help": "label used in reports"})
+    schedule: Schedule = field(default=(), metadata={"help": "time-varying rate multipliers (see schedule.py)"})
 
     def __post_init__(self) -> None:
         if not self.adapters and self.lengths.kind != "trace":
@@ -101,6 +114,13 @@ class WorkloadSpec:
             raise WorkloadError("num_requests: must be >= 1 when given")
         if self.arrival.kind == "burst" and self.num_requests is None:
             raise WorkloadError("num_requests: a 'burst' arrival needs the number of requests it sends")
+        if self.schedule:
+            if self.lengths.kind == "trace":
+                raise WorkloadError("schedule: a trace replays its own arrival times; remove the schedule")
+            if self.arrival.kind == "burst":
+                raise WorkloadError("schedule: a 'burst' sends every request at t=0; use arrival.kind poisson or "
+                                    "gamma with a schedule")
+            validate_schedule(self.schedule, [a.id for a in self.adapters], self.duration_s)
 
     @property
     def total_rate(self) -> float:
@@ -112,8 +132,18 @@ class WorkloadSpec:
         return max((a.rank for a in self.adapters), default=0)
 
     def with_adapters(self, adapters: tuple[AdapterSpec, ...]) -> WorkloadSpec:
-        """The same workload restricted to (or replaced by) other adapters."""
-        return WorkloadSpec(adapters, self.lengths, self.arrival, self.duration_s, self.num_requests, self.name)
+        """The same workload restricted to (or replaced by) other adapters; the schedule keeps the rates of
+        every adapter id it still has."""
+        schedule = restrict_schedule(self.schedule, [a.id for a in adapters], self.duration_s)
+        return replace(self, adapters=adapters, schedule=schedule)
+
+    def with_schedule(self, schedule: Schedule) -> WorkloadSpec:
+        """The same workload under another rate schedule (``()``: constant rates)."""
+        return replace(self, schedule=tuple(schedule))
+
+    def with_duration(self, duration_s: float) -> WorkloadSpec:
+        """The same workload over its first ``duration_s`` seconds (or extended: the last rates hold on)."""
+        return replace(self, duration_s=duration_s, schedule=clip_schedule(self.schedule, duration_s))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -126,6 +156,8 @@ class WorkloadSpec:
             out["num_requests"] = self.num_requests
         if self.name:
             out["name"] = self.name
+        if self.schedule:
+            out["schedule"] = schedule_to_list(self.schedule, [a.id for a in self.adapters])
         return out
 
     @classmethod
@@ -133,7 +165,7 @@ class WorkloadSpec:
         """Build from parsed JSON, naming the offending field on any error."""
         if not isinstance(data, dict):
             raise WorkloadError(f"{source}: expected a JSON object with 'adapters', got {type(data).__name__}")
-        known = {"adapters", "lengths", "arrival", "duration_s", "num_requests", "name"}
+        known = {"adapters", "lengths", "arrival", "duration_s", "num_requests", "name", "schedule"}
         unknown = set(data) - known
         if unknown:
             raise WorkloadError(f"{source}: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -149,7 +181,11 @@ class WorkloadSpec:
             num = None if num is None else int(num)
         except (TypeError, ValueError) as exc:
             raise WorkloadError(f"{source}: duration_s/num_requests must be numbers ({exc})") from None
-        return cls(adapters, lengths, arrival, duration, num, str(data.get("name", "")))
+        schedule = parse_schedule(data.get("schedule", []), [a.id for a in adapters], f"{source}")
+        try:
+            return cls(adapters, lengths, arrival, duration, num, str(data.get("name", "")), schedule)
+        except WorkloadError as exc:
+            raise WorkloadError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> WorkloadSpec:
@@ -164,12 +200,11 @@ class WorkloadSpec:
             raise WorkloadError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
         spec = cls.from_dict(data, source=str(path))
         if spec.lengths.kind == "trace" and not Path(spec.lengths.path).is_absolute():
-            relative = LengthSpec(kind="trace", path=str(path.parent / spec.lengths.path))
-            spec = WorkloadSpec(spec.adapters, relative, spec.arrival, spec.duration_s, spec.num_requests, spec.name)
+            spec = replace(spec, lengths=LengthSpec(kind="trace", path=str(path.parent / spec.lengths.path)))
         return spec.with_name(spec.name or path.stem)
 
     def with_name(self, name: str) -> WorkloadSpec:
-        return WorkloadSpec(self.adapters, self.lengths, self.arrival, self.duration_s, self.num_requests, name)
+        return replace(self, name=name)
 
 
 def _adapter(raw: Any, index: int, source: str) -> AdapterSpec:

@@ -1,0 +1,286 @@
+"""``local-search``: a packing by the lower bound's cost model, checked and repaired by the twin, on the fewest GPUs
+it verifies.
+
+Greedy (the published pipeline) packs with the tree surrogate's verdicts and then shrinks by re-spreading
+copies. This policy packs with the cost model of the lower bound (:mod:`baselines.cost_model`), fitted on the
+twin's starvation edges, so its first packing already uses the bound's GPU count, and lets the twin decide:
+
+1. **Copies.** Each adapter costs ``c_k(l)`` at its rank class; one hotter than :data:`HOT_FILL` of what any GPU
+   carries is split into the fewest even copies below that.
+2. **Pack** ``G`` GPUs, ``G`` from the lower bound up. Each rank class, from the highest, gets its share of the
+   GPUs by cost (the GPU where one class ends is shared with the next, and costs its copies at the higher class);
+   its copies, by decreasing cost, each go to the GPU of its share that it leaves least costly, so hot adapters
+   spread over the GPUs and cold ones fill them (a GPU of hot adapters only, or of cold ones only, serves less
+   than one that mixes them). Then single moves from the costliest GPU to the cheapest while that lowers the
+   costliest.
+3. **Verify and repair** (the twin, :class:`baselines.common.Verifier`). Each GPU runs at the ``max_loras`` that
+   served the most similar calibration mixes best (:meth:`baselines.capacity.CapacityModel.best_level`), or with
+   a slot for every adapter when it has room to spare (:data:`LIGHT_COST`); where
+   the twin starves it, the levels next to it are tried (:func:`baselines.common.twin_level`). A GPU starved at
+   every level tried hands copies worth its shortfall (its cost times the share it falls short of 90%, plus
+   :data:`MOVE_STEP`) to the GPU of least cost among those verified, and both are checked again (with no GPU to
+   take them: ``G + 1``); a starved GPU holding a single copy gets its adapter one more copy, on a GPU of its own
+   (replication chosen by the search). Only changed GPUs are simulated. After ``max_moves`` moves without a
+   verified placement, or with more than half the GPUs starved at every level tried, ``G + 1``.
+4. **Empty a GPU** (the large neighbourhood). From a verified placement above the bound, the least costly GPU is
+   emptied, its copies packed onto the others by cost as in step 2, and step 3 run; the result is kept only if
+   the twin verifies it.
+
+A placement it returns is one the twin verified GPU by GPU (``place_and_verify`` repeats exactly those runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adaptergym.envs.common import rank_cover
+from adaptergym.errors import ConfigError
+from adaptergym.metrics import STARVATION_THRESHOLD
+from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement
+from adaptergym.profile import TwinProfile
+from adaptergym.workload import WorkloadSpec
+from baselines import POLICIES
+from baselines.capacity import servable_model
+from baselines.common import Copy, Verifier, check_objective, group_cover, to_placement, twin_level
+from baselines.cost_model import CostModel, cost_model
+from baselines.greedy import LEVEL_RETRIES, replicate
+
+#: A copy takes at most this share of the most any GPU of its rank class was seen to carry.
+HOT_FILL = 0.9
+#: A GPU costing at most this has room to spare: it gets a slot for every adapter.
+LIGHT_COST = 0.7
+#: Cost moved off a starved GPU beyond its shortfall.
+MOVE_STEP = 0.03
+
+
+@dataclass
+class LocalSearchPolicy:
+    """Cost-model packing with twin verification, repair moves and GPU emptying (module doc).
+
+    Args:
+        objective: ``"gpus"`` only (fewest GPUs without starvation).
+        max_moves: repair moves tried at one GPU count before adding a GPU.
+        verify_s: simulated seconds of each GPU's verification.
+    """
+
+    objective: str = "gpus"
+    max_moves: int = 6
+    verify_s: float = VERIFY_DURATION_S
+    name: str = "local-search"
+    twin_runs: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        check_objective(self.name, self.objective, ("gpus",))
+
+    def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
+        search = _Search(workload, profile, Verifier(workload, profile, seed, self.verify_s))
+        low = max(1, math.ceil(search.total - 1e-9))
+        found = None
+        for gpus in range(low, len(search.copies) + 1):
+            found = search.repair(search.pack([[] for _ in range(gpus)], search.copies), self.max_moves)
+            if found is not None:
+                break
+        if found is None:
+            raise ConfigError("local-search: no GPU count verifies; the workload may hold an adapter one GPU "
+                              "cannot serve")
+        while found[0].gpus > low:
+            smaller = search.empty_one(found[1], self.max_moves)
+            if smaller is None:
+                break
+            found = smaller
+        self.twin_runs = search.verifier.runs
+        return found[0]
+
+    def place_on(self, workload: WorkloadSpec, profile: TwinProfile, gpus: int, *, seed: int = 0) -> Placement | None:
+        """Steps 1-3 of the module doc at ``gpus`` GPUs only: the placement the twin verified after the repair
+        moves (a further copy may add GPUs), or None. ``python -m baselines.bound_check`` probes one GPU below the
+        lower bound with it."""
+        search = _Search(workload, profile, Verifier(workload, profile, seed, self.verify_s))
+        found = search.repair(search.pack([[] for _ in range(gpus)], search.copies), self.max_moves)
+        self.twin_runs = search.verifier.runs
+        return None if found is None else found[0]
+
+
+class _Search:
+    """One workload's copies, costs and twin runs."""
+
+    def __init__(self, workload: WorkloadSpec, profile: TwinProfile, verifier: Verifier) -> None:
+        capacity = servable_model(profile, workload)
+        costs = cost_model(profile, workload.lengths)
+        if costs is None:
+            raise ConfigError(f"local-search: no capacity table for {profile.name!r} at {workload.lengths.kind} "
+                              f"lengths; measure one with `python -m baselines.edge_table --profile {profile.name}`")
+        self.costs: CostModel = costs
+        self.capacity = capacity
+        self.verifier = verifier
+        self.copies: list[Copy] = []
+        for i, (adapter, load) in enumerate(zip(workload.adapters, capacity.loads(workload), strict=True)):
+            curve = costs.curve(rank_cover(adapter.rank))
+            n = max(1, math.ceil(load / (HOT_FILL * curve.max_load_tok_s) - 1e-12))
+            self.copies += [Copy(i, adapter.id, adapter.rank, float(load) / n)] * n
+        self.total = sum(self.cost([c]) for c in self.copies)
+
+    def cost(self, group: list[Copy], cover: int | None = None) -> float:
+        """The model cost of ``group`` on one GPU (of rank class ``cover``; default: the group's own)."""
+        if not group:
+            return 0.0
+        curve = self.costs.curve(cover or group_cover(group))
+        return float(curve(np.array([c.load_tok_s for c in group])).sum())
+
+    def pack(self, groups: list[list[Copy]], copies: list[Copy]) -> list[list[Copy]]:
+        """``copies`` added to ``groups`` (module doc, step 2), then balanced by single moves."""
+        gpus = [_Gpu(self.costs, g) for g in groups]
+        own = [self.cost([c]) for c in copies]
+        target = (sum(g.cost for g in gpus) + sum(own)) / len(gpus)
+        fresh, placed = not any(g.copies for g in gpus), 0.0
+        for cover in sorted({rank_cover(c.rank) for c in copies}, reverse=True):
+            members = sorted((k for k, c in enumerate(copies) if rank_cover(c.rank) == cover), key=lambda k: -own[k])
+            window = range(len(gpus))
+            if fresh:  # the class's share of the GPUs, after the higher classes'
+                first = min(int(placed / target + 1e-9), len(gpus) - 1)
+                placed += sum(own[k] for k in members)
+                window = range(first, max(first + 1, min(len(gpus), math.ceil(placed / target - 1e-9))))
+            for k in members:
+                c = copies[k]
+                options = [(gpus[g].cost_with(c), g) for g in window if c.index not in gpus[g].members]
+                options = options or [(gpu.cost_with(c), g) for g, gpu in enumerate(gpus) if c.index not in gpu.members]
+                if not options:
+                    raise ConfigError(f"local-search: adapter {c.id!r} has more copies than GPUs")
+                gpus[min(options)[1]].add(c)
+        for _ in range(len(self.copies)):  # balance: single moves from the costliest GPU to the cheapest
+            high = max(gpus, key=lambda g: g.cost)
+            low = min(gpus, key=lambda g: g.cost)
+            moves = [(max(high.cost - saving, low.cost_with(c)), j)
+                     for j, (c, saving) in enumerate(zip(high.copies, high.each(), strict=True))
+                     if c.index not in low.members]
+            if not moves or min(moves)[0] >= high.cost - 1e-9:
+                break
+            low.add(high.remove(min(moves)[1]))
+        return [g.copies for g in gpus]
+
+    def levels(self, groups: list[list[Copy]]) -> list[int]:
+        """Each group's ``max_loras``: a slot for every adapter (as many as start) on a GPU with room to spare
+        (cost up to :data:`LIGHT_COST`: no request waits for a slot), else the level that served the most similar
+        calibration mixes best near their edge (:meth:`baselines.capacity.CapacityModel.best_level`)."""
+        levels = []
+        for g in groups:
+            cover = group_cover(g)
+            best = self.capacity.best_level(cover, np.array([c.load_tok_s for c in g]))
+            light = best is None or self.cost(g) <= LIGHT_COST
+            levels.append(min(len(g), self.capacity.max_slots[cover]) if light else best)
+        return levels
+
+    def repair(self, groups: list[list[Copy]], max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
+        """Step 3 of the module doc: the verified placement of ``groups`` after at most ``max_moves`` moves
+        (with its groups), or None."""
+        groups = [g for g in groups if g]
+        levels = self.levels(groups)
+        for _ in range(max_moves + 1):
+            placement = to_placement(groups, levels)
+            copies = placement.copies()
+            slots = self.capacity.max_slots
+            kept = [twin_level(g, copies, self.verifier, LEVEL_RETRIES, slots) for g in placement.assignments]
+            levels = [g.max_loras if g is not None else level for g, level in zip(kept, levels, strict=True)]
+            starved = [k for k, g in enumerate(kept) if g is None]
+            if not starved:
+                return Placement(tuple(g for g in kept if g is not None)), groups
+            if len(starved) > max(1, len(groups) // 2):
+                return None
+            worst = min(starved, key=lambda k: self._served_share(placement.assignments[k], copies))
+            changed = self._move(groups, worst, starved, self._served_share(placement.assignments[worst], copies))
+            if changed is None and len(groups[worst]) > 1:  # no verified GPU to take its copies
+                return None
+            if changed is None:  # a single copy starves: one more copy of its adapter, on a GPU of its own
+                kept_groups = [g for k, g in enumerate(groups) if k != worst]
+                levels = [level for k, level in enumerate(levels) if k != worst]
+                groups = replicate(groups, kept_groups, groups[worst])
+                levels += self.levels(groups[len(levels):])
+            else:
+                for k, level in zip(changed, self.levels([groups[k] for k in changed]), strict=True):
+                    levels[k] = level
+        return None
+
+    def _served_share(self, gpu: GpuAssignment, copies: Counter[str]) -> float:
+        metrics = self.verifier.verdict(gpu, copies).metrics
+        return metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
+
+    def _move(self, groups: list[list[Copy]], worst: int, starved: list[int], share: float) -> list[int] | None:
+        """Copies worth the shortfall of GPU ``worst`` moved to the verified GPU of least cost; the two GPUs
+        changed, or None when ``worst`` holds a single copy (or no GPU can take one)."""
+        source = groups[worst]
+        receivers = [k for k in range(len(groups)) if k not in starved]
+        if len(source) < 2 or not receivers:
+            return None
+        target = min(receivers, key=lambda k: self.cost(groups[k]))
+        cover = group_cover(groups[target])
+        left = self.cost(source) * ((1.0 - STARVATION_THRESHOLD - share) / (1.0 - STARVATION_THRESHOLD) + MOVE_STEP)
+        movable = sorted((c for c in source if all(x.index != c.index for x in groups[target])),
+                         key=lambda c: (rank_cover(c.rank) > cover, -self.cost([c])))
+        moved: list[Copy] = []
+        for c in movable:
+            cost = self.cost([c], max(cover, rank_cover(c.rank)))
+            if len(moved) == len(source) - 1 or left <= 0:
+                break
+            if cost <= left:
+                moved.append(c)
+                left -= cost
+        moved = moved or movable[-1:]
+        if not moved:
+            return None
+        groups[worst] = [c for c in source if all(c is not m for m in moved)]
+        groups[target] = groups[target] + moved
+        return [worst, target]
+
+    def empty_one(self, groups: list[list[Copy]], max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
+        """Step 4 of the module doc: the least costly GPU emptied onto the others, repaired; None if the twin
+        does not verify it."""
+        victim = min(range(len(groups)), key=lambda k: self.cost(groups[k]))
+        others = [list(g) for k, g in enumerate(groups) if k != victim]
+        if any(all(any(x.index == c.index for x in g) for g in others) for c in groups[victim]):
+            return None
+        return self.repair(self.pack(others, groups[victim]), max_moves)
+
+
+class _Gpu:
+    """A GPU being packed: its copies, rank class and model cost, kept up to date."""
+
+    def __init__(self, costs: CostModel, copies: list[Copy]) -> None:
+        self.costs = costs
+        self.copies: list[Copy] = []
+        self.members: set[int] = set()
+        self.cover = 0
+        self.cost = 0.0
+        for c in copies:
+            self.add(c)
+
+    def each(self) -> np.ndarray:
+        """The cost of each copy at this GPU's rank class."""
+        return self.costs.curve(self.cover)(np.array([c.load_tok_s for c in self.copies]))
+
+    def cost_with(self, c: Copy) -> float:
+        """The cost with ``c`` added (all copies at the higher rank class when ``c`` raises it)."""
+        cover = max(self.cover, rank_cover(c.rank))
+        if cover == self.cover:
+            return self.cost + float(self.costs.curve(cover)(c.load_tok_s))
+        loads = np.array([x.load_tok_s for x in [*self.copies, c]])
+        return float(self.costs.curve(cover)(loads).sum())
+
+    def add(self, c: Copy) -> None:
+        self.cost = self.cost_with(c)
+        self.cover = max(self.cover, rank_cover(c.rank))
+        self.copies.append(c)
+        self.members.add(c.index)
+
+    def remove(self, j: int) -> Copy:
+        c = self.copies.pop(j)
+        self.members.discard(c.index)
+        self.cover = group_cover(self.copies) if self.copies else 0
+        self.cost = float(self.each().sum()) if self.copies else 0.0
+        return c
+
+
+POLICIES.register("local-search")(LocalSearchPolicy)

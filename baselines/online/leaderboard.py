@@ -1,0 +1,206 @@
+"""The dynamic leaderboard: every online policy on the test seeds of the dynamic scenario families.
+
+One row per (family, seed, entry), an entry being a policy (``periodic`` once per forecaster) or a trained
+AdapterFleet-v0 agent (``agents.online.AgentPolicy``, labelled ``agent:<run folder>``); each row is an episode
+replayed by :func:`baselines.online.replay.replay` with 5-minute epochs. :func:`checks` states the
+issue's claims on the result: static-on-mean starves in flash crowds; periodic re-plan with the best forecaster
+(the one with the fewest starved adapter-minutes, then the fewest GPU-hours) uses at least 20% fewer GPU-hours
+than static-on-peak with no more starved adapter-minutes; the oracle beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adaptergym.cli.base import format_value
+from adaptergym.dynamic import DynamicFleet
+from adaptergym.errors import AdapterGymError
+from adaptergym.forecast import forecaster_names
+from adaptergym.profile import TwinProfile
+from adaptergym.scenarios import get_scenario
+from baselines.online import get_online_policy
+from baselines.online.replay import replay
+
+FAMILIES = ("diurnal-v0", "flash-crowd-v0", "drift-v0")
+POLICIES = ("static-mean", "static-peak", "periodic", "oracle", "reactive")
+STATIC = ("static-mean", "static-peak")
+EPOCH_S = 300.0
+#: Summary columns: (header, column of the rows).
+SUMMARY = (("GPU-hours", "gpu_hours"), ("mean GPUs", "mean_gpus"), ("starved adapter-min", "starved_adapter_minutes"),
+           ("TTFT SLO met %", "slo_percent"), ("p99 TTFT (s)", "p99_ttft_s"), ("loads", "loads"),
+           ("migrations", "migrations"), ("restarts", "restarts"), ("cold starts", "cold_starts"),
+           ("decision (s/epoch)", "decision_s"))
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A leaderboard entry: a policy, for ``periodic`` its forecaster, and a packing headroom (None: the
+    policy's default); or (``checkpoint``) a trained agent."""
+
+    policy: str
+    forecaster: str | None = None
+    headroom: float | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def label(self) -> str:
+        if self.checkpoint is not None:
+            from agents.run import agent_label  # stable-baselines3: only when an agent is on the board
+
+            return agent_label(self.checkpoint)
+        return f"periodic ({self.forecaster})" if self.forecaster else self.policy
+
+    def build(self) -> Any:
+        if self.checkpoint is not None:
+            from agents.online import AgentPolicy
+
+            return AgentPolicy(self.checkpoint)
+        options = {"forecaster": self.forecaster} if self.forecaster else {}
+        if self.headroom is not None:
+            options["headroom"] = self.headroom
+        return get_online_policy(self.policy, **options)
+
+
+def entries(policies: Sequence[str] = POLICIES, forecasters: Sequence[str] | None = None,
+            agents: Sequence[Path] = (), headroom: float | None = None) -> list[Entry]:
+    """The entries of ``policies``, ``periodic`` once per forecaster (default: every registered one), then one
+    per agent run folder of ``agents``; ``headroom`` applies to the adaptive policies, the static references
+    keep their default."""
+    out = []
+    for policy in policies:
+        adaptive = None if policy in STATIC else headroom
+        if policy == "periodic":
+            out += [Entry(policy, f, adaptive) for f in (forecaster_names() if forecasters is None else forecasters)]
+        else:
+            out.append(Entry(policy, None, adaptive))
+    return out + [Entry("agent", checkpoint=Path(c)) for c in agents]
+
+
+@dataclass
+class DynamicBoard:
+    """Rows of the dynamic leaderboard, and the (entry, family, seed) jobs that could not run, with the reason."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str, int, str]] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def summary(self) -> pd.DataFrame:
+        """Means over seeds per (family, entry), in the order they ran."""
+        frame = self.frame()
+        groups = frame.groupby(["family", "policy"], sort=False)
+        table = pd.DataFrame({header: groups[column].mean() for header, column in SUMMARY})
+        table.insert(0, "seeds", groups["seed"].count())
+        return table.reset_index()
+
+    def markdown(self) -> str:
+        """The summary as one Markdown table per family, then the checks and the skipped jobs."""
+        lines = []
+        summary = self.summary()
+        for family, table in summary.groupby("family", sort=False):
+            table = table.drop(columns="family")
+            lines += [f"\n**{family}** ({int(table['seeds'].max())} test seed(s))\n",
+                      "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+            lines += ["| " + " | ".join(format_value(v, large=",.0f", small=".2f") for v in values) + " |"
+                      for values in table.itertuples(index=False)]
+        lines.append("")
+        lines += [f"- {line}" for line in checks(self)]
+        lines += [f"- {entry} could not run on {family}/{seed}: {why}" for entry, family, seed, why in self.skipped]
+        return "\n".join(lines)
+
+
+def run(families: Sequence[str], seeds: Sequence[int], board_entries: Sequence[Entry], profile: TwinProfile,
+        scorer: str = "twin", progress: Callable[[str, int, int], None] | None = None) -> DynamicBoard:
+    """Every entry on every (family, seed); ``progress(stage, done, total)`` per episode."""
+    board = DynamicBoard()
+    total, done = len(families) * len(seeds) * len(board_entries), 0
+    for family in families:
+        scenario = get_scenario(family)
+        for seed in seeds:
+            workload = scenario.workload(seed)
+            for entry in board_entries:
+                if progress:
+                    progress("episodes", done, total)
+                try:
+                    fleet = DynamicFleet(workload, profile, seed=seed, epoch_s=EPOCH_S, scorer=scorer,
+                                         season_s=scenario.season_s)
+                    episode = replay(entry.build(), fleet)
+                except AdapterGymError as exc:
+                    board.skipped.append((entry.label, scenario.name, seed, str(exc).split(";")[0]))
+                else:
+                    s = episode.summary
+                    board.rows.append({
+                        "family": scenario.name, "seed": seed, "policy": entry.label,
+                        "adapters": len(fleet.adapter_ids),
+                        "gpu_hours": s.gpu_hours, "mean_gpus": s.mean_gpus,
+                        "starved_adapter_minutes": s.starved_adapter_minutes,
+                        "slo_percent": None if s.slo_share is None else 100.0 * s.slo_share,
+                        "p99_ttft_s": None if s.p99_ttft_ms is None else s.p99_ttft_ms / 1000.0,
+                        "loads": s.loads, "migrations": s.migrations, "restarts": s.restarts,
+                        "cold_starts": s.cold_starts, "removals": s.removals,
+                        "decision_s": sum(episode.decision_s) / len(episode.decision_s),
+                        "simulation_s": episode.simulation_s, "scorer": s.scorer})
+                done += 1
+    if progress:
+        progress("episodes", done, total)
+    return board
+
+
+def checks(board: DynamicBoard) -> list[str]:
+    """The issue's claims, family by family, each stated with its figures and whether it holds (module doc)."""
+    summary = board.summary()
+    lines = []
+    for family, table in summary.groupby("family", sort=False):
+        by = table.set_index("policy")
+        if {"static-mean", "static-peak"} - set(by.index):
+            continue
+        mean, peak = by.loc["static-mean"], by.loc["static-peak"]
+        lines.append(f"{family}: static-mean starves {mean['starved adapter-min']:,.0f} adapter-min "
+                     f"({mean['GPU-hours']:.2f} GPU-h); static-peak {peak['starved adapter-min']:,.0f} "
+                     f"({peak['GPU-hours']:.2f} GPU-h)")
+        periodic = by[by.index.str.startswith("periodic")]
+        if not len(periodic):
+            continue
+        best = periodic.sort_values(["starved adapter-min", "GPU-hours"]).iloc[0]
+        saving = 100.0 * (1.0 - best["GPU-hours"] / peak["GPU-hours"])
+        holds = saving >= 20.0 and best["starved adapter-min"] <= peak["starved adapter-min"] + 1e-9
+        oracle = (f"; oracle {by.loc['oracle', 'GPU-hours']:.2f} GPU-h, "
+                  f"{by.loc['oracle', 'starved adapter-min']:,.0f} starved adapter-min" if "oracle" in by.index else "")
+        lines.append(f"{family}: best {best.name} uses {saving:.0f}% fewer GPU-hours than static-peak "
+                     f"({best['GPU-hours']:.2f} vs {peak['GPU-hours']:.2f}) with {best['starved adapter-min']:,.0f} "
+                     f"starved adapter-min vs {peak['starved adapter-min']:,.0f}: "
+                     f"{'holds' if holds else 'does NOT hold'}{oracle}")
+    return lines
+
+
+def plot(board: DynamicBoard, out: Path) -> None:
+    """Per family, each entry's mean GPU-hours against its mean starved adapter-minutes (both lower is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = board.summary()
+    families = list(dict.fromkeys(summary["family"]))
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4.2), squeeze=False)
+    labels = list(dict.fromkeys(summary["policy"]))
+    for ax, family in zip(axes[0], families, strict=True):
+        table = summary[summary["family"] == family]
+        for _, row in table.iterrows():
+            k = labels.index(row["policy"])
+            ax.scatter(row["GPU-hours"], row["starved adapter-min"] + 1.0, color=f"C{k % 10}",
+                       marker="os^Dv<>ph*"[k % 10], s=60, label=row["policy"])
+        ax.set_yscale("log")
+        ax.set_xlabel("GPU-hours (mean over seeds)")
+        ax.set_ylabel("starved adapter-minutes + 1")
+        ax.set_title(family)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,238 @@
+"""The online policies: each decides, before every epoch, the plan the fleet follows in it.
+
+* ``static-mean`` / ``static-peak``: one plan for the whole episode, every adapter at its mean rate over the
+  episode / at its own peak epoch rate; never changes.
+* ``periodic``: plans on a forecast of the coming epoch's rates from what arrived so far; changes the fleet when
+  the surrogate predicts the running plan starves at the forecast, or when the forecast fits on fewer GPUs with
+  room to spare (hysteresis).
+* ``oracle``: ``periodic`` on the true rates of the coming epoch.
+* ``reactive``: no forecast; a replica that starved in the last epoch gets a new replica that takes half its
+  traffic; when utilisation is low, the least loaded replica is removed.
+
+Every policy packs with the greedy policy's surrogate (:mod:`baselines.online.packing`), never the twin, so a
+decision takes milliseconds to a fraction of a second. The adaptive ones (``periodic``, ``oracle``,
+``reactive``) start the episode from a fleet packed for its first epoch's true rates (the fleet an operator
+would be running when the episode begins); the static ones plan once for the whole episode. The static and
+oracle policies read the future (``fleet.true_rates``): they are references, not deployable policies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
+from adaptergym.envs.common import rank_cover
+from adaptergym.errors import ConfigError
+from adaptergym.forecast import Forecaster, make_forecaster
+from baselines.capacity import capacity_model
+from baselines.online.packing import Packer
+
+#: Rates are packed with this much room (a GPU filled to 1/1.25 = 80% of the surrogate's starvation edge).
+HEADROOM = 0.25
+#: ``periodic``/``oracle`` shrink only when the forecast also packs on fewer GPUs with this much more room.
+SHRINK_BAND = 0.15
+
+@dataclass
+class StaticPolicy:
+    """One plan for the whole episode, packed for each adapter's mean (``"mean"``) or peak (``"peak"``) rate."""
+
+    load: str = "mean"
+    headroom: float = HEADROOM
+    name: str = field(default="", init=False)
+    _plan: FleetPlan = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.load not in ("mean", "peak"):
+            raise ConfigError(f"load: {self.load!r} must be 'mean' or 'peak'")
+        self.name = f"static-{self.load}"
+
+    def reset(self, fleet: DynamicFleet) -> None:
+        table = fleet.rate_table()
+        weights = np.diff(fleet.traffic.edges)
+        rates = weights @ table / weights.sum() if self.load == "mean" else table.max(axis=0)
+        self._plan = Packer(fleet, self.headroom).fresh_plan(rates)
+
+    def plan(self, fleet: DynamicFleet) -> FleetPlan:
+        return self._plan
+
+
+@dataclass
+class Replanner:
+    """Re-plan each epoch on the rates :meth:`rates` expects over the coming epochs, with hysteresis.
+
+    **Look-ahead.** A replica added now serves only after its start-up time (7-8 min at 80 GPU slots on the
+    default profile, longer than a 5-minute epoch), so the plan covers the highest rate each adapter is
+    expected to reach before a replica added at the next decision could serve: :meth:`lead_epochs` epochs.
+
+    **Hysteresis.** Packs the rates with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation
+    edge) but keeps the running plan while the surrogate predicts it serves them with half that room and a fresh
+    packing needs as many GPUs or more; adopts the fresh packing (fitted to the running replicas,
+    :meth:`Packer.fit`) when the running plan would starve with half the room, or when the rates pack on fewer
+    GPUs even with ``shrink_band`` more room. So a plan is not reshuffled for a forecast that moves within the
+    band. Running replicas are never restarted: a group their
+    flags cannot serve goes to a new replica. A change that needs new replicas is made in two steps (make before
+    break, :func:`make_before_break`): first only the new replicas are added, the running ones left as they are;
+    while a replica is starting the plan stays; once all serve, the next decision moves the adapters.
+    """
+
+    headroom: float = HEADROOM
+    shrink_band: float = SHRINK_BAND
+    name: str = "replanner"
+    _packer: Packer | None = field(default=None, init=False, repr=False)
+
+    def reset(self, fleet: DynamicFleet) -> None:
+        self._packer = Packer(fleet, self.headroom)
+
+    def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        """The rates expected in the next ``epochs`` epochs, req/s: shape (epochs, adapters)."""
+        raise NotImplementedError
+
+    def lead_epochs(self, fleet: DynamicFleet, plan: FleetPlan) -> int:
+        """The coming epoch, and those a replica launched at the next decision would spend starting (at the
+        largest ``max_loras`` of ``plan``)."""
+        slots = max((spec.max_loras for spec in plan.values()), default=1)
+        return 1 + math.ceil(fleet.profile.startup_time.seconds(slots) / fleet.epoch_s)
+
+    def plan(self, fleet: DynamicFleet) -> FleetPlan:
+        packer = self._packer
+        if fleet.epoch == 0:
+            first = packer.fresh_plan(fleet.true_rates())
+            ahead = fleet.rate_table()[: self.lead_epochs(fleet, first)]
+            return packer.fresh_plan(ahead.max(axis=0))
+        current = fleet.plan
+        rates = self.rates(fleet, self.lead_epochs(fleet, current)).max(axis=0)
+        if any(r.state == "starting" for r in fleet.results[-1].replicas):
+            return current  # the last change is still under way
+        target = packer.pack(rates)
+        if not packer.starved(current, rates, self.headroom / 2):
+            if len(target) >= len(current):
+                return current
+            roomy = Packer(fleet, self.headroom + self.shrink_band)
+            if len(roomy.pack(rates)) >= len(current):
+                return current
+        return make_before_break(packer.fit(target, current), current)
+
+
+def make_before_break(plan: FleetPlan, current: FleetPlan) -> FleetPlan:
+    """The first step towards ``plan`` from ``current``: if ``plan`` has new replicas, ``current`` plus those alone
+    (what runs keeps serving as it does until they are up); otherwise ``plan`` itself."""
+    new = {rid: spec for rid, spec in plan.items() if rid not in current}
+    return {**current, **new} if new else plan
+
+
+@dataclass
+class PeriodicPolicy(Replanner):
+    """:class:`Replanner` on a forecast of the coming epochs' rates from the arrivals seen so far (floored, for
+    the adapters that starved in the last epoch, at what arrived in it).
+
+    Args:
+        forecaster: a name of :func:`adaptergym.forecast.forecaster_names` (``holt-winters`` needs the fleet's
+            ``season_s``).
+    """
+
+    forecaster: str = "ewma"
+    name: str = "periodic"
+    _forecast: Forecaster | None = field(default=None, init=False, repr=False)
+    _seen: int = field(default=0, init=False, repr=False)
+
+    def reset(self, fleet: DynamicFleet) -> None:
+        super().reset(fleet)
+        self._forecast = make_forecaster(self.forecaster, fleet.epoch_s, fleet.season_s)
+        self._seen = 0
+
+    def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        """The forecast, but never below the last epoch's rate for an adapter that starved in it (a forecaster
+        that smooths would otherwise keep under-planning a surge it has already seen)."""
+        for counts in fleet.observed_counts()[self._seen:]:
+            self._forecast.observe(counts)
+            self._seen += 1
+        last = fleet.results[-1]
+        return np.maximum(self._forecast.predict(epochs), np.where(last.starved, last.offered_rates, 0.0))
+
+
+@dataclass
+class OraclePolicy(Replanner):
+    """:class:`Replanner` on the true rates of the coming epochs: what a perfect forecast would give."""
+
+    name: str = "oracle"
+
+    def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
+        return fleet.rate_table()[fleet.epoch: fleet.epoch + epochs]
+
+
+@dataclass
+class ReactivePolicy:
+    """React to what the last epoch measured, without forecasting (module doc).
+
+    While any replica is starting it changes nothing. Otherwise: a serving replica that starved gets a new
+    replica for the half of its adapters carrying the less traffic (alternating by load); they stay on the old
+    one too until the new one serves (make before break), and leave it at the next decision. With no starvation,
+    when the fleet's offered load is below ``low`` of its replicas' capacity (the twin's saturated throughput of
+    each, :mod:`baselines.capacity`), the replica offered the least is removed and its adapters go, one by one,
+    to the replica with the most spare capacity that has a free GPU slot at their rank (none: it stays). A new
+    replica's ``max_loras`` is the surrogate's best for what it takes.
+    """
+
+    headroom: float = HEADROOM
+    low: float = 0.5
+    name: str = "reactive"
+    _packer: Packer | None = field(default=None, init=False, repr=False)
+    _splits: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # new replica -> the one it relieves
+
+    def reset(self, fleet: DynamicFleet) -> None:
+        self._packer = Packer(fleet, self.headroom)
+        self._splits = {}
+
+    def plan(self, fleet: DynamicFleet) -> FleetPlan:
+        if fleet.epoch == 0:
+            return self._packer.fresh_plan(fleet.true_rates())
+        last = fleet.results[-1]
+        plan = dict(fleet.plan)
+        if any(r.state == "starting" for r in last.replicas):
+            return plan
+        for child, parent in self._splits.items():  # the new replicas serve now: their adapters leave the old ones
+            if child in plan and parent in plan:
+                moved = set(plan[child].adapters)
+                old = plan[parent]
+                plan[parent] = ReplicaSpec(tuple(a for a in old.adapters if a not in moved), old.max_loras,
+                                           old.max_lora_rank)
+        self._splits = {}
+        rates = dict(zip(fleet.adapter_ids, last.offered_rates, strict=True))
+        next_id = max(plan, default=-1) + 1
+        for replica in last.replicas:
+            if replica.starved and replica.id in plan and len(plan[replica.id].adapters) > 1:
+                moved = tuple(sorted(plan[replica.id].adapters, key=lambda a: -rates[a])[1::2])
+                plan[next_id] = self._packer.spec_for(moved, np.array([rates[a] for a in moved]))
+                self._splits[next_id] = replica.id
+                next_id += 1
+        if self._splits or len(plan) < 2:
+            return plan
+        return self._shrink(fleet, plan, rates)
+
+    def _shrink(self, fleet: DynamicFleet, plan: dict[int, ReplicaSpec], rates: dict[str, float]) -> FleetPlan:
+        """Remove the least loaded replica when the fleet's load is below ``low`` of its capacity (class doc)."""
+        last = fleet.results[-1]
+        model = capacity_model(fleet.profile, fleet.lengths)
+        capacity = {rid: model.peak_tok_s(spec.max_lora_rank or rank_cover(8), len(spec.adapters))
+                    for rid, spec in plan.items()}
+        offered = {r.id: r.offered_tok_s for r in last.replicas if r.id in plan}
+        if sum(offered.values()) >= self.low * sum(capacity.values()):
+            return plan
+        victim = min(plan, key=lambda rid: offered.get(rid, 0.0))
+        spare = {rid: capacity[rid] - offered.get(rid, 0.0) for rid in plan if rid != victim}
+        moved: dict[int, list[str]] = {rid: list(plan[rid].adapters) for rid in spare}
+        for a in sorted(plan[victim].adapters, key=lambda a: -rates[a]):
+            room = [rid for rid in spare if (plan[rid].max_lora_rank or 0) >= self._packer.ranks[a]
+                    and len(moved[rid]) < plan[rid].max_loras]
+            target = max(room, key=lambda rid: spare[rid], default=None)
+            if target is None:  # no other replica has a slot for it at its rank: keep the victim
+                return plan
+            moved[target].append(a)
+            spare[target] -= rates[a] * self._packer.tokens_per_request
+        del plan[victim]
+        for rid, adapters in moved.items():
+            plan[rid] = ReplicaSpec(tuple(adapters), plan[rid].max_loras, plan[rid].max_lora_rank)
+        return plan

@@ -1,0 +1,133 @@
+"""Online policies (baselines.online), replay and the dynamic leaderboard, mostly in fast mode (seconds each)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from adaptergym.cli import main
+from adaptergym.dynamic import DynamicFleet, ReplicaSpec
+from adaptergym.workload import Flash, Piecewise, powerlaw_workload
+from baselines.online import get_online_policy
+from baselines.online.packing import Packer
+from baselines.online.policies import make_before_break
+from baselines.online.replay import replay
+
+
+def zipf(total_rate: float, duration_s: float = 3600.0, schedule=()):
+    workload = powerlaw_workload(40, total_rate, alpha=1.0, ranks=(8, 16), rng=np.random.default_rng(0),
+                                 duration_s=duration_s)
+    return workload.with_schedule(schedule)
+
+
+def test_static_policies_plan_once_on_mean_and_on_each_adapters_peak():
+    workload = zipf(20.0, schedule=(Flash(("adapter-0030", "adapter-0031"), 1200.0, 600.0, 60.0),))
+    runs = {name: replay(get_online_policy(name), DynamicFleet(workload, epoch_s=300.0, scorer="analytic"))
+            for name in ("static-mean", "static-peak")}
+    for run in runs.values():
+        assert all(r.changes.adapter_loads == 0 and not r.changes.cold_starts for r in run.results)
+        assert len({r.gpus for r in run.results}) == 1
+    fleet = DynamicFleet(workload, epoch_s=300.0, scorer="analytic")
+    assert runs["static-peak"].results[0].gpus == len(Packer(fleet, 0.25).fresh_plan(fleet.rate_table().max(axis=0)))
+    assert runs["static-peak"].summary.gpu_hours > runs["static-mean"].summary.gpu_hours
+    # The flash crowd (two tail adapters at 60x) lands on the mean plan's GPUs: they starve while it lasts.
+    assert runs["static-mean"].summary.starved_adapter_minutes > 0
+    assert runs["static-peak"].summary.starved_adapter_minutes < runs["static-mean"].summary.starved_adapter_minutes
+
+
+def test_oracle_keeps_the_plan_of_a_steady_workload():
+    run = replay(get_online_policy("oracle"), DynamicFleet(zipf(20.0), epoch_s=600.0, scorer="surrogate"))
+    assert all(r.changes == run.results[0].changes for r in run.results)  # nothing changes after the start
+    assert run.summary.loads == run.summary.cold_starts == run.summary.removals == 0
+
+
+def test_periodic_scales_out_after_a_step_up_and_back_in_after_it_without_thrashing():
+    step = Piecewise(tuple(f"adapter-{i:04d}" for i in range(40)), (0.0, 2400.0, 4800.0), ((1.0, 3.0, 1.0),))
+    fleet = DynamicFleet(zipf(15.0, 7200.0, (step,)), epoch_s=300.0, scorer="surrogate")
+    needed = len(Packer(fleet, 0.25).fresh_plan(fleet.rate_table()[10]))  # a fresh packing for the busy rates
+    run = replay(get_online_policy("periodic", forecaster="last"), fleet)
+    gpus = [r.gpus for r in run.results]
+    calm, busy, after = gpus[:6], gpus[10:16], gpus[-3:]
+    assert max(busy) > max(calm) and max(after) < max(busy)
+    assert max(gpus) <= needed + 1  # make-before-break holds one more replica for an epoch at most
+    assert run.summary.cold_starts <= needed + 1 and run.summary.restarts == 0
+
+
+def test_make_before_break_adds_new_replicas_before_moving_anything():
+    current = {0: ReplicaSpec(("a", "b"), 4, 16), 1: ReplicaSpec(("c",), 4, 16)}
+    plan = {0: ReplicaSpec(("a",), 4, 16), 2: ReplicaSpec(("b", "c"), 8, 16)}  # 2 is new: it starts
+    assert make_before_break(plan, current) == {**current, 2: plan[2]}
+    assert make_before_break(plan, {**current, 2: plan[2]}) == plan  # 2 is in the fleet: the plan stands
+
+
+def test_reactive_splits_a_starved_replica_and_waits_for_the_new_one():
+    workload = zipf(12.0, 3600.0, (Piecewise(tuple(f"adapter-{i:04d}" for i in range(40)), (0.0, 900.0),
+                                             ((1.0, 4.0),)),))
+    fleet = DynamicFleet(workload, epoch_s=300.0, scorer="surrogate")
+    policy = get_online_policy("reactive")
+    policy.reset(fleet)
+    plans = []
+    while not fleet.done:
+        plans.append(policy.plan(fleet))
+        fleet.step(plans[-1])
+    split = next(k for k, r in enumerate(fleet.results) if r.changes.cold_starts)
+    child = fleet.results[split].changes.cold_starts[0]
+    moved = set(plans[split][child].adapters)
+    parent = next(rid for rid in plans[split - 1] if moved <= set(plans[split][rid].adapters))
+    assert any(r.starved for r in fleet.results[split - 1].replicas)
+    assert set(plans[split][child].adapters) <= set(plans[split - 1][parent].adapters)  # it stays on the old one
+    served = next(k for k in range(split + 1, len(plans)) if fleet.results[k - 1].replicas and all(
+        r.state == "serving" for r in fleet.results[k - 1].replicas))
+    assert not set(plans[served][child].adapters) & set(plans[served].get(parent, ReplicaSpec(())).adapters)
+
+
+def test_replay_cli_prints_totals_and_rejects_bad_input_in_one_line(tmp_path, capsys):
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(zipf(10.0, 1800.0).to_dict()))
+    base = ["replay", "--workload", str(path), "--epoch", "300", "--scorer", "analytic", "-q"]
+    assert main([*base, "--policy", "periodic", "--forecaster", "last", "--json",
+                 "--plot", str(tmp_path / "t.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["label"] == "periodic (last)" and len(out["epochs"]) == 6 and out["summary"]["slo_share"] is None
+    assert out["summary"]["gpu_hours"] == pytest.approx(sum(e["gpu_seconds"] for e in out["epochs"]) / 3600)
+    assert (tmp_path / "t.png").stat().st_size > 0
+    for args, message in (
+        (["--policy", "periodik"], "unknown online policy 'periodik'. Did you mean 'periodic'?"),
+        (["--policy", "periodic", "--forecaster", "prophet"], "unknown forecaster 'prophet'"),
+        (["--policy", "oracle", "--forecaster", "ewma"], "--forecaster: only the periodic policy forecasts"),
+        (["--policy", "oracle", "--epoch", "3600"], "epoch_s: 3600 s is longer than the workload"),
+        (["--policy", "periodic", "--forecaster", "holt-winters"], "season"),
+        (["--policy", "oracle", "--headroom", "-1"], "--headroom: -1.0 must be between 0 and 4"),
+    ):
+        assert main([*base, *args]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
+def test_replays_with_a_seed_are_identical():
+    workload = zipf(10.0, 1200.0, (Flash(("adapter-0005",), 300.0, 400.0, 20.0),))
+
+    def run():
+        episode = replay(get_online_policy("periodic", forecaster="ewma"),
+                         DynamicFleet(workload, seed=3, epoch_s=300.0))
+        return [r.info() for r in episode.results], episode.summary
+
+    assert run() == run()
+
+
+def test_dynamic_leaderboard_in_fast_mode(tmp_path, capsys):
+    assert main(["leaderboard", "--suite", "dynamic", "--seeds", "1", "--policies", "static-mean,static-peak",
+                 "--agents", "none", "--scorer", "analytic", "--markdown", "--out", str(tmp_path / "rows.csv"),
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    for family in ("diurnal-v0", "flash-crowd-v0", "drift-v0"):
+        assert f"**{family}**" in out and f"- {family}: static-mean starves" in out
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert len(rows) == 6 and (rows["scorer"] == "analytic").all()
+    peak = rows[rows["policy"] == "static-peak"].set_index("family")["gpu_hours"]
+    mean = rows[rows["policy"] == "static-mean"].set_index("family")["gpu_hours"]
+    assert (peak >= mean).all()
