@@ -197,16 +197,18 @@ def test_length_link_fit_recovers_a_known_correlation_and_the_shipped_one(shared
 
 
 def test_a_light_hour_is_judged_from_its_first_900_s_as_the_whole_hour_would_be(sample_report):
-    """The sample's runs keep up with their load, so ``validate`` judges them from their first 900 s."""
+    """The sample's runs keep up with their load: ``validate`` judges those whose adapters all have a slot from
+    their first 900 s, and simulates those that swap adapters (8 slots for 32) to the end."""
     full = validate(SAMPLE, workers=1, full=True).rows().set_index("line")
     short = sample_report.rows().set_index("line")
     served = short["status"] == "ok"
+    swaps = short.index.isin([4, 8])  # the two _8_32_16_ rows
     assert served.sum() >= 5
-    # TTFT is the loosest: with 8 slots for 32 adapters a few slow adapter loads weigh on a 900-s mean
-    for metric, tolerance in (("total_throughput", 0.05), ("mean_itl_ms", 0.03), ("mean_ttft_ms", 0.3)):
-        twin, hour = short.loc[served, f"{metric}_twin"], full.loc[served, f"{metric}_twin"]
+    for metric, tolerance in (("total_throughput", 0.02), ("mean_itl_ms", 0.03), ("mean_ttft_ms", 0.1)):
+        twin, hour = short.loc[served & ~swaps, f"{metric}_twin"], full.loc[served & ~swaps, f"{metric}_twin"]
         assert not np.allclose(twin, hour, rtol=1e-9)  # different spans were simulated...
         assert np.allclose(twin, hour, rtol=tolerance), metric  # ...and agree
+        assert short.loc[swaps, f"{metric}_twin"].tolist() == full.loc[swaps, f"{metric}_twin"].tolist()
 
 
 def test_api_server_hold_up_from_ttft_tails_and_its_burst_bound(shared_data):
