@@ -180,7 +180,10 @@ def test_budget_max_loras_and_max_num_seqs_are_never_exceeded(case, seed):
 
 def test_waiting_cap_refuses_arrivals_beyond_it():
     w = cycled_workload(4, [50.0], [16], duration_s=200)  # 40,000 arrivals, far beyond what one sequence serves
-    m = simulate(w, None, ServerConfig(max_loras=1, max_num_seqs=1))
+    # 4 slots: vLLM's API server keeps max(max_loras, max_num_seqs) adapters resolved, so after their first
+    # requests every request reaches the engine at once (with 1 slot it would resolve one adapter per request,
+    # holding the arrivals up in front of the engine: see adaptergym.twin.frontend)
+    m = simulate(w, None, ServerConfig(max_loras=4, max_num_seqs=1))
     assert m.refused_requests > 0 and m.max_waiting <= 25_500 + 1 and m.starved
 
 
