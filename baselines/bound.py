@@ -76,21 +76,30 @@ def fewest_gpus(costs: CostModel, covers: list[int], loads_tok_s: np.ndarray) ->
     ``covers[i]`` is adapter ``i``'s rank class."""
     kinds = sorted(set(costs.curves) | set(covers))
     own = np.array(covers)
-    cost = np.full((len(own), len(kinds)), np.inf)
-    for k, kind in enumerate(kinds):
-        fits = own <= kind
-        cost[fits, k] = costs.curve(kind).split_cost(loads_tok_s[fits])
-    adapter, kind = np.nonzero(np.isfinite(cost))
-    pairs, n = len(adapter), len(kinds)
-    rows = np.r_[adapter, len(own) + kind, len(own) + np.arange(n)]
-    columns = np.r_[np.arange(pairs), np.arange(pairs), pairs + np.arange(n)]
-    values = np.r_[np.ones(pairs), cost[adapter, kind], np.full(n, -GPU_COST_LIMIT)]
-    a = coo_matrix((values, (rows, columns)), shape=(len(own) + n, pairs + n)).tocsr()
+    adapter, per_curve = [], []  # the (adapter, class) pairs allowed, and each curve's cost of them
+    for cover in kinds:
+        fits = np.nonzero(own <= cover)[0]
+        adapter.append(fits)
+        per_curve.append(costs.curve(cover).split_each(loads_tok_s[fits]))
+    pairs, n = sum(map(len, adapter)), len(kinds)
+    # Rows: one per adapter (its shares sum to 1), then one per (class, curve): the class's GPUs cost enough.
+    rows, columns, values, row = [np.concatenate(adapter)], [np.arange(pairs)], [np.ones(pairs)], len(own)
+    first = 0
+    for k, curve_costs in enumerate(per_curve):
+        span = np.arange(first, first + curve_costs.shape[1])
+        for curve_cost in curve_costs:
+            rows += [np.full(len(span), row), [row]]
+            columns += [span, [pairs + k]]
+            values += [curve_cost, [-GPU_COST_LIMIT]]
+            row += 1
+        first += len(span)
+    a = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
+                   shape=(row, pairs + n)).tocsr()
     integer = np.r_[np.zeros(pairs), np.ones(n)]
     with quiet_stdout():
         result = milp(integer, integrality=integer, bounds=Bounds(0, np.inf),
-                      constraints=LinearConstraint(a, np.r_[np.ones(len(own)), np.full(n, -np.inf)],
-                                                   np.r_[np.ones(len(own)), np.zeros(n)]),
+                      constraints=LinearConstraint(a, np.r_[np.ones(len(own)), np.full(row - len(own), -np.inf)],
+                                                   np.r_[np.ones(len(own)), np.zeros(row - len(own))]),
                       options={"time_limit": BOUND_TIME_LIMIT_S})
     bound = getattr(result, "mip_dual_bound", None)
     if result.status not in (0, 1) or bound is None or not np.isfinite(bound):

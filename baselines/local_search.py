@@ -128,8 +128,7 @@ class _Search:
         """The model cost of ``group`` on one GPU (of rank class ``cover``; default: the group's own)."""
         if not group:
             return 0.0
-        curve = self.costs.curve(cover or group_cover(group))
-        return float(curve(np.array([c.load_tok_s for c in group])).sum())
+        return self.costs.curve(cover or group_cover(group)).gpu_cost(np.array([c.load_tok_s for c in group]))
 
     def pack(self, groups: list[list[Copy]], copies: list[Copy]) -> list[list[Copy]]:
         """``copies`` added to ``groups`` (module doc, step 2), then balanced by single moves."""
@@ -154,9 +153,9 @@ class _Search:
         for _ in range(len(self.copies)):  # balance: single moves from the costliest GPU to the cheapest
             high = max(gpus, key=lambda g: g.cost)
             low = min(gpus, key=lambda g: g.cost)
-            moves = [(max(high.cost - saving, low.cost_with(c)), j)
-                     for j, (c, saving) in enumerate(zip(high.copies, high.each(), strict=True))
-                     if c.index not in low.members]
+            left = (high.sums[:, None] - high.each()).max(axis=0)  # high's cost without each copy (same class)
+            moves = [(max(float(left[j]), low.cost_with(c)), j)
+                     for j, c in enumerate(high.copies) if c.index not in low.members]
             if not moves or min(moves)[0] >= high.cost - 1e-9:
                 break
             low.add(high.remove(min(moves)[1]))
@@ -246,31 +245,42 @@ class _Search:
 
 
 class _Gpu:
-    """A GPU being packed: its copies, rank class and model cost, kept up to date."""
+    """A GPU being packed: its copies, rank class and each cost curve's sum over them, kept up to date."""
 
     def __init__(self, costs: CostModel, copies: list[Copy]) -> None:
         self.costs = costs
         self.copies: list[Copy] = []
         self.members: set[int] = set()
         self.cover = 0
-        self.cost = 0.0
+        self.sums = self._sums([], 0)
         for c in copies:
             self.add(c)
 
-    def each(self) -> np.ndarray:
-        """The cost of each copy at this GPU's rank class."""
-        return self.costs.curve(self.cover)(np.array([c.load_tok_s for c in self.copies]))
+    @property
+    def cost(self) -> float:
+        return float(self.sums.max())
+
+    def _sums(self, copies: list[Copy], cover: int) -> np.ndarray:
+        if not copies:
+            return np.zeros(len(self.costs.curve(cover or min(self.costs.curves)).cost))
+        return self.costs.curve(cover).each(np.array([c.load_tok_s for c in copies])).sum(axis=1)
+
+    def _sums_with(self, c: Copy) -> np.ndarray:
+        cover = max(self.cover, rank_cover(c.rank))
+        if cover == self.cover:
+            return self.sums + self.costs.curve(cover).each(np.array([c.load_tok_s]))[:, 0]
+        return self._sums([*self.copies, c], cover)  # every copy at the higher rank class
 
     def cost_with(self, c: Copy) -> float:
         """The cost with ``c`` added (all copies at the higher rank class when ``c`` raises it)."""
-        cover = max(self.cover, rank_cover(c.rank))
-        if cover == self.cover:
-            return self.cost + float(self.costs.curve(cover)(c.load_tok_s))
-        loads = np.array([x.load_tok_s for x in [*self.copies, c]])
-        return float(self.costs.curve(cover)(loads).sum())
+        return float(self._sums_with(c).max())
+
+    def each(self) -> np.ndarray:
+        """curves x copies: what each cost curve of this GPU's rank class charges each copy."""
+        return self.costs.curve(self.cover).each(np.array([c.load_tok_s for c in self.copies]))
 
     def add(self, c: Copy) -> None:
-        self.cost = self.cost_with(c)
+        self.sums = self._sums_with(c)
         self.cover = max(self.cover, rank_cover(c.rank))
         self.copies.append(c)
         self.members.add(c.index)
@@ -279,7 +289,7 @@ class _Gpu:
         c = self.copies.pop(j)
         self.members.discard(c.index)
         self.cover = group_cover(self.copies) if self.copies else 0
-        self.cost = float(self.each().sum()) if self.copies else 0.0
+        self.sums = self._sums(self.copies, self.cover)
         return c
 
 
