@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
+from baselines.bound import fewest_gpus
 from baselines.capacity import servable_model
 from baselines.common import Copy, Verifier, check_objective, group_cover, to_placement, twin_level
 from baselines.cost_model import CostModel, cost_model
@@ -55,6 +57,8 @@ HOT_FILL = 0.9
 LIGHT_COST = 0.7
 #: Cost moved off a starved GPU beyond its shortfall.
 MOVE_STEP = 0.03
+#: A copy costing more than this share of a GPU gets one more copy in the second packing tried at a GPU count.
+HOT_SPLIT = 0.25
 
 
 @dataclass
@@ -78,10 +82,10 @@ class LocalSearchPolicy:
 
     def place(self, workload: WorkloadSpec, profile: TwinProfile, *, seed: int = 0) -> Placement:
         search = _Search(workload, profile, Verifier(workload, profile, seed, self.verify_s))
-        low = max(1, math.ceil(search.total - 1e-9))
+        low = search.low
         found = None
         for gpus in range(low, len(search.copies) + 1):
-            found = search.repair(search.pack([[] for _ in range(gpus)], search.copies), self.max_moves)
+            found = search.attempt(gpus, self.max_moves)
             if found is not None:
                 break
         if found is None:
@@ -100,7 +104,7 @@ class LocalSearchPolicy:
         moves (a further copy may add GPUs), or None. ``python -m baselines.bound_check`` probes one GPU below the
         lower bound with it."""
         search = _Search(workload, profile, Verifier(workload, profile, seed, self.verify_s))
-        found = search.repair(search.pack([[] for _ in range(gpus)], search.copies), self.max_moves)
+        found = search.attempt(gpus, self.max_moves)
         self.twin_runs = search.verifier.runs
         return None if found is None else found[0]
 
@@ -122,7 +126,7 @@ class _Search:
             curve = costs.curve(rank_cover(adapter.rank))
             n = max(1, math.ceil(load / (HOT_FILL * curve.max_load_tok_s) - 1e-12))
             self.copies += [Copy(i, adapter.id, adapter.rank, float(load) / n)] * n
-        self.total = sum(self.cost([c]) for c in self.copies)
+        self.low = fewest_gpus(costs, [rank_cover(a.rank) for a in workload.adapters], capacity.loads(workload))
 
     def cost(self, group: list[Copy], cover: int | None = None) -> float:
         """The model cost of ``group`` on one GPU (of rank class ``cover``; default: the group's own)."""
@@ -130,12 +134,50 @@ class _Search:
             return 0.0
         return self.costs.curve(cover or group_cover(group)).gpu_cost(np.array([c.load_tok_s for c in group]))
 
-    def pack(self, groups: list[list[Copy]], copies: list[Copy]) -> list[list[Copy]]:
-        """``copies`` added to ``groups`` (module doc, step 2), then balanced by single moves."""
+    def attempt(self, gpus: int, max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
+        """Steps 2-3 of the module doc at ``gpus`` GPUs, packed each way of :meth:`packings` until the twin
+        verifies one: the first verified (with its groups), or None."""
+        for groups in self.packings(gpus):
+            found = self.repair(groups, max_moves)
+            if found is not None:
+                return found
+        return None
+
+    def packings(self, gpus: int) -> Iterator[list[list[Copy]]]:
+        """The neighbourhood a GPU count is tried in: the packing of step 2; the same with one more copy of every
+        adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU (the twin starves a GPU of a few hot
+        adapters at a lower cost than one whose load is spread); and one with every rank class free to use
+        every GPU (the hot adapters of all classes spread over all of them)."""
+        empty = [[] for _ in range(gpus)]
+        yield self.pack(empty, self.copies)
+        split = self.split_hot(gpus)
+        if split is not None:
+            yield self.pack(empty, split)
+        yield self.pack(empty, split or self.copies, by_class=False)
+
+    def split_hot(self, gpus: int) -> list[Copy] | None:
+        """The copies with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` (at most
+        ``gpus`` copies of an adapter), or None when there is none."""
+        per_adapter = Counter(c.index for c in self.copies)
+        hot = {c.index for c in self.copies if self.cost([c]) > HOT_SPLIT and per_adapter[c.index] < gpus}
+        if not hot:
+            return None
+        out = []
+        for c in self.copies:
+            if c.index not in hot:
+                out.append(c)
+            elif c is next(x for x in self.copies if x.index == c.index):
+                n = per_adapter[c.index] + 1
+                out += [replace(c, load_tok_s=c.load_tok_s * (n - 1) / n)] * n
+        return out
+
+    def pack(self, groups: list[list[Copy]], copies: list[Copy], by_class: bool = True) -> list[list[Copy]]:
+        """``copies`` added to ``groups`` (module doc, step 2; each rank class on its share of the GPUs unless
+        ``by_class`` is False or ``groups`` holds copies already), then balanced by single moves."""
         gpus = [_Gpu(self.costs, g) for g in groups]
         own = [self.cost([c]) for c in copies]
         target = (sum(g.cost for g in gpus) + sum(own)) / len(gpus)
-        fresh, placed = not any(g.copies for g in gpus), 0.0
+        fresh, placed = by_class and not any(g.copies for g in gpus), 0.0
         for cover in sorted({rank_cover(c.rank) for c in copies}, reverse=True):
             members = sorted((k for k, c in enumerate(copies) if rank_cover(c.rank) == cover), key=lambda k: -own[k])
             window = range(len(gpus))
