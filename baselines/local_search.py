@@ -220,6 +220,7 @@ class _Search:
         (with its groups), or None."""
         groups = [g for g in groups if g]
         levels = self.levels(groups)
+        strained: set[int] = set()  # GPUs that starved in this repair (by position in groups)
         for _ in range(max_moves + 1):
             placement = to_placement(groups, levels)
             copies = placement.copies()
@@ -231,14 +232,17 @@ class _Search:
                 return Placement(tuple(g for g in kept if g is not None)), groups
             if len(starved) > max(1, len(groups) // 2):
                 return None
+            strained.update(starved)
             worst = min(starved, key=lambda k: self._served_share(placement.assignments[k], copies))
-            changed = self._move(groups, worst, starved, self._served_share(placement.assignments[worst], copies))
+            changed = self._move(groups, worst, starved, self._served_share(placement.assignments[worst], copies),
+                                 strained)
             if changed is None and len(groups[worst]) > 1:  # no verified GPU to take its copies
                 return None
             if changed is None:  # a single copy starves: one more copy of its adapter, on a GPU of its own
                 kept_groups = [g for k, g in enumerate(groups) if k != worst]
                 levels = [level for k, level in enumerate(levels) if k != worst]
                 groups = replicate(groups, kept_groups, groups[worst])
+                strained.clear()
                 levels += self.levels(groups[len(levels):])
             else:
                 for k, level in zip(changed, self.levels([groups[k] for k in changed]), strict=True):
@@ -249,32 +253,45 @@ class _Search:
         metrics = self.verifier.verdict(gpu, copies).metrics
         return metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
 
-    def _move(self, groups: list[list[Copy]], worst: int, starved: list[int], share: float) -> list[int] | None:
-        """Copies worth the shortfall of GPU ``worst`` moved to the verified GPU of least cost; the two GPUs
-        changed, or None when ``worst`` holds a single copy (or no GPU can take one)."""
+    def _move(self, groups: list[list[Copy]], worst: int, starved: list[int], share: float,
+              strained: set[int]) -> list[int] | None:
+        """Copies worth the shortfall of GPU ``worst`` moved to verified GPUs, each to the one it leaves least
+        costly (a GPU that starved earlier in this repair, in ``strained``, only when no other can take it); the
+        GPUs changed, or None when ``worst`` holds a single copy (or no GPU can take one)."""
         source = groups[worst]
-        receivers = [k for k in range(len(groups)) if k not in starved]
+        receivers = {k: _Gpu(self.costs, groups[k]) for k in range(len(groups)) if k not in starved}
         if len(source) < 2 or not receivers:
             return None
-        target = min(receivers, key=lambda k: self.cost(groups[k]))
-        cover = group_cover(groups[target])
         left = self.cost(source) * ((1.0 - STARVATION_THRESHOLD - share) / (1.0 - STARVATION_THRESHOLD) + MOVE_STEP)
-        movable = sorted((c for c in source if all(x.index != c.index for x in groups[target])),
-                         key=lambda c: (rank_cover(c.rank) > cover, -self.cost([c])))
-        moved: list[Copy] = []
-        for c in movable:
-            cost = self.cost([c], max(cover, rank_cover(c.rank)))
-            if len(moved) == len(source) - 1 or left <= 0:
+        cover = group_cover(source)
+        moved: dict[int, int] = {}  # position in source -> receiving GPU
+
+        def best(j: int) -> tuple[float, int] | None:
+            """The receiver of copy ``j``: least added cost per cost saved (a copy that would raise a receiver's
+            rank class adds the most), a strained GPU last; and that ratio."""
+            options = [(k in strained, (gpu.cost_with(source[j]) - gpu.cost) / max(saving[j], 1e-9), k)
+                       for k, gpu in receivers.items() if source[j].index not in gpu.members]
+            return min(options)[1:] if options else None
+
+        saving = [self.cost([c], cover) for c in source]
+        while len(moved) < len(source) - 1 and left > 0:
+            picks = [(pick, j) for j in range(len(source)) if j not in moved and saving[j] <= left
+                     and (pick := best(j)) is not None]
+            if not picks and not moved:  # none fits the shortfall: the cheapest copy some GPU takes
+                picks = [(pick, j) for j in sorted(range(len(source)), key=saving.__getitem__)[:1]
+                         if (pick := best(j)) is not None]
+            if not picks:
                 break
-            if cost <= left:
-                moved.append(c)
-                left -= cost
-        moved = moved or movable[-1:]
+            (_, k), j = min(picks, key=lambda p: (p[0][0], -saving[p[1]]))
+            receivers[k].add(source[j])
+            moved[j] = k
+            left -= saving[j]
         if not moved:
             return None
-        groups[worst] = [c for c in source if all(c is not m for m in moved)]
-        groups[target] = groups[target] + moved
-        return [worst, target]
+        groups[worst] = [c for j, c in enumerate(source) if j not in moved]
+        for k in set(moved.values()):
+            groups[k] = receivers[k].copies
+        return [worst, *sorted(set(moved.values()))]
 
     def empty_one(self, groups: list[list[Copy]], max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
         """Step 4 of the module doc: the least costly GPU emptied onto the others, repaired; None if the twin
