@@ -57,8 +57,13 @@ HOT_FILL = 0.9
 LIGHT_COST = 0.7
 #: Cost moved off a starved GPU beyond its shortfall.
 MOVE_STEP = 0.03
-#: A copy costing more than this share of a GPU gets one more copy in the second packing tried at a GPU count.
+#: A copy costing more than this share of a GPU gets one more copy in a packing tried at a GPU count.
 HOT_SPLIT = 0.25
+#: The range a GPU's rates are scaled over to find what the twin says it can take, and the bisection steps.
+EDGE_BRACKET = (0.8, 1.2)
+EDGE_STEPS = 4
+#: Rounds of balancing by the twin's capacities (each measures them again on the GPUs it left).
+REBALANCE_ROUNDS = 3
 
 
 @dataclass
@@ -149,11 +154,53 @@ class _Search:
         adapters at a lower cost than one whose load is spread); and one with every rank class free to use
         every GPU (the hot adapters of all classes spread over all of them)."""
         empty = [[] for _ in range(gpus)]
-        yield self.pack(empty, self.copies)
+        groups = self.pack(empty, self.copies)
+        yield groups
+        for _ in range(REBALANCE_ROUNDS):
+            groups = self.rebalance(groups)
+            yield groups
         split = self.split_hot(gpus)
         if split is not None:
             yield self.pack(empty, split)
         yield self.pack(empty, split or self.copies, by_class=False)
+
+    def rebalance(self, groups: list[list[Copy]]) -> list[list[Copy]]:
+        """``groups`` balanced by what the twin says each GPU can take (module doc, step 2b): each GPU's
+        *capacity* is its cost times the factor its adapters' rates can be scaled by and still pass verification
+        at its level (:meth:`edge_scale`); then single moves from the GPU fullest for its capacity to the one it
+        leaves least full, while that lowers the fullest."""
+        placement = to_placement(groups, self.levels(groups))
+        copies = placement.copies()
+        capacity = []
+        for group, gpu in zip(groups, placement.assignments, strict=True):
+            kept = twin_level(gpu, copies, self.verifier, LEVEL_RETRIES, self.capacity.max_slots)
+            capacity.append(self.cost(group) * self.edge_scale(kept or gpu, copies))
+        gpus = [_Gpu(self.costs, g) for g in groups]
+        for _ in range(len(self.copies)):
+            fill = [g.cost / c for g, c in zip(gpus, capacity, strict=True)]
+            high = int(np.argmax(fill))
+            left = (gpus[high].sums[:, None] - gpus[high].each()).max(axis=0) / capacity[high]
+            moves = [(max(float(left[j]), gpu.cost_with(c) / capacity[k]), j, k)
+                     for j, c in enumerate(gpus[high].copies) for k, gpu in enumerate(gpus)
+                     if k != high and c.index not in gpu.members]
+            if not moves or min(moves)[0] >= fill[high] - 1e-9:
+                break
+            _, j, k = min(moves)
+            gpus[k].add(gpus[high].remove(j))
+        return [g.copies for g in gpus]
+
+    def edge_scale(self, gpu: GpuAssignment, copies: Counter[str]) -> float:
+        """The factor (within :data:`EDGE_BRACKET`, :data:`EDGE_STEPS` bisection steps in log space) by which
+        ``gpu``'s adapters' rates can be scaled and still pass verification at its level."""
+        passes = self.verifier.served_share(gpu, copies) >= 1.0 - STARVATION_THRESHOLD
+        low, high = (1.0, EDGE_BRACKET[1]) if passes else (EDGE_BRACKET[0], 1.0)
+        for _ in range(EDGE_STEPS):
+            mid = math.sqrt(low * high)
+            if self.verifier.served_share(gpu, copies, mid) >= 1.0 - STARVATION_THRESHOLD:
+                low = mid
+            else:
+                high = mid
+        return low
 
     def split_hot(self, gpus: int) -> list[Copy] | None:
         """The copies with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` (at most
@@ -233,9 +280,9 @@ class _Search:
             if len(starved) > max(1, len(groups) // 2):
                 return None
             strained.update(starved)
-            worst = min(starved, key=lambda k: self._served_share(placement.assignments[k], copies))
-            changed = self._move(groups, worst, starved, self._served_share(placement.assignments[worst], copies),
-                                 strained)
+            shares = {k: self.verifier.served_share(placement.assignments[k], copies) for k in starved}
+            worst = min(starved, key=shares.__getitem__)
+            changed = self._move(groups, worst, starved, shares[worst], strained)
             if changed is None and len(groups[worst]) > 1:  # no verified GPU to take its copies
                 return None
             if changed is None:  # a single copy starves: one more copy of its adapter, on a GPU of its own
@@ -248,10 +295,6 @@ class _Search:
                 for k, level in zip(changed, self.levels([groups[k] for k in changed]), strict=True):
                     levels[k] = level
         return None
-
-    def _served_share(self, gpu: GpuAssignment, copies: Counter[str]) -> float:
-        metrics = self.verifier.verdict(gpu, copies).metrics
-        return metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
 
     def _move(self, groups: list[list[Copy]], worst: int, starved: list[int], share: float,
               strained: set[int]) -> list[int] | None:
