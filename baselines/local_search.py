@@ -5,8 +5,9 @@ Greedy (the published pipeline) packs with the tree surrogate's verdicts and the
 copies. This policy packs with the cost model of the lower bound (:mod:`baselines.cost_model`), fitted on the
 twin's starvation edges, so its first packing already uses the bound's GPU count, and lets the twin decide:
 
-1. **Copies.** Each adapter costs ``c_k(l)`` at its rank class; one hotter than :data:`HOT_FILL` of what any GPU
-   carries is split into the fewest even copies below that.
+1. **Copies.** Each adapter costs ``c_k(l)`` at its rank class (the most any curve of the class's family
+   charges); one hotter than :data:`HOT_FILL` of what any GPU carries is split into the fewest even copies below
+   that.
 2. **Pack** ``G`` GPUs, ``G`` from the lower bound up. Each rank class, from the highest, gets its share of the
    GPUs by cost (the GPU where one class ends is shared with the next, and costs its copies at the higher class);
    its copies, by decreasing cost, each go to the GPU of its share that it leaves least costly, so hot adapters
@@ -16,15 +17,23 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
 3. **Verify and repair** (the twin, :class:`baselines.common.Verifier`). Each GPU runs at the ``max_loras`` that
    served the most similar calibration mixes best (:meth:`baselines.capacity.CapacityModel.best_level`), or with
    a slot for every adapter when it has room to spare (:data:`LIGHT_COST`); where
-   the twin starves it, the levels next to it are tried (:func:`baselines.common.twin_level`). A GPU starved at
-   every level tried hands copies worth its shortfall (its cost times the share it falls short of 90%, plus
-   :data:`MOVE_STEP`) to the GPU of least cost among those verified, and both are checked again (with no GPU to
-   take them: ``G + 1``); a starved GPU holding a single copy gets its adapter one more copy, on a GPU of its own
-   (replication chosen by the search). Only changed GPUs are simulated. After ``max_moves`` moves without a
-   verified placement, or with more than half the GPUs starved at every level tried, ``G + 1``.
-4. **Empty a GPU** (the large neighbourhood). From a verified placement above the bound, the least costly GPU is
-   emptied, its copies packed onto the others by cost as in step 2, and step 3 run; the result is kept only if
-   the twin verifies it.
+   the twin starves it, the levels next to it are tried (:func:`baselines.common.twin_level`). The GPU starved
+   worst at every level tried hands copies worth its shortfall (its cost times the share it falls short of 90%,
+   plus :data:`MOVE_STEP`) to the verified GPUs, each copy to the one it raises least per cost moved (a copy
+   that would raise a GPU's rank class raises it most; a GPU that starved earlier in the repair takes copies
+   last), and the GPUs changed are checked again; a starved GPU holding a single copy gets its adapter one more
+   copy, on a GPU of its own (replication chosen by the search). Only changed GPUs are simulated. After
+   ``max_moves`` moves without a verified placement, or with more than half the GPUs starved at every level
+   tried, the next packing of the neighbourhood (step 4).
+4. **The neighbourhood of a GPU count** (:meth:`_Search.packings`), each packing repaired as in step 3 until one
+   verifies, else ``G + 1``: the packing of step 2; then :data:`REBALANCE_ROUNDS` rounds of balancing by the
+   twin: each GPU's capacity is its cost times the factor its rates can be scaled by and still verify at its
+   level (bisection), and single moves go from the GPU fullest for its capacity to the one they leave least full
+   (so a GPU the twin serves better than the cost model says takes load from one it serves worse); then the
+   packing with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU; then one
+   with every rank class free to use every GPU.
+5. **Empty a GPU.** From a verified placement above the bound, the least costly GPU is emptied, its copies packed
+   onto the others by cost as in step 2, and step 3 run; the result is kept only if the twin verifies it.
 
 A placement it returns is one the twin verified GPU by GPU (``place_and_verify`` repeats exactly those runs).
 """
@@ -38,7 +47,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
+from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement
@@ -105,13 +114,23 @@ class LocalSearchPolicy:
         return found[0]
 
     def place_on(self, workload: WorkloadSpec, profile: TwinProfile, gpus: int, *, seed: int = 0) -> Placement | None:
-        """Steps 1-3 of the module doc at ``gpus`` GPUs only: the placement the twin verified after the repair
+        """Steps 1-4 of the module doc at ``gpus`` GPUs only: the placement the twin verified after the repair
         moves (a further copy may add GPUs), or None. ``python -m baselines.bound_check`` probes one GPU below the
         lower bound with it."""
         search = _Search(workload, profile, Verifier(workload, profile, seed, self.verify_s))
         found = search.attempt(gpus, self.max_moves)
         self.twin_runs = search.verifier.runs
         return None if found is None else found[0]
+
+    def capacities(self, workload: WorkloadSpec, profile: TwinProfile, gpus: int, *,
+                   seed: int = 0) -> list[tuple[int, float, float]]:
+        """The packing of step 2 on ``gpus`` GPUs as the twin sees it: per GPU, its rank class, its cost and its
+        capacity (its cost times the factor its rates scale by and still verify: what step 4 balances by). A
+        packing whose capacities sum to less than its costs does not fit by moving load between its GPUs
+        (``examples/bound_gap.py``)."""
+        search = _Search(workload, profile, Verifier(workload, profile, seed, self.verify_s))
+        groups = [g for g in search.pack([[] for _ in range(gpus)], search.copies) if g]
+        return [(group_cover(g), search.cost(g), c) for g, c in zip(groups, search.capacities(groups), strict=True)]
 
 
 class _Search:
@@ -140,7 +159,7 @@ class _Search:
         return self.costs.curve(cover or group_cover(group)).gpu_cost(np.array([c.load_tok_s for c in group]))
 
     def attempt(self, gpus: int, max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
-        """Steps 2-3 of the module doc at ``gpus`` GPUs, packed each way of :meth:`packings` until the twin
+        """Steps 2-4 of the module doc at ``gpus`` GPUs, packed each way of :meth:`packings` until the twin
         verifies one: the first verified (with its groups), or None."""
         for groups in self.packings(gpus):
             found = self.repair(groups, max_moves)
@@ -149,10 +168,11 @@ class _Search:
         return None
 
     def packings(self, gpus: int) -> Iterator[list[list[Copy]]]:
-        """The neighbourhood a GPU count is tried in: the packing of step 2; the same with one more copy of every
-        adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU (the twin starves a GPU of a few hot
-        adapters at a lower cost than one whose load is spread); and one with every rank class free to use
-        every GPU (the hot adapters of all classes spread over all of them)."""
+        """The neighbourhood a GPU count is tried in (module doc, step 4): the packing of step 2; rounds of it
+        balanced by the twin's capacities; the packing with one more copy of every adapter whose copy costs more
+        than :data:`HOT_SPLIT` of a GPU (the twin starves a GPU of a few hot adapters at a lower cost than one
+        whose load is spread); and one with every rank class free to use every GPU (the hot adapters of all
+        classes spread over all of them)."""
         empty = [[] for _ in range(gpus)]
         groups = self.pack(empty, self.copies)
         yield groups
@@ -165,16 +185,11 @@ class _Search:
         yield self.pack(empty, split or self.copies, by_class=False)
 
     def rebalance(self, groups: list[list[Copy]]) -> list[list[Copy]]:
-        """``groups`` balanced by what the twin says each GPU can take (module doc, step 2b): each GPU's
+        """``groups`` balanced by what the twin says each GPU can take (module doc, step 4): each GPU's
         *capacity* is its cost times the factor its adapters' rates can be scaled by and still pass verification
         at its level (:meth:`edge_scale`); then single moves from the GPU fullest for its capacity to the one it
         leaves least full, while that lowers the fullest."""
-        placement = to_placement(groups, self.levels(groups))
-        copies = placement.copies()
-        capacity = []
-        for group, gpu in zip(groups, placement.assignments, strict=True):
-            kept = twin_level(gpu, copies, self.verifier, LEVEL_RETRIES, self.capacity.max_slots)
-            capacity.append(self.cost(group) * self.edge_scale(kept or gpu, copies))
+        capacity = self.capacities(groups)
         gpus = [_Gpu(self.costs, g) for g in groups]
         for _ in range(len(self.copies)):
             fill = [g.cost / c for g, c in zip(gpus, capacity, strict=True)]
@@ -188,6 +203,24 @@ class _Search:
             _, j, k = min(moves)
             gpus[k].add(gpus[high].remove(j))
         return [g.copies for g in gpus]
+
+    def capacities(self, groups: list[list[Copy]]) -> list[float]:
+        """What the twin says each group's GPU can take, in cost units: its cost times :meth:`edge_scale` at the
+        level it verifies at (when it starves at every level tried: the one of those two levels either side of
+        the suggested one that serves the most)."""
+        placement = to_placement(groups, self.levels(groups))
+        copies = placement.copies()
+        capacity = []
+        for group, gpu in zip(groups, placement.assignments, strict=True):
+            kept = twin_level(gpu, copies, self.verifier, LEVEL_RETRIES, self.capacity.max_slots)
+            if kept is None:
+                top = min(len(group), self.capacity.max_slots[group_cover(group)])
+                levels = sorted({m for m in MAX_LORAS_LEVELS if m <= top} | {top, gpu.max_loras})
+                at = levels.index(gpu.max_loras)
+                kept = max((replace(gpu, max_loras=m) for m in levels[max(0, at - 2):at + 3]),
+                           key=lambda g: self.verifier.served_share(g, copies))
+            capacity.append(self.cost(group) * self.edge_scale(kept, copies))
+        return capacity
 
     def edge_scale(self, gpu: GpuAssignment, copies: Counter[str]) -> float:
         """The factor (within :data:`EDGE_BRACKET`, :data:`EDGE_STEPS` bisection steps in log space) by which
@@ -337,7 +370,7 @@ class _Search:
         return [worst, *sorted(set(moved.values()))]
 
     def empty_one(self, groups: list[list[Copy]], max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
-        """Step 4 of the module doc: the least costly GPU emptied onto the others, repaired; None if the twin
+        """Step 5 of the module doc: the least costly GPU emptied onto the others, repaired; None if the twin
         does not verify it."""
         victim = min(range(len(groups)), key=lambda k: self.cost(groups[k]))
         others = [list(g) for k, g in enumerate(groups) if k != victim]
