@@ -26,10 +26,11 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
    ``max_moves`` moves without a verified placement, or with more than half the GPUs starved at every level
    tried, the next packing of the neighbourhood (step 4).
 4. **The neighbourhood of a GPU count** (:meth:`_Search.packings`), each packing repaired as in step 3 until one
-   verifies, else ``G + 1``: the packing of step 2; then :data:`REBALANCE_ROUNDS` rounds of balancing by the
-   twin: each GPU's capacity is its cost times the factor its rates can be scaled by and still verify at its
+   verifies, else ``G + 1``: the packing of step 2; then up to :data:`REBALANCE_ROUNDS` rounds of balancing by
+   the twin: each GPU's capacity is its cost times the factor its rates can be scaled by and still verify at its
    level (bisection), and single moves go from the GPU fullest for its capacity to the one they leave least full
-   (so a GPU the twin serves better than the cost model says takes load from one it serves worse); then the
+   (so a GPU the twin serves better than the cost model says takes load from one it serves worse), while the
+   capacities sum to at least :data:`REACH` of the costs; then the
    packing with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU; then one
    with every rank class free to use every GPU.
 5. **Empty a GPU.** From a verified placement above the bound, the least costly GPU is emptied, its copies packed
@@ -73,6 +74,9 @@ EDGE_BRACKET = (0.8, 1.2)
 EDGE_STEPS = 4
 #: Rounds of balancing by the twin's capacities (each measures them again on the GPUs it left).
 REBALANCE_ROUNDS = 3
+#: No balancing round when the capacities sum to less than this share of the costs: the load does not fit these
+#: GPUs by moving it between them (the capacities are measured to about 1.4%: :data:`EDGE_STEPS` in the bracket).
+REACH = 0.98
 
 
 @dataclass
@@ -177,19 +181,20 @@ class _Search:
         groups = self.pack(empty, self.copies)
         yield groups
         for _ in range(REBALANCE_ROUNDS):
-            groups = self.rebalance(groups)
+            capacity = self.capacities(groups)
+            if sum(capacity) < REACH * sum(map(self.cost, groups)):  # moving load between them will not do
+                break
+            groups = self.rebalance(groups, capacity)
             yield groups
         split = self.split_hot(gpus)
         if split is not None:
             yield self.pack(empty, split)
         yield self.pack(empty, split or self.copies, by_class=False)
 
-    def rebalance(self, groups: list[list[Copy]]) -> list[list[Copy]]:
-        """``groups`` balanced by what the twin says each GPU can take (module doc, step 4): each GPU's
-        *capacity* is its cost times the factor its adapters' rates can be scaled by and still pass verification
-        at its level (:meth:`edge_scale`); then single moves from the GPU fullest for its capacity to the one it
-        leaves least full, while that lowers the fullest."""
-        capacity = self.capacities(groups)
+    def rebalance(self, groups: list[list[Copy]], capacity: list[float]) -> list[list[Copy]]:
+        """``groups`` balanced by what the twin says each GPU can take (module doc, step 4; ``capacity`` from
+        :meth:`capacities`): single moves from the GPU fullest for its capacity to the one it leaves least full,
+        while that lowers the fullest."""
         gpus = [_Gpu(self.costs, g) for g in groups]
         for _ in range(len(self.copies)):
             fill = [g.cost / c for g, c in zip(gpus, capacity, strict=True)]
