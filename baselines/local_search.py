@@ -229,7 +229,8 @@ class _Search:
 
     def edge_scale(self, gpu: GpuAssignment, copies: Counter[str]) -> float:
         """The factor (within :data:`EDGE_BRACKET`, :data:`EDGE_STEPS` bisection steps in log space) by which
-        ``gpu``'s adapters' rates can be scaled and still pass verification at its level."""
+        ``gpu``'s adapters' rates can be scaled and still pass verification at its level (the bracket's low end
+        when that starves too: then an over-estimate)."""
         passes = self.verifier.served_share(gpu, copies) >= 1.0 - STARVATION_THRESHOLD
         low, high = (1.0, EDGE_BRACKET[1]) if passes else (EDGE_BRACKET[0], 1.0)
         for _ in range(EDGE_STEPS):
