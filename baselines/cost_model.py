@@ -12,8 +12,8 @@ plus its presence in batches, which grows ever more slowly with its rate), and s
 only if its adapters' costs sum to at most 1. For a fixed load and adapter count the sum is largest when the
 load is spread evenly, so equal-rate GPUs are where the model is tightest.
 
-**Fit** (:func:`fit_cost_curves`). Each ``c_k`` is piecewise linear on a log-spaced grid of loads, the solution
-of a linear program: the largest summed cost of the calibration mixes
+**Fit** (:func:`fit_cost_curves`). The main curve ``c_k`` is piecewise linear on a log-spaced grid of loads, the
+solution of a linear program: the largest summed cost of the calibration mixes
 (:func:`baselines.edge_table.calibration_mixes`: equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot
 adapters beside many cold ones) at their starvation edges, subject to each of them costing at most 1 there,
 concavity and monotonicity. A mix's edge is the least load found to starve it at every ``max_loras`` level and
@@ -48,9 +48,9 @@ from baselines.edge_table import MixEdge, calibration_mixes, shipped_table
 
 #: Knots of a cost curve (log-spaced between the least and the largest adapter load of the calibration mixes).
 KNOTS = 64
-#: Calibration mixes of at most this many adapters get a cost curve of their own (module doc). Curves of the
-#: larger mixes (8-64 adapters) charged Zipf GPUs of ~100 adapters under Gamma arrivals (bursty-v0) 1.05-1.09 at
-#: loads verification passes, beyond the bound's margin (``python -m baselines.bound_check``), so they are left out.
+#: Calibration mixes of at most this many adapters get a cost curve of their own (module doc). With a curve for
+#: every mix, ``python -m baselines.bound_check`` failed on 6 workloads (5 bursty-v0 seeds of about 100 Zipf
+#: adapters under Gamma arrivals, whose verified GPUs cost up to 1.06, beyond the bound's margin; one mixed-ranks).
 FEW_ADAPTERS = 4
 
 
