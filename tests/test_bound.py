@@ -116,3 +116,13 @@ def test_local_search_reaches_the_bound_on_600_zipf_adapters_by_the_twins_capaci
 
     assert lower_bound_gpus(workload, PROFILE) == placement.gpus == 6
     assert verify(workload, placement, PROFILE, seed=0).starved_gpus == 0
+
+
+def test_the_twins_capacities_say_whether_a_gpu_count_can_fit_by_moving_load():
+    """12 Zipf adapters at 45 req/s: on one GPU the twin's capacity (cost times the factor the rates scale by and
+    still verify) falls short of the cost, so no move fits them there; on two, each GPU verifies with room."""
+    workload = powerlaw_workload(12, 45.0, alpha=1.0, rng=np.random.default_rng(3), duration_s=600.0)
+    policy = get_policy("local-search")
+    [(_, cost, capacity)] = policy.capacities(workload, PROFILE, 1)
+    assert capacity < cost
+    assert all(capacity >= cost for _, cost, capacity in policy.capacities(workload, PROFILE, 2))
