@@ -11,18 +11,25 @@ adapter's load on them (``sum_k x_ik = 1``, ``k`` at least the adapter's class),
 (:func:`adaptergym.placement.verify`: each GPU simulated alone on its even share of the traffic for 600 simulated
 s, at least ``MIN_VERIFIED_REQUESTS`` requests, starved if it serves 10% or more short of what it is offered), on
 the profile the capacity table was measured with (its fingerprint) and at the table's length distribution, for
-constant rates (no rate schedule), with ``max_loras`` among ``MAX_LORAS_LEVELS`` and a CPU cache holding all of a
-GPU's adapters, *provided* every GPU that passes verification holds adapters costing at most 1.04 at its class
-under every curve of the family. Then a placement's GPUs of class ``k``, with ``x_ik`` its share of adapter
+constant rates (no rate schedule) arriving by Poisson or Gamma processes of a CV the table covers (1-4), with
+``max_loras`` among ``MAX_LORAS_LEVELS`` and a CPU cache holding all of a GPU's adapters, *provided* every GPU that
+passes verification holds adapters costing at most 1.04 at its class under every curve of the family. The
+curves are fitted on the calibration mixes' edges under the workload's arrivals: Poisson's, or for Gamma arrivals
+each mix's largest edge of Poisson's and those measured at CV 2, 3 and 4
+(:meth:`baselines.edge_table.CapacityTable.edges_for`; bursts of one adapter's requests share its slot and batch
+presence, so a GPU of many cold adapters serves up to 1.5-1.8x more, and a Poisson-fitted cost put a verified
+one-GPU ``bursty`` placement at 1.081). Then a placement's GPUs of class ``k``, with ``x_ik`` its share of adapter
 ``i``'s load on them, satisfy the MILP's constraints, curve by curve (summed over those GPUs; concavity: a share
 ``x`` of a load costs at least ``x c(l)``; even splits: an adapter on ``m`` GPUs costs ``m c(l / m)``, more than
 on fewer), so their number is at least the optimum. The proviso is measured, not proven: the cost model holds on
-its calibration mixes for 4 request draws each (Poisson arrivals), and the 4% covers the draws verification
-makes on other seeds. ``python -m baselines.bound_check`` tests it on every GPU of the placements the policies
-verify on the scenarios' test seeds (Gamma arrivals among them, which let a GPU serve a few % more) and the
-README's workloads. Without a measured table for the profile and lengths, the bound falls back to the offered
-load over a one-adapter GPU's ``peak / 0.9`` (a bound by the 90% rule alone, far looser), with a warning naming
-the command that measures one.
+its calibration mixes for 4 request draws each (per arrival process), and the 4% covers the draws verification
+makes on other seeds; a Gamma CV between the measured ones is taken to lie within them.
+``python -m baselines.bound_check`` tests it on every GPU of the placements the policies
+verify on the scenarios' test seeds (``bursty``'s Gamma arrivals among them) and the README's workloads.
+Without a measured table for the profile and lengths, or for arrivals it does not cover (a Gamma CV above 4 or
+below 1, a burst at t=0), the bound falls back to the offered load over a one-adapter GPU's ``peak / 0.9`` (a
+bound by the 90% rule alone, whatever the arrivals, far looser), with a warning naming the command that
+measures one.
 
 **``single_adapter_bound_gpus``**: the issue's independent yardstick: offered tokens/s over the twin's saturated
 throughput of one GPU serving a single adapter of the smallest rank class (rank 8). A GPU passes the 90% rule
@@ -63,11 +70,11 @@ def lower_bound_gpus(workload: WorkloadSpec, profile: TwinProfile) -> int:
     bound under)."""
     capacity = servable_model(profile, workload)
     loads = capacity.loads(workload)
-    costs = cost_model(profile, workload.lengths)
+    costs = cost_model(profile, workload.lengths, workload.arrival)
     if costs is None:
-        log.warning("lower bound: no capacity table for %s at %s lengths; using offered / (one-adapter peak / "
-                    "0.9). Measure one with `python -m baselines.edge_table --profile %s`", profile.name,
-                    workload.lengths.kind, profile.name)
+        log.warning("lower bound: no capacity table for %s at %s lengths and %s arrivals (CV %g); using offered / "
+                    "(one-adapter peak / 0.9). Measure one with `python -m baselines.edge_table --profile %s`",
+                    profile.name, workload.lengths.kind, workload.arrival.kind, workload.arrival.cv, profile.name)
         return max(1, math.ceil(loads.sum() / capacity.admissible_tok_s(VLLM_MAX_LORA_RANKS[0]) - 1e-9))
     return fewest_gpus(costs, [rank_cover(a.rank) for a in workload.adapters], loads)
 

@@ -60,7 +60,7 @@ def check_workload(job: tuple[str, int, WorkloadSpec, TwinProfile, tuple[str, ..
     name, seed, workload, profile, policies = job
     capacity = servable_model(profile, workload)
     bound = lower_bound_gpus(workload, profile)
-    costs = cost_model(profile, workload.lengths)
+    costs = cost_model(profile, workload.lengths, workload.arrival)
     row: dict[str, Any] = {"workload": name, "seed": seed, "adapters": len(workload.adapters),
                            "offered_tok_s": float(capacity.loads(workload).sum()), "lower_bound_gpus": bound,
                            "single_adapter_bound_gpus": single_adapter_bound_gpus(workload, profile)}

@@ -41,7 +41,7 @@ from adaptergym.metrics import STARVATION_THRESHOLD, Metrics
 from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
-from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
+from adaptergym.workload import AdapterSpec, ArrivalSpec, LengthSpec, WorkloadSpec
 from baselines.edge_table import MixEdge, calibration_mixes, shipped_table
 
 #: Simulated seconds of each peak measurement (its second half is measured).
@@ -68,16 +68,18 @@ MIX_EDGE_STEPS = 8
 #: Bisection steps of another seed's mix edge above the first's, in a bracket a factor ``SEED_SPREAD`` wide (0.9%).
 SEED_STEPS = 4
 SEED_SPREAD = 1.15
+#: Poisson arrivals: the calibration's, and every workload's unless it says otherwise.
+POISSON = ArrivalSpec()
 
 
 def verify_mix(profile: TwinProfile, lengths: LengthSpec, cover: int, shares: np.ndarray, max_loras: int,
-               load_tok_s: float, seed: int = 0) -> Metrics:
+               load_tok_s: float, seed: int = 0, arrival: ArrivalSpec = POISSON) -> Metrics:
     """Placement verification of one GPU (``max_lora_rank`` ``cover``, ``max_loras`` slots) whose adapters, all of
-    rank ``cover``, take ``shares`` of an offered ``load_tok_s``."""
+    rank ``cover``, take ``shares`` of an offered ``load_tok_s``, arriving by ``arrival`` (Poisson by default)."""
     ids = tuple(f"mix-{i}" for i in range(len(shares)))
     rates = load_tok_s * np.asarray(shares) / mean_request_tokens(lengths)
     workload = WorkloadSpec(tuple(AdapterSpec(i, cover, float(r)) for i, r in zip(ids, rates, strict=True)), lengths,
-                            duration_s=VERIFY_DURATION_S)
+                            arrival, duration_s=VERIFY_DURATION_S)
     return verify_gpu(workload, GpuAssignment(0, ids, max_loras), Counter(ids), profile, seed=seed).metrics
 
 
@@ -89,9 +91,9 @@ def mix_levels(adapters: int, max_slots: int) -> list[int]:
 
 
 def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shares: Sequence[float],
-                     seeds: Sequence[int] = EDGE_SEEDS) -> MixEdge:
+                     seeds: Sequence[int] = EDGE_SEEDS, arrival: ArrivalSpec = POISSON) -> MixEdge:
     """The starvation edge (module doc) of a GPU with ``max_lora_rank`` ``cover`` whose adapters (all of rank
-    ``cover``) take ``shares`` of its load.
+    ``cover``) take ``shares`` of its load, arriving by ``arrival`` (Poisson by default).
 
     The first seed bisects the load; a load is served if some level of :func:`mix_levels` serves it. Levels
     are tried outward from the last one that served, up to :data:`SCAN_REACH` levels on each side, and a side
@@ -105,7 +107,7 @@ def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shar
     best = [levels[len(levels) // 2]]
 
     def served(load_tok_s: float, level: int, seed: int) -> tuple[bool, float]:
-        metrics = verify_mix(profile, lengths, cover, shares, level, load_tok_s, seed)
+        metrics = verify_mix(profile, lengths, cover, shares, level, load_tok_s, seed, arrival)
         return not metrics.starved, metrics.total_throughput / metrics.offered_throughput
 
     def passes(load_tok_s: float, seed: int, reach: int = SCAN_REACH) -> bool:

@@ -28,6 +28,11 @@ kind above, so a GPU that passes verification costs at most 1 under each of them
 any GPU was seen to carry (:attr:`CostCurves.max_load_tok_s`) must be split over ``m`` GPUs; ``m c(l / m)``
 grows with ``m`` (concavity), so it costs ``m c(l / m)`` with the fewest ``m``.
 
+**Arrivals.** The edges depend on how requests arrive: under Gamma arrivals, bursts of one adapter's requests
+share its slot and its batch presence, and a GPU of many cold adapters passes verification at up to 1.5-1.8x the
+load it does under Poisson ones (``gamma_mixes`` of the table). A workload is costed by the edges of its arrivals
+(:meth:`baselines.edge_table.CapacityTable.edges_for`), one model per arrival kind.
+
 The model is fitted, not derived: it holds on the mixes measured, and ``python -m baselines.bound_check``
 tests it on the GPUs of every placement the policies verify (:mod:`baselines.bound`).
 """
@@ -43,8 +48,9 @@ from scipy.optimize import linprog
 from adaptergym.envs.common import rank_cover
 from adaptergym.placement import Placement
 from adaptergym.profile import TwinProfile
-from adaptergym.workload import LengthSpec, WorkloadSpec
-from baselines.edge_table import MixEdge, calibration_mixes, shipped_table
+from adaptergym.workload import ArrivalSpec, LengthSpec, WorkloadSpec
+from baselines.capacity import POISSON
+from baselines.edge_table import CapacityTable, MixEdge, calibration_mixes, shipped_table
 
 #: Knots of a cost curve (log-spaced between the least and the largest adapter load of the calibration mixes).
 KNOTS = 64
@@ -160,15 +166,23 @@ class CostModel:
         return costs
 
 
-_MODELS: dict[str, CostModel | None] = {}
+_TABLES: dict[str, CapacityTable | None] = {}
+_MODELS: dict[tuple[str, str], CostModel] = {}
 
 
-def cost_model(profile: TwinProfile, lengths: LengthSpec) -> CostModel | None:
-    """The cost model of (profile, lengths) from its shipped table, fitted once per process; None when no table
-    was measured for them (``python -m baselines.edge_table``)."""
-    key = json.dumps([profile.to_dict(), str(lengths)], sort_keys=True, default=str)
+def cost_model(profile: TwinProfile, lengths: LengthSpec, arrival: ArrivalSpec = POISSON) -> CostModel | None:
+    """The cost model of (profile, lengths) from its shipped table, fitted once per process on the mixes' edges
+    under ``arrival``'s process (:meth:`baselines.edge_table.CapacityTable.edges_for`: Poisson, or Gamma of a
+    measured CV); None when no table was measured for them (``python -m baselines.edge_table``) or it does not
+    cover those arrivals."""
+    base = json.dumps([profile.to_dict(), str(lengths)], sort_keys=True, default=str)
+    if base not in _TABLES:
+        _TABLES[base] = shipped_table(profile, lengths)
+    table = _TABLES[base]
+    edges = None if table is None else table.edges_for(arrival)
+    if edges is None:
+        return None
+    key = (base, arrival.kind)  # every Gamma CV the table covers is costed by the same edges
     if key not in _MODELS:
-        table = shipped_table(profile, lengths)
-        _MODELS[key] = None if table is None else CostModel(
-            {cover: fit_cost_curves(edge_loads(edges)) for cover, edges in table.mixes.items()})
+        _MODELS[key] = CostModel({cover: fit_cost_curves(edge_loads(row)) for cover, row in edges.items()})
     return _MODELS[key]

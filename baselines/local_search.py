@@ -142,10 +142,11 @@ class _Search:
 
     def __init__(self, workload: WorkloadSpec, profile: TwinProfile, verifier: Verifier) -> None:
         capacity = servable_model(profile, workload)
-        costs = cost_model(profile, workload.lengths)
+        costs = cost_model(profile, workload.lengths, workload.arrival)
         if costs is None:
             raise ConfigError(f"local-search: no capacity table for {profile.name!r} at {workload.lengths.kind} "
-                              f"lengths; measure one with `python -m baselines.edge_table --profile {profile.name}`")
+                              f"lengths and {workload.arrival.kind} arrivals (CV {workload.arrival.cv:g}); measure "
+                              f"one with `python -m baselines.edge_table --profile {profile.name}` or use greedy")
         self.costs: CostModel = costs
         self.capacity = capacity
         self.verifier = verifier

@@ -54,8 +54,10 @@ def test_a_gpu_takes_the_longest_prefix_within_its_fill_of_the_capacity(surrogat
 
 def test_fill_one_packs_like_the_published_greedy_and_a_fill_of_090_does_not_starve_the_twin(surrogate_env):
     """Fill 1 with a slot per adapter is the greedy's next-fit to the surrogate's edge: the same GPU counts as
-    ``greedy`` without its twin repair (measured: equal on training seeds 0-7). With 10% headroom the twin
-    (120-s fleet run, the evaluation's judge) starves none of them, at most one GPU more than greedy."""
+    ``greedy`` without its twin repair, give or take one (measured: equal on training seeds 0-7 but seed 3, where
+    greedy's rank-grouped packing takes 3 and fill 1 takes 2, which the twin verifies; greedy's repair shrinks its
+    own to 2). With 10% headroom the twin (120-s fleet run, the evaluation's judge) starves none of them, and they
+    cost GPUs: as many as fill 1 or more, at most one more than greedy (measured: 3, 3, 2, 2, 3 on seeds 0-4)."""
     twin = gym.make(PACKING, scorer="twin")
     scenario, profile = get_scenario("zipf-large"), load_profile(None)
     for seed in SEEDS:
@@ -64,7 +66,7 @@ def test_fill_one_packs_like_the_published_greedy_and_a_fill_of_090_does_not_sta
         assert abs(edge["gpus_used"] - greedy) <= 1, seed
         headroom, _ = play(twin, action_of(twin, 0.9, 1.0), seed)
         assert headroom["scorer"] == "twin" and headroom["starved_gpus"] == 0, seed
-        assert greedy <= headroom["gpus_used"] <= greedy + 1, seed
+        assert edge["gpus_used"] <= headroom["gpus_used"] <= greedy + 1, seed
 
 
 def test_the_observation_says_what_each_action_does(surrogate_env):
@@ -85,13 +87,20 @@ def test_the_observation_says_what_each_action_does(surrogate_env):
         assert env.observation_space.contains(after)
 
 
+#: A workload of seed 1 of zipf-large offers 1.9 reference GPUs of load (one GPU's saturated throughput each); on two
+#: GPUs, the first filled to 60% of its capacity, the last takes more than a GPU can serve at saturation.
+#: (Seed 0, with 0.9 of them, starved there until the LoRA LRU refit raised what a GPU of many adapters serves.)
+HEAVY_SEED, LOW_FILL = 1, (0, 1)
+
+
 def test_the_last_gpu_of_the_budget_takes_what_is_left():
     env = gym.make(PACKING, scorer="surrogate", gpu_budget=2)
-    low_fill = (0, 1)  # 60% of a GPU: far less than these workloads need
-    info, steps = play(env, low_fill, seed=0)
+    info, steps = play(env, LOW_FILL, seed=HEAVY_SEED)
     assert len(steps) == 2 and info["gpus_used"] == 2
-    assert sum(s["gpu_adapters_taken"] for s in steps) == len(get_scenario("zipf-large").workload(0).adapters)
-    assert info["starved_gpus"] >= 1  # a GPU with that much load starves
+    assert sum(s["gpu_adapters_taken"] for s in steps) == len(get_scenario("zipf-large").workload(HEAVY_SEED).adapters)
+    last = env.unwrapped._loads[steps[0]["gpu_adapters_taken"]:].sum()
+    assert last > 1 / 0.9  # past the 90% rule at the saturated throughput: the last GPU must starve
+    assert info["starved_gpus"] >= 1
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [
@@ -107,10 +116,10 @@ def test_starvation_penalty_scales_the_score_of_a_starved_placement():
     rewards = []
     for penalty in (1.0, 4.0):
         env = gym.make(PACKING, scorer="surrogate", gpu_budget=2, starvation_penalty=penalty)
-        env.reset(seed=0, options={"scenario_seed": 0})
+        env.reset(seed=HEAVY_SEED, options={"scenario_seed": HEAVY_SEED})
         done = False
         while not done:
-            _, reward, done, _, info = env.step(np.array([0, 1]))
+            _, reward, done, _, info = env.step(np.array(LOW_FILL))
         rewards.append(reward)
         assert reward == -penalty * info["starved_gpus"] / info["gpus_used"]
     assert rewards[1] == 4 * rewards[0] < 0

@@ -16,7 +16,9 @@ The adapters wait in a queue (the environment's packing order). For one GPU the 
    So a GPU whose queue runs out before it fills still gets a capacity of its own, above what remains.
 3. **Take.** With fill ``f`` the GPU takes the longest prefix whose load is at most ``f`` times that
    capacity, and at least one adapter: ``f = 1`` packs to the surrogate's edge (the published greedy's
-   next-fit), below it leaves headroom, above it packs past the edge.
+   next-fit), below it leaves headroom, above it packs past the edge. A fill of at most 1 takes no more than
+   the served prefix: every longer prefix is predicted starved (the capacity scales the served prefix's mix,
+   and the adapters after it may raise the GPU's rank class, which lowers what it serves).
 
 The capacity is measured in tokens/s; the environment divides it by one GPU's reference capacity.
 """
@@ -108,7 +110,11 @@ class SurrogatePacker:
                               CEILING * reference_tok_s)
         limit = self.fills[:, None] * capacity[None, :]
         take = np.maximum(1, np.searchsorted(cumulative[:window], limit.ravel() * (1 + 1e-9), side="right"))
-        return GpuOptions(capacity, prefix.astype(np.int64), take.reshape(limit.shape).astype(np.int64))
+        take = take.reshape(limit.shape)
+        # Every prefix past the served one is predicted starved (its next adapters may raise the rank class,
+        # which the served prefix's mix scaled up does not see), so a fill of at most 1 stops there.
+        take = np.where((self.fills[:, None] <= 1.0) & (prefix > 0), np.minimum(take, prefix), take)
+        return GpuOptions(capacity, prefix.astype(np.int64), take.astype(np.int64))
 
     def _edge(self, base: np.ndarray, own: np.ndarray, served: np.ndarray, ceiling: float) -> np.ndarray:
         """Per row of ``base`` (a GPU offered ``own`` tokens/s, ``served`` by the surrogate or not), the largest
