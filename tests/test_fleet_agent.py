@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from adaptergym import load_profile
 from adaptergym.cli.main import main as adaptergym_main
@@ -37,18 +38,34 @@ def fleet_env():
 
 
 def returns(policy, env) -> np.ndarray:
+    torch.manual_seed(0)  # the sampled policies' draws
     return np.array([r["reward"] for r in evaluate(policy, "p", env, TEST_SEEDS, follows_masks=True)])
 
 
+class Sampled:
+    """An agent acting by sampling its policy (what PPO trains), where evaluation asks for its most likely action."""
+
+    def __init__(self, agent: TrainedAgent) -> None:
+        self.agent = agent
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None):
+        return self.agent.predict(observation, state, episode_start, False, action_masks)
+
+
 def test_short_training_beats_its_initial_policy_and_random_knobs(fleet_run, fleet_env):
+    """Training raises the return of the policy it trains (sampled actions), and its most likely actions beat
+    random knobs. The untrained network's most likely action is an arbitrary fixed choice: with the profile
+    before the LoRA LRU refit it scored -30.2 (seed 0), now -18.7, -23.4 and -15.1 (seeds 0-2), as good as
+    4,096 steps (-19.5, -23.5, -19.4) or 12,288 (-20.8 on seeds 0 and 1) reach; so it is no yardstick of
+    learning (the best constant knobs score -11.9, the knobs every episode starts with -24.2)."""
     config = fleet_run.config
-    initial = new_model(config, fleet_env)
-    before = returns(TrainedAgent(initial, config, fleet_run.checkpoint), fleet_env)
-    after = returns(fleet_run, fleet_env)
+    initial = TrainedAgent(new_model(config, fleet_env), config, fleet_run.checkpoint)
+    before, after = returns(Sampled(initial), fleet_env), returns(Sampled(fleet_run), fleet_env)
     random = returns(RandomPolicy(fleet_env.action_space.nvec, seed=0), fleet_env)
-    # Measured on these 8 seeds (analytic scorer, default profile): initial -30.2, trained -19.6, random knobs -75.0
-    # (seed 0; seeds 1 and 2: trained -15.3 and -15.8 from -30.2 and -48.0).
-    assert after.mean() > before.mean() + 5.0 and after.mean() > random.mean() + 30.0
+    # Measured on these 8 seeds (analytic scorer, default profile), sampled: initial -84.9, trained -70.6 (seed 0;
+    # seeds 1 and 2: -63.5 and -56.6); most likely actions: trained -19.5, random knobs -66.7.
+    assert after.mean() > before.mean() + 7.0
+    assert returns(fleet_run, fleet_env).mean() > random.mean() + 30.0
 
 
 def test_fleet_rows_hold_the_episode_totals(fleet_run, fleet_env):
