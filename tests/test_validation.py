@@ -208,7 +208,9 @@ def test_a_light_hour_is_judged_from_its_first_900_s_as_the_whole_hour_would_be(
         twin, hour = short.loc[served & ~swaps, f"{metric}_twin"], full.loc[served & ~swaps, f"{metric}_twin"]
         assert not np.allclose(twin, hour, rtol=1e-9)  # different spans were simulated...
         assert np.allclose(twin, hour, rtol=tolerance), metric  # ...and agree
-        assert short.loc[swaps, f"{metric}_twin"].tolist() == full.loc[swaps, f"{metric}_twin"].tolist()
+        # the same hour, run in two stretches (a decode jump ends at 900 s): equal but for rounding
+        assert short.loc[swaps, f"{metric}_twin"].tolist() == pytest.approx(full.loc[swaps, f"{metric}_twin"].tolist(),
+                                                                           rel=1e-9)
 
 
 def test_api_server_hold_up_from_ttft_tails_and_its_burst_bound(shared_data):
