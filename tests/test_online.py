@@ -12,7 +12,7 @@ from adaptergym.dynamic import DynamicFleet, ReplicaSpec
 from adaptergym.workload import Flash, Piecewise, powerlaw_workload
 from baselines.online import get_online_policy
 from baselines.online.packing import Packer
-from baselines.online.policies import make_before_break
+from baselines.online.policies import held, lead_epochs, make_before_break, upper_rates
 from baselines.online.replay import replay
 
 
@@ -53,6 +53,32 @@ def test_periodic_scales_out_after_a_step_up_and_back_in_after_it_without_thrash
     assert max(busy) > max(calm) and max(after) < max(busy)
     assert max(gpus) <= needed + 1  # make-before-break holds one more replica for an epoch at most
     assert run.summary.cold_starts <= needed + 1 and run.summary.restarts == 0
+
+
+def test_the_look_ahead_covers_the_coming_epoch_and_a_new_replicas_start_up():
+    assert lead_epochs(0.0, 300.0) == 1
+    assert lead_epochs(200.0, 300.0) == 2  # a replica launched next epoch serves from inside the one after
+    assert lead_epochs(469.0, 300.0) == 3  # 7.8 min (80 slots on Llama-3.1-8B): two epochs ahead
+    assert lead_epochs(600.0, 300.0) == 3
+
+
+def test_the_upper_forecast_is_the_look_ahead_peak_plus_a_per_gpu_margin_shared_by_error_variance():
+    expected = np.array([[1.0, 2.0, 3.0], [4.0, 1.0, 3.0]])  # two epochs ahead, three adapters
+    assert upper_rates(expected, np.zeros((0, 3)), 2.0, 1).tolist() == [4.0, 2.0, 3.0]  # no errors yet: the peak
+    # Errors: adapter 0 missed by +-3 (variance 9), adapter 1 by 4 (variance 16), adapter 2 never (variance 0).
+    errors = np.array([[3.0, 4.0, 0.0], [-3.0, 4.0, 0.0]])
+    # One GPU: its error's sigma is sqrt(9 + 16) = 5; a 2-sigma margin of 10 is shared 9:16 by variance.
+    assert np.allclose(upper_rates(expected, errors, 2.0, 1), [4.0 + 3.6, 2.0 + 6.4, 3.0])
+    # Four GPUs, a quarter of the variance each: sigma 2.5 per GPU, so the fleet's margin doubles, not quadruples.
+    assert np.allclose(upper_rates(expected, errors, 2.0, 4), [4.0 + 7.2, 2.0 + 12.8, 3.0])
+    assert upper_rates(expected, errors, 0.0, 4).tolist() == [4.0, 2.0, 3.0]
+
+
+def test_the_held_rate_rises_at_once_and_falls_only_after_sustained_low_load():
+    series = [1.0, 5.0, 2.0, 2.0, 2.0, 6.0, 1.0]  # one adapter's upper forecast, decision by decision
+    plans = [held([np.array([v]) for v in series[: k + 1]], 3)[0] for k in range(len(series))]
+    assert plans == [1.0, 5.0, 5.0, 5.0, 2.0, 6.0, 6.0]
+    assert [held([np.array([v]) for v in series[: k + 1]], 1)[0] for k in range(len(series))] == series
 
 
 def test_make_before_break_adds_new_replicas_before_moving_anything():
