@@ -12,7 +12,7 @@ from adaptergym.dynamic import DynamicFleet, ReplicaSpec
 from adaptergym.workload import Flash, Piecewise, powerlaw_workload
 from baselines.online import get_online_policy
 from baselines.online.packing import Packer
-from baselines.online.policies import held, lead_epochs, make_before_break, upper_rates
+from baselines.online.policies import held, lead_epochs, make_before_break, shortfall, upper_rates
 from baselines.online.replay import replay
 
 
@@ -74,6 +74,11 @@ def test_the_upper_forecast_is_the_look_ahead_peak_plus_a_per_gpu_margin_shared_
     assert upper_rates(expected, errors, 0.0, 4).tolist() == [4.0, 2.0, 3.0]
 
 
+def test_a_forecast_error_is_how_far_the_highest_arrival_rate_overshot_the_planned_peak():
+    observed = np.array([[1.0, 5.0, 2.0], [3.0, 4.0, 2.0]])  # two epochs of a look-ahead, three adapters
+    assert shortfall(observed, np.array([2.0, 6.0, 2.0])).tolist() == [1.0, 0.0, 0.0]  # over-forecasts count 0
+
+
 def test_the_held_rate_rises_at_once_and_falls_only_after_sustained_low_load():
     series = [1.0, 5.0, 2.0, 2.0, 2.0, 6.0, 1.0]  # one adapter's upper forecast, decision by decision
     plans = [held([np.array([v]) for v in series[: k + 1]], 3)[0] for k in range(len(series))]
@@ -86,6 +91,8 @@ def test_make_before_break_adds_new_replicas_before_moving_anything():
     plan = {0: ReplicaSpec(("a",), 4, 16), 2: ReplicaSpec(("b", "c"), 8, 16)}  # 2 is new: it starts
     assert make_before_break(plan, current) == {**current, 2: plan[2]}
     assert make_before_break(plan, {**current, 2: plan[2]}) == plan  # 2 is in the fleet: the plan stands
+    # ... once it is up: while 2 is still starting, nothing moves onto it.
+    assert make_before_break(plan, {**current, 2: plan[2]}, settled=False) == {**current, 2: plan[2]}
 
 
 def test_reactive_splits_a_starved_replica_and_waits_for_the_new_one():
