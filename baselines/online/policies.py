@@ -29,7 +29,7 @@ from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.forecast import Forecaster, make_forecaster
 from baselines.capacity import capacity_model
-from baselines.online.packing import Packer
+from baselines.online.packing import Group, Packer, plan_of
 
 #: Rates are packed with this much room (a GPU filled to 1/1.25 = 80% of the surrogate's starvation edge).
 HEADROOM = 0.25
@@ -43,6 +43,8 @@ MARGIN_Z = 1.5
 HOLD_EPOCHS = 2
 #: ``periodic``/``oracle`` measure their forecast error over this many past epochs.
 ERROR_WINDOW = 12
+#: ``periodic``/``oracle`` add ``shrink_band`` of room to a packing the surrogate judges starved at most this often.
+REPACK_STEPS = 3
 
 @dataclass
 class StaticPolicy:
@@ -143,6 +145,7 @@ class Replanner:
     error_window: int = ERROR_WINDOW
     name: str = "replanner"
     _packer: Packer | None = field(default=None, init=False, repr=False)
+    _packers: dict[float, Packer] = field(default_factory=dict, init=False, repr=False)  # by headroom
     _peaks: list[tuple[int, int, np.ndarray]] = field(default_factory=list, init=False, repr=False)
     _errors: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
     _needs: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
@@ -157,6 +160,7 @@ class Replanner:
 
     def reset(self, fleet: DynamicFleet) -> None:
         self._packer = Packer(fleet, self.headroom)
+        self._packers = {self.headroom: self._packer}
         self._peaks, self._errors, self._needs = [], [], []
 
     def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
@@ -188,26 +192,38 @@ class Replanner:
                         if start < len(observed)]
 
     def plan(self, fleet: DynamicFleet) -> FleetPlan:
-        packer = self._packer
         if fleet.epoch == 0:
-            first = packer.fresh_plan(fleet.true_rates())
+            first = self._packer.fresh_plan(fleet.true_rates())
             ahead = fleet.rate_table()[: self.lead_epochs(fleet, first)]
             self._needs = [ahead.max(axis=0)]
-            return packer.fresh_plan(self._needs[0])
+            return plan_of(self.pack(fleet, self._needs[0], self.headroom))
         current = fleet.plan
         rates = self.needed_rates(fleet, current)
-        short = packer.starved(current, rates, self.keep_headroom)
+        short = self._packer.starved(current, rates, self.keep_headroom)
         settled = not any(r.state == "starting" for r in fleet.results[-1].replicas)
         if not settled and not short:
             return current  # the last change is still under way, and enough
-        target = packer.pack(rates)
+        target = self.pack(fleet, rates, self.headroom)
         if not short:
             if len(target) >= len(current):
                 return current
-            target = Packer(fleet, self.headroom + self.shrink_band).pack(rates)
+            target = self.pack(fleet, rates, self.headroom + self.shrink_band)
             if len(target) >= len(current):
                 return current
-        return make_before_break(packer.fit(target, current), current, settled)
+        return make_before_break(self._packer.fit(target, current), current, settled)
+
+    def pack(self, fleet: DynamicFleet, rates: np.ndarray, headroom: float) -> list[Group]:
+        """The greedy packing of ``rates`` with ``headroom``, or, if the surrogate judges that it starves with
+        ``keep_headroom`` (the greedy's packing and the judge can disagree near the edge), with ``shrink_band``
+        more room at a time, up to :data:`REPACK_STEPS` times: so a fresh plan passes the test that keeps it."""
+        for step in range(REPACK_STEPS + 1):
+            room = round(headroom + step * self.shrink_band, 6)
+            if room not in self._packers:
+                self._packers[room] = Packer(fleet, room)
+            groups = self._packers[room].pack(rates)
+            if not self._packer.starved(plan_of(groups), rates, self.keep_headroom):
+                break
+        return groups
 
 
 def make_before_break(plan: FleetPlan, current: FleetPlan, settled: bool = True) -> FleetPlan:
