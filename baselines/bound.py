@@ -1,24 +1,25 @@
 """The lower bounds every placement is measured against.
 
 **``lower_bound_gpus``**. The cost model (:mod:`baselines.cost_model`) gives adapter ``i`` (load ``l_i`` tokens/s)
-the cost ``c_k(l_i)`` on a GPU of rank class ``k`` (its ``--max-lora-rank``), ``c_k`` concave, an adapter hotter
-than a GPU carries split evenly over the fewest GPUs that can. The bound is the optimum of a small MILP: integer
-``n_k`` GPUs of each class ``k``, a fraction ``x_ik >= 0`` of each adapter's load on them (``sum_k x_ik = 1``,
-``k`` at least the adapter's class), and ``sum_i x_ik c_k(l_i) <= 1.04 n_k`` (:data:`GPU_COST_LIMIT`); it
-minimises ``sum_k n_k``.
+the costs ``c_kj(l_i)`` on a GPU of rank class ``k`` (its ``--max-lora-rank``), one per curve ``j`` of the class's
+family, each concave, an adapter hotter than a GPU carries split evenly over the fewest GPUs that can. The bound
+is the optimum of a small MILP: integer ``n_k`` GPUs of each class ``k``, a fraction ``x_ik >= 0`` of each
+adapter's load on them (``sum_k x_ik = 1``, ``k`` at least the adapter's class), and, for every curve ``j``,
+``sum_i x_ik c_kj(l_i) <= 1.04 n_k`` (:data:`GPU_COST_LIMIT`); it minimises ``sum_k n_k``.
 
 *What it is a bound under.* It never exceeds the GPU count of a placement that passes verification
 (:func:`adaptergym.placement.verify`: each GPU simulated alone on its even share of the traffic for 600 simulated
 s, at least ``MIN_VERIFIED_REQUESTS`` requests, starved if it serves 10% or more short of what it is offered), on
 the profile the capacity table was measured with (its fingerprint) and at the table's length distribution, for
 constant rates (no rate schedule), with ``max_loras`` among ``MAX_LORAS_LEVELS`` and a CPU cache holding all of a
-GPU's adapters, *provided* every GPU that passes verification holds adapters costing at most 1.04 at its class.
-Then a placement's GPUs of class ``k``, with ``x_ik`` its share of adapter ``i``'s load on them, satisfy the
-MILP's constraints (concavity: a share ``x`` of a load costs at least ``x c(l)``; even splits: an adapter on ``m``
-GPUs costs ``m c(l / m)``, more than on fewer), so their number is at least the optimum. The proviso is
-measured, not proven: the cost model holds on its calibration mixes for 4 request draws each (Poisson arrivals),
-and the 4% covers the draws verification makes on other seeds. ``python -m baselines.bound_check`` tests it on
-every GPU of the placements the policies verify on the scenarios' test seeds (Gamma arrivals among them) and the
+GPU's adapters, *provided* every GPU that passes verification holds adapters costing at most 1.04 at its class
+under every curve of the family. Then a placement's GPUs of class ``k``, with ``x_ik`` its share of adapter
+``i``'s load on them, satisfy the MILP's constraints, curve by curve (summed over those GPUs; concavity: a share
+``x`` of a load costs at least ``x c(l)``; even splits: an adapter on ``m`` GPUs costs ``m c(l / m)``, more than
+on fewer), so their number is at least the optimum. The proviso is measured, not proven: the cost model holds on
+its calibration mixes for 4 request draws each (Poisson arrivals), and the 4% covers the draws verification
+makes on other seeds. ``python -m baselines.bound_check`` tests it on every GPU of the placements the policies
+verify on the scenarios' test seeds (Gamma arrivals among them, which let a GPU serve a few % more) and the
 README's workloads. Without a measured table for the profile and lengths, the bound falls back to the offered
 load over a one-adapter GPU's ``peak / 0.9`` (a bound by the 90% rule alone, far looser), with a warning naming
 the command that measures one.
@@ -76,21 +77,30 @@ def fewest_gpus(costs: CostModel, covers: list[int], loads_tok_s: np.ndarray) ->
     ``covers[i]`` is adapter ``i``'s rank class."""
     kinds = sorted(set(costs.curves) | set(covers))
     own = np.array(covers)
-    cost = np.full((len(own), len(kinds)), np.inf)
-    for k, kind in enumerate(kinds):
-        fits = own <= kind
-        cost[fits, k] = costs.curve(kind).split_cost(loads_tok_s[fits])
-    adapter, kind = np.nonzero(np.isfinite(cost))
-    pairs, n = len(adapter), len(kinds)
-    rows = np.r_[adapter, len(own) + kind, len(own) + np.arange(n)]
-    columns = np.r_[np.arange(pairs), np.arange(pairs), pairs + np.arange(n)]
-    values = np.r_[np.ones(pairs), cost[adapter, kind], np.full(n, -GPU_COST_LIMIT)]
-    a = coo_matrix((values, (rows, columns)), shape=(len(own) + n, pairs + n)).tocsr()
+    adapter, per_curve = [], []  # the (adapter, class) pairs allowed, and each curve's cost of them
+    for cover in kinds:
+        fits = np.nonzero(own <= cover)[0]
+        adapter.append(fits)
+        per_curve.append(costs.curve(cover).split_each(loads_tok_s[fits]))
+    pairs, n = sum(map(len, adapter)), len(kinds)
+    # Rows: one per adapter (its shares sum to 1), then one per (class, curve): the class's GPUs cost enough.
+    rows, columns, values, row = [np.concatenate(adapter)], [np.arange(pairs)], [np.ones(pairs)], len(own)
+    first = 0
+    for k, curve_costs in enumerate(per_curve):
+        span = np.arange(first, first + curve_costs.shape[1])
+        for curve_cost in curve_costs:
+            rows += [np.full(len(span), row), [row]]
+            columns += [span, [pairs + k]]
+            values += [curve_cost, [-GPU_COST_LIMIT]]
+            row += 1
+        first += len(span)
+    a = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
+                   shape=(row, pairs + n)).tocsr()
     integer = np.r_[np.zeros(pairs), np.ones(n)]
     with quiet_stdout():
         result = milp(integer, integrality=integer, bounds=Bounds(0, np.inf),
-                      constraints=LinearConstraint(a, np.r_[np.ones(len(own)), np.full(n, -np.inf)],
-                                                   np.r_[np.ones(len(own)), np.zeros(n)]),
+                      constraints=LinearConstraint(a, np.r_[np.ones(len(own)), np.full(row - len(own), -np.inf)],
+                                                   np.r_[np.ones(len(own)), np.zeros(row - len(own))]),
                       options={"time_limit": BOUND_TIME_LIMIT_S})
     bound = getattr(result, "mip_dual_bound", None)
     if result.status not in (0, 1) or bound is None or not np.isfinite(bound):

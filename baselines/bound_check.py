@@ -6,8 +6,9 @@ of every scenario with constant rates, the README's workloads and a grid of larg
 
 Per workload: each policy's placement, verified (:func:`baselines.evaluation.place_and_verify`); the fewest GPUs
 of a verified one; ``lower_bound_gpus`` and ``single_adapter_bound_gpus``; the highest cost-model cost of any
-verified GPU (the bound's proviso: at most ``GPU_COST_LIMIT``); and a *probe* below the bound: the local search's
-packing on ``bound - 1`` GPUs, repaired by the twin, which must not verify on fewer GPUs than the bound. It prints
+verified GPU (the bound's proviso: at most ``GPU_COST_LIMIT``, under every curve of the cost model); and a *probe*
+below the bound: local-search's search on ``bound - 1`` GPUs (its packings of that count, repaired by the twin),
+which must not verify on fewer GPUs than the bound. It prints
 every violation and a summary of the ratios.
 """
 

@@ -133,6 +133,19 @@ class Verifier:
     def ok(self, placement: Placement) -> bool:
         return not any(self.starved(placement))
 
+    def served_share(self, gpu: GpuAssignment, copies: Counter[str], scale: float = 1.0) -> float:
+        """The share of its offered tokens ``gpu`` serves alone (at least 0.9: not starved), with its adapters'
+        rates times ``scale`` (1: the cached verdict; otherwise simulated every time)."""
+        if scale == 1.0:
+            metrics = self.verdict(gpu, copies).metrics
+        else:
+            on_gpu = set(gpu.adapters)
+            scaled = replace(self.workload, adapters=tuple(replace(a, rate=a.rate * scale) if a.id in on_gpu else a
+                                                           for a in self.workload.adapters))
+            self.runs += 1
+            metrics = verify_gpu(scaled, gpu, copies, self.profile, seed=self.seed, duration_s=self.duration_s).metrics
+        return metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
+
 
 def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int,
                max_slots: dict[int, int]) -> GpuAssignment | None:
