@@ -2,10 +2,10 @@
 
 * ``static-mean`` / ``static-peak``: one plan for the whole episode, every adapter at its mean rate over the
   episode / at its own peak epoch rate; never changes.
-* ``periodic``: plans on a forecast of the coming epoch's rates from what arrived so far; changes the fleet when
-  the surrogate predicts the running plan starves at the forecast, or when the forecast fits on fewer GPUs with
-  room to spare (hysteresis).
-* ``oracle``: ``periodic`` on the true rates of the coming epoch.
+* ``periodic``: provisions for an upper forecast (learnt from its own errors) of each adapter's peak before new
+  capacity could serve, held through short dips; changes the fleet when the surrogate predicts the running plan
+  falls short of it, or when it fits on fewer GPUs with room to spare (:class:`Replanner`).
+* ``oracle``: the same provisioning on the true rates of the coming epochs.
 * ``reactive``: no forecast; a replica that starved in the last epoch gets a new replica that takes half its
   traffic; when utilisation is low, the least loaded replica is removed.
 
@@ -41,10 +41,11 @@ KEEP_HEADROOM = HEADROOM
 MARGIN_Z = 1.5
 #: ``periodic``/``oracle`` plan for the highest upper forecast of this many decisions (1: the latest alone).
 HOLD_EPOCHS = 2
-#: ``periodic``/``oracle`` measure their forecast error over this many past epochs.
+#: ``periodic``/``oracle`` measure their forecast error over this many past decisions.
 ERROR_WINDOW = 12
 #: ``periodic``/``oracle`` add ``shrink_band`` of room to a packing the surrogate judges starved at most this often.
 REPACK_STEPS = 3
+
 
 @dataclass
 class StaticPolicy:
@@ -131,10 +132,12 @@ class Replanner:
     surrogate is optimistic near its edge) and a fresh packing needs as many GPUs or more. It re-packs (fitted to
     the running replicas, :meth:`Packer.fit`) when the running plan fails that margin, and shrinks only to a
     packing with ``shrink_band`` more room, when that needs fewer GPUs (consolidating is where the surrogate errs).
-    Running replicas are never restarted: a group their flags cannot serve goes to a new replica. Make before
-    break (:func:`make_before_break`): new replicas are added first, what runs is left as it is, and adapters move
-    only once every replica is up; while one is starting the plan stays, unless it fails the margin (then more
-    replicas are added at once).
+    A packing the surrogate itself judges short at ``keep_headroom`` (the greedy's packing and the judge can
+    disagree near the edge) gets ``shrink_band`` more room first, up to :data:`REPACK_STEPS` times (:meth:`pack`),
+    so a new plan passes the test that keeps it. Running replicas are never restarted: a group their flags cannot
+    serve goes to a new replica. Make before break (:func:`make_before_break`): new replicas are added first,
+    what runs is left as it is, and adapters move only once every replica is up; while one is starting the plan
+    stays, unless it fails the margin (then more replicas are added at once).
     """
 
     headroom: float = HEADROOM
@@ -173,8 +176,8 @@ class Replanner:
         return lead_epochs(fleet.profile.startup_time.seconds(slots), fleet.epoch_s)
 
     def needed_rates(self, fleet: DynamicFleet, plan: FleetPlan) -> np.ndarray:
-        """The rates to provision for (class doc): the held upper forecast of the look-ahead peak. Also learns the
-        error of the last forecast from what arrived in the epoch that just ended."""
+        """The rates to provision for (class doc): the held upper forecast of the look-ahead peak. Also measures
+        the errors of the past look-ahead peaks on what has arrived since (:meth:`_learn`)."""
         lead = self.lead_epochs(fleet, plan)
         expected = self.rates(fleet, lead)
         self._learn(fleet.observed_rates())
@@ -213,9 +216,8 @@ class Replanner:
         return make_before_break(self._packer.fit(target, current), current, settled)
 
     def pack(self, fleet: DynamicFleet, rates: np.ndarray, headroom: float) -> list[Group]:
-        """The greedy packing of ``rates`` with ``headroom``, or, if the surrogate judges that it starves with
-        ``keep_headroom`` (the greedy's packing and the judge can disagree near the edge), with ``shrink_band``
-        more room at a time, up to :data:`REPACK_STEPS` times: so a fresh plan passes the test that keeps it."""
+        """The greedy packing of ``rates`` with ``headroom``, or, while the surrogate judges it short with
+        ``keep_headroom``, with ``shrink_band`` more room at a time, up to :data:`REPACK_STEPS` times."""
         for step in range(REPACK_STEPS + 1):
             room = round(headroom + step * self.shrink_band, 6)
             if room not in self._packers:
