@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from adaptergym.cli import main
 from adaptergym.dynamic import DynamicFleet, ReplicaSpec
+from adaptergym.errors import ConfigError
 from adaptergym.workload import Flash, Piecewise, powerlaw_workload
 from baselines.online import get_online_policy
 from baselines.online.packing import Packer
@@ -84,6 +86,16 @@ def test_the_held_rate_rises_at_once_and_falls_only_after_sustained_low_load():
     plans = [held([np.array([v]) for v in series[: k + 1]], 3)[0] for k in range(len(series))]
     assert plans == [1.0, 5.0, 5.0, 5.0, 2.0, 6.0, 6.0]
     assert [held([np.array([v]) for v in series[: k + 1]], 1)[0] for k in range(len(series))] == series
+
+
+@pytest.mark.parametrize(("knob", "value", "message"), [
+    ("hold_epochs", 0, "hold_epochs: 0 must be an integer >= 1"),
+    ("margin_z", -1.0, "margin_z: -1.0 must be in [0, 4]"),
+    ("keep_headroom", 5.0, "keep_headroom: 5.0 must be in [0, 4]"),
+])
+def test_a_bad_replanning_knob_is_one_line_naming_it(knob, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_online_policy("periodic", **{knob: value})
 
 
 def test_make_before_break_adds_new_replicas_before_moving_anything():
