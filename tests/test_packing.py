@@ -45,9 +45,11 @@ def test_a_gpu_takes_the_longest_prefix_within_its_fill_of_the_capacity(surrogat
     assert np.all(np.diff(options.take, axis=0) >= 0)  # more fill never takes less
     for f, fill in enumerate(env.fills):
         for s in range(len(env.slot_fractions)):
-            take = options.take[f, s]
+            take, served = options.take[f, s], options.served_prefix[s]
             assert take == 1 or loads[take - 1] <= fill * capacity[s] * (1 + 1e-9)
-            assert take == len(loads) or loads[take] > fill * capacity[s]  # the next one would not fit
+            # The next one would not fit, or a fill of at most 1 stops at the served prefix (longer ones starve).
+            assert take == len(loads) or loads[take] > fill * capacity[s] or (fill <= 1 and take == served)
+            assert fill > 1 or served == 0 or take <= served
     served = options.served_prefix
     assert np.all((served == 0) | (loads[np.maximum(served, 1) - 1] <= capacity * (1 + 1e-9)))
 
