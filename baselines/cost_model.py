@@ -1,5 +1,5 @@
 """The lower bound's cost model: the share of a GPU each adapter takes, by its load, so that a GPU that passes
-placement verification holds adapters costing at most 1 in all (1.04 in the bound, which allows for other request
+placement verification holds adapters costing at most 1 in all (1.10 in the bound, which allows for other request
 draws: :data:`baselines.bound.GPU_COST_LIMIT`).
 
 **Why a per-adapter cost.** What a GPU can serve falls with the adapters it holds: every distinct adapter in a

@@ -165,7 +165,10 @@ class _Search:
 
     def attempt(self, gpus: int, max_moves: int) -> tuple[Placement, list[list[Copy]]] | None:
         """Steps 2-4 of the module doc at ``gpus`` GPUs, packed each way of :meth:`packings` until the twin
-        verifies one: the first verified (with its groups), or None."""
+        verifies one: the first verified (with its groups), or None (also when an adapter has more copies than
+        ``gpus``: each copy needs a GPU of its own, which a low bound's count may not have)."""
+        if max(Counter(c.index for c in self.copies).values()) > gpus:
+            return None
         for groups in self.packings(gpus):
             found = self.repair(groups, max_moves)
             if found is not None:
@@ -249,11 +252,12 @@ class _Search:
         hot = {c.index for c in self.copies if self.cost([c]) > HOT_SPLIT and per_adapter[c.index] < gpus}
         if not hot:
             return None
-        out = []
+        out, split = [], set()
         for c in self.copies:
             if c.index not in hot:
                 out.append(c)
-            elif c is next(x for x in self.copies if x.index == c.index):
+            elif c.index not in split:  # an adapter's copies may be one object repeated: split it once
+                split.add(c.index)
                 n = per_adapter[c.index] + 1
                 out += [replace(c, load_tok_s=c.load_tok_s * (n - 1) / n)] * n
         return out
