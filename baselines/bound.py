@@ -17,7 +17,7 @@ passes verification holds adapters costing at most 1.10 at its class under every
 curves are fitted on the calibration mixes' edges under the workload's arrivals: Poisson's, or for Gamma arrivals
 each mix's largest edge of Poisson's and those measured at CV 2, 3 and 4
 (:meth:`baselines.edge_table.CapacityTable.edges_for`; bursts of one adapter's requests share its slot and batch
-presence, so a GPU of many cold adapters serves up to 1.5-1.8x more, and a Poisson-fitted cost put a verified
+presence, so a GPU of many cold adapters serves up to 1.5-1.9x more, and a Poisson-fitted cost put a verified
 one-GPU ``bursty`` placement at 1.081). Then a placement's GPUs of class ``k``, with ``x_ik`` its share of adapter
 ``i``'s load on them, satisfy the MILP's constraints, curve by curve (summed over those GPUs; concavity: a share
 ``x`` of a load costs at least ``x c(l)``; even splits: an adapter on ``m`` GPUs costs ``m c(l / m)``, more than

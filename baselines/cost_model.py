@@ -29,7 +29,7 @@ any GPU was seen to carry (:attr:`CostCurves.max_load_tok_s`) must be split over
 grows with ``m`` (concavity), so it costs ``m c(l / m)`` with the fewest ``m``.
 
 **Arrivals.** The edges depend on how requests arrive: under Gamma arrivals, bursts of one adapter's requests
-share its slot and its batch presence, and a GPU of many cold adapters passes verification at up to 1.5-1.8x the
+share its slot and its batch presence, and a GPU of many cold adapters passes verification at up to 1.5-1.9x the
 load it does under Poisson ones (``gamma_mixes`` of the table). A workload is costed by the edges of its arrivals
 (:meth:`baselines.edge_table.CapacityTable.edges_for`), one model per arrival kind.
 

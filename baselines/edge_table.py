@@ -9,8 +9,9 @@ JSON per (profile, lengths) in ``adaptergym/data/capacity/``:
   (:func:`baselines.capacity.measure_mix_edge`: every level, 4 request draws; :mod:`baselines.cost_model`):
   equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot adapters beside many cold ones; Poisson arrivals.
 - ``gamma_mixes``: the same mixes' edges under Gamma arrivals, the largest over the CVs of ``gamma_cvs``
-  (:data:`GAMMA_CVS`): bursts of one adapter's requests share its slot and its batch presence, so a GPU can serve
-  up to about 10% more than under Poisson arrivals, and the bound of a Gamma workload is fitted on these too.
+  (:data:`GAMMA_CVS`): bursts of one adapter's requests share its slot and its batch presence, so a GPU of many
+  cold adapters can serve up to 1.5-1.9x more than under Poisson arrivals, and the bound of a Gamma workload is
+  fitted on these too.
 
 Measuring the Poisson mixes took 16 CPU-minutes (an hour of wall time on the shared 2-core dev box, with the pure-Python
 engine; the compiled one is about 20x faster). A table is used only by the exact profile (its fingerprint) and
