@@ -41,13 +41,7 @@ STEP_FEATURES = (
     "lora_per_adapter_kcached_ms",  # per distinct adapter per 1,000 adapters in the CPU cache (vLLM lists the
     # cache for each adapter of the batch every step)
     "eager_ms",  # extra cost of a step too large for CUDA graphs (tokens > engine.cuda_graph_max_tokens)
-    # per distinct adapter at one max_lora_rank, on top of the two terms above: vLLM's LoRA kernels pick their
-    # tiling by rank, so the cost per adapter need not be linear in it
-    *(f"lora_per_adapter_at_rank_{rank}_ms" for rank in (8, 16, 32, 64)),
 )
-#: Step terms added after profiles were fitted: a profile that does not list one has it at 0 (its twin and its
-#: fingerprint are what they were), a calibrated one lists every other term.
-LATER_STEP_FEATURES = tuple(name for name in STEP_FEATURES if name.startswith("lora_per_adapter_at_rank_"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from adaptergym.cli import main
-from adaptergym.profile import LATER_STEP_FEATURES, STEP_FEATURES, load_profile, shipped_profiles
+from adaptergym.profile import STEP_FEATURES, load_profile, shipped_profiles
 from adaptergym.real_runs import read_runs, replays
 from adaptergym.twin.step_time import StepTimer
 from adaptergym.validation import mape, smape, validate
@@ -112,8 +112,7 @@ def test_calibrated_profiles_have_every_term_and_provenance():
         profile = load_profile(name)
         if "fitted_by" not in profile.provenance:
             continue
-        listed = set(profile.step_time.coefficients)
-        assert set(STEP_FEATURES) - set(LATER_STEP_FEATURES) <= listed <= set(STEP_FEATURES)
+        assert set(profile.step_time.coefficients) == set(STEP_FEATURES)
         assert profile.provenance["holdout"] and profile.provenance["train_rows"] > 0
 
 

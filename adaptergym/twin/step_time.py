@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaptergym.profile import LATER_STEP_FEATURES as RANK_STEP_FEATURES
 from adaptergym.profile import STEP_FEATURES, TwinProfile
 
 _RANK_UNIT = 16.0
-
-
-def _at_rank(max_lora_rank: int) -> str:
-    """The step term of a distinct adapter's cost at this max_lora_rank alone (absent for other ranks)."""
-    return f"lora_per_adapter_at_rank_{max_lora_rank}_ms"
 
 #: What the engine counts per step (summed, weighted by the inter-token gaps each step closes); the step
 #: model's features are linear in these for a fixed server config, so sums of raw counts give sums of features.
@@ -34,8 +28,7 @@ class StepTimer:
         self._per_prefill = c["per_prefill_token_ms"] + per_token
         self._per_ctx = c["per_context_ktoken_ms"] / 1000.0
         self._per_adapter = lora * (c["lora_per_adapter_ms"]
-                                    + c["lora_per_adapter_max_rank_ms"] * max_lora_rank / _RANK_UNIT
-                                    + c.get(_at_rank(max_lora_rank), 0.0))
+                                    + c["lora_per_adapter_max_rank_ms"] * max_lora_rank / _RANK_UNIT)
         self._per_adapter_token = lora * c["lora_per_adapter_ktoken_ms"] / 1000.0
         self._per_adapter_cached = lora * c["lora_per_adapter_kcached_ms"] / 1000.0
         self._eager = c["eager_ms"]
@@ -99,7 +92,6 @@ class StepTimer:
             "lora_per_ktoken_ms": lora * (decode + prefill) / 1000.0,
             "lora_per_adapter_ms": lora * adapters,
             "lora_per_adapter_max_rank_ms": lora * adapters * self.max_lora_rank / _RANK_UNIT,
-            **{name: lora * adapters * (name == _at_rank(self.max_lora_rank)) for name in RANK_STEP_FEATURES},
             "lora_per_slot_ms": lora * self.max_loras * steps,
             "lora_per_slot_ktoken_ms": lora * self.max_loras * (decode + prefill) / 1000.0,
             "lora_per_adapter_ktoken_ms": lora * adapter_tokens / 1000.0,
