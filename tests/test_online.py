@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from adaptergym.cli import main
 from adaptergym.dynamic import DynamicFleet, ReplicaSpec
+from adaptergym.errors import ConfigError
 from adaptergym.workload import Flash, Piecewise, powerlaw_workload
 from baselines.online import get_online_policy
 from baselines.online.packing import Packer
-from baselines.online.policies import make_before_break
+from baselines.online.policies import held, lead_epochs, make_before_break, shortfall, upper_rates
 from baselines.online.replay import replay
 
 
@@ -55,11 +57,54 @@ def test_periodic_scales_out_after_a_step_up_and_back_in_after_it_without_thrash
     assert run.summary.cold_starts <= needed + 1 and run.summary.restarts == 0
 
 
+def test_the_look_ahead_covers_the_coming_epoch_and_a_new_replicas_start_up():
+    assert lead_epochs(0.0, 300.0) == 1
+    assert lead_epochs(200.0, 300.0) == 2  # a replica launched next epoch serves from inside the one after
+    assert lead_epochs(469.0, 300.0) == 3  # 7.8 min (80 slots on Llama-3.1-8B): two epochs ahead
+    assert lead_epochs(600.0, 300.0) == 3
+
+
+def test_the_upper_forecast_is_the_look_ahead_peak_plus_a_per_gpu_margin_shared_by_error_variance():
+    expected = np.array([[1.0, 2.0, 3.0], [4.0, 1.0, 3.0]])  # two epochs ahead, three adapters
+    assert upper_rates(expected, np.zeros((0, 3)), 2.0, 1).tolist() == [4.0, 2.0, 3.0]  # no errors yet: the peak
+    # Errors: adapter 0 missed by +-3 (variance 9), adapter 1 by 4 (variance 16), adapter 2 never (variance 0).
+    errors = np.array([[3.0, 4.0, 0.0], [-3.0, 4.0, 0.0]])
+    # One GPU: its error's sigma is sqrt(9 + 16) = 5; a 2-sigma margin of 10 is shared 9:16 by variance.
+    assert np.allclose(upper_rates(expected, errors, 2.0, 1), [4.0 + 3.6, 2.0 + 6.4, 3.0])
+    # Four GPUs, a quarter of the variance each: sigma 2.5 per GPU, so the fleet's margin doubles, not quadruples.
+    assert np.allclose(upper_rates(expected, errors, 2.0, 4), [4.0 + 7.2, 2.0 + 12.8, 3.0])
+    assert upper_rates(expected, errors, 0.0, 4).tolist() == [4.0, 2.0, 3.0]
+
+
+def test_a_forecast_error_is_how_far_the_highest_arrival_rate_overshot_the_planned_peak():
+    observed = np.array([[1.0, 5.0, 2.0], [3.0, 4.0, 2.0]])  # two epochs of a look-ahead, three adapters
+    assert shortfall(observed, np.array([2.0, 6.0, 2.0])).tolist() == [1.0, 0.0, 0.0]  # over-forecasts count 0
+
+
+def test_the_held_rate_rises_at_once_and_falls_only_after_sustained_low_load():
+    series = [1.0, 5.0, 2.0, 2.0, 2.0, 6.0, 1.0]  # one adapter's upper forecast, decision by decision
+    plans = [held([np.array([v]) for v in series[: k + 1]], 3)[0] for k in range(len(series))]
+    assert plans == [1.0, 5.0, 5.0, 5.0, 2.0, 6.0, 6.0]
+    assert [held([np.array([v]) for v in series[: k + 1]], 1)[0] for k in range(len(series))] == series
+
+
+@pytest.mark.parametrize(("knob", "value", "message"), [
+    ("hold_epochs", 0, "hold_epochs: 0 must be an integer >= 1"),
+    ("margin_z", -1.0, "margin_z: -1.0 must be in [0, 4]"),
+    ("keep_headroom", 5.0, "keep_headroom: 5.0 must be in [0, 4]"),
+])
+def test_a_bad_replanning_knob_is_one_line_naming_it(knob, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_online_policy("periodic", **{knob: value})
+
+
 def test_make_before_break_adds_new_replicas_before_moving_anything():
     current = {0: ReplicaSpec(("a", "b"), 4, 16), 1: ReplicaSpec(("c",), 4, 16)}
     plan = {0: ReplicaSpec(("a",), 4, 16), 2: ReplicaSpec(("b", "c"), 8, 16)}  # 2 is new: it starts
     assert make_before_break(plan, current) == {**current, 2: plan[2]}
     assert make_before_break(plan, {**current, 2: plan[2]}) == plan  # 2 is in the fleet: the plan stands
+    # ... once it is up: while 2 is still starting, nothing moves onto it.
+    assert make_before_break(plan, {**current, 2: plan[2]}, settled=False) == {**current, 2: plan[2]}
 
 
 def test_reactive_splits_a_starved_replica_and_waits_for_the_new_one():

@@ -82,7 +82,7 @@ class Packer:
 
     def fresh_plan(self, rates: np.ndarray) -> FleetPlan:
         """A plan of new replicas (ids 0, 1, ...) for the packing at ``rates``."""
-        return {k: ReplicaSpec(g.adapters, g.max_loras, g.cover) for k, g in enumerate(self.pack(rates))}
+        return plan_of(self.pack(rates))
 
     def spec_for(self, adapters: tuple[str, ...], rates: np.ndarray) -> ReplicaSpec:
         """A new replica for ``adapters`` at ``rates`` (req/s): the surrogate's best ``max_loras``, the smallest
@@ -137,6 +137,11 @@ class Packer:
             fits[fewer] = ((predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * offered)
                            & (predicted["starved_prob"] < STARVED_PROBABILITY))
         return fits
+
+
+def plan_of(groups: Sequence[Group]) -> FleetPlan:
+    """A plan of new replicas (ids 0, 1, ...), one per group."""
+    return {k: ReplicaSpec(g.adapters, g.max_loras, g.cover) for k, g in enumerate(groups)}
 
 
 def groups_of(placement: Placement, workload: WorkloadSpec) -> list[Group]:

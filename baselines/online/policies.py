@@ -2,10 +2,10 @@
 
 * ``static-mean`` / ``static-peak``: one plan for the whole episode, every adapter at its mean rate over the
   episode / at its own peak epoch rate; never changes.
-* ``periodic``: plans on a forecast of the coming epoch's rates from what arrived so far; changes the fleet when
-  the surrogate predicts the running plan starves at the forecast, or when the forecast fits on fewer GPUs with
-  room to spare (hysteresis).
-* ``oracle``: ``periodic`` on the true rates of the coming epoch.
+* ``periodic``: provisions for an upper forecast (learnt from its own errors) of each adapter's peak before new
+  capacity could serve, held through short dips; changes the fleet when the surrogate predicts the running plan
+  falls short of it, or when it fits on fewer GPUs with room to spare (:class:`Replanner`).
+* ``oracle``: the same provisioning on the true rates of the coming epochs.
 * ``reactive``: no forecast; a replica that starved in the last epoch gets a new replica that takes half its
   traffic; when utilisation is low, the least loaded replica is removed.
 
@@ -19,6 +19,7 @@ oracle policies read the future (``fleet.true_rates``): they are references, not
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,12 +29,23 @@ from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.forecast import Forecaster, make_forecaster
 from baselines.capacity import capacity_model
-from baselines.online.packing import Packer
+from baselines.online.packing import Group, Packer, plan_of
 
 #: Rates are packed with this much room (a GPU filled to 1/1.25 = 80% of the surrogate's starvation edge).
 HEADROOM = 0.25
 #: ``periodic``/``oracle`` shrink only when the forecast also packs on fewer GPUs with this much more room.
 SHRINK_BAND = 0.15
+#: ``periodic``/``oracle`` keep the running plan while the surrogate says it serves the rates with this much room.
+KEEP_HEADROOM = HEADROOM
+#: ``periodic``/``oracle`` provision each GPU for this many standard deviations of its forecast error.
+MARGIN_Z = 1.5
+#: ``periodic``/``oracle`` plan for the highest upper forecast of this many decisions (1: the latest alone).
+HOLD_EPOCHS = 2
+#: ``periodic``/``oracle`` measure their forecast error over this many past decisions.
+ERROR_WINDOW = 12
+#: ``periodic``/``oracle`` add ``shrink_band`` of room to a packing the surrogate judges starved at most this often.
+REPACK_STEPS = 3
+
 
 @dataclass
 class StaticPolicy:
@@ -59,68 +71,169 @@ class StaticPolicy:
         return self._plan
 
 
+def lead_epochs(startup_s: float, epoch_s: float) -> int:
+    """The epochs a plan made now must cover: the coming one, and those a replica launched at the next decision
+    spends starting (``startup_s``), so a ramp is provisioned before it arrives."""
+    return 1 + math.ceil(startup_s / epoch_s)
+
+
+def upper_rates(expected: np.ndarray, errors: np.ndarray, z: float, gpus: int) -> np.ndarray:
+    """Per adapter, the highest of the ``expected`` rates (shape (epochs, adapters)) plus its share of a
+    ``z``-sigma margin per GPU: an upper forecast learnt from the forecast's own past ``errors`` (req/s it fell
+    short by, shape (past peaks, adapters); none: no margin).
+
+    A GPU overloads when the sum of its adapters' errors does, so the margin is sized per GPU: ``z`` times the
+    root of the summed error variances of a GPU's share (``1/gpus``) of the adapters, shared by the adapters in
+    proportion to their variance. An adapter whose forecasts miss gets most of the room, one they hit none, and
+    the fleet's total margin grows as the square root of its adapters' error, not linearly in it.
+    """
+    peak = expected.max(axis=0)
+    if not len(errors):
+        return peak
+    variance = np.mean(np.square(errors), axis=0)
+    total = variance.sum()
+    if total <= 0:
+        return peak
+    return peak + z * variance * np.sqrt(max(gpus, 1) / total)
+
+
+def shortfall(observed: np.ndarray, peak: np.ndarray) -> np.ndarray:
+    """By how much each adapter's highest rate in ``observed`` (shape (epochs, adapters)) exceeded the ``peak``
+    planned for those epochs; 0 where it did not (over-forecasting is the headroom's business, not an error
+    the margin must cover)."""
+    return np.maximum(observed.max(axis=0) - peak, 0.0)
+
+
+def held(needs: Sequence[np.ndarray], hold: int) -> np.ndarray:
+    """The per-adapter maximum of the last ``hold`` of ``needs`` (one rate vector per decision, oldest first):
+    a rise is planned for at once, a fall only once it has lasted ``hold`` decisions (asymmetric hysteresis)."""
+    return np.max(np.stack(needs[-hold:]), axis=0)
+
+
 @dataclass
 class Replanner:
-    """Re-plan each epoch on the rates :meth:`rates` expects over the coming epochs, with hysteresis.
+    """Re-plan each epoch for the rates an operator would provision: an upper forecast of the peak before new
+    capacity could come up, held through short dips, with hysteresis.
 
-    **Look-ahead.** A replica added now serves only after its start-up time (7-8 min at 80 GPU slots on the
-    default profile, longer than a 5-minute epoch), so the plan covers the highest rate each adapter is
-    expected to reach before a replica added at the next decision could serve: :meth:`lead_epochs` epochs.
+    **Look-ahead** (:func:`lead_epochs`). A replica added now serves only after its start-up time (7-8 min at 80
+    GPU slots on the default profile, longer than a 5-minute epoch), so the plan covers the highest rate each
+    adapter is expected to reach before a replica added at the next decision could serve.
 
-    **Hysteresis.** Packs the rates with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation
-    edge) but keeps the running plan while the surrogate predicts it serves them with half that room and a fresh
-    packing needs as many GPUs or more; adopts the fresh packing (fitted to the running replicas,
-    :meth:`Packer.fit`) when the running plan would starve with half the room, or when the rates pack on fewer
-    GPUs even with ``shrink_band`` more room. So a plan is not reshuffled for a forecast that moves within the
-    band. Running replicas are never restarted: a group their
-    flags cannot serve goes to a new replica. A change that needs new replicas is made in two steps (make before
-    break, :func:`make_before_break`): first only the new replicas are added, the running ones left as they are;
-    while a replica is starting the plan stays; once all serve, the next decision moves the adapters.
+    **Upper forecast** (:func:`upper_rates`). To that peak each adapter adds its share of a ``margin_z``-sigma
+    margin per GPU, learnt from the policy's own errors: for each of the last ``error_window`` look-ahead peaks, by
+    how much the highest rate that has arrived in its epochs so far exceeded it (:func:`shortfall`). An adapter
+    whose peaks came in above the forecast gets room, one they did not gets none.
+
+    **Asymmetric hysteresis** (:func:`held`). The rates planned for are the maximum of the last ``hold_epochs``
+    upper forecasts: up at once, down only after sustained low load.
+
+    **Keep or re-pack.** Packs with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation edge) but
+    keeps the running plan while the surrogate predicts it serves the rates with ``keep_headroom`` of room (the
+    surrogate is optimistic near its edge) and a fresh packing needs as many GPUs or more. It re-packs (fitted to
+    the running replicas, :meth:`Packer.fit`) when the running plan fails that margin, and shrinks only to a
+    packing with ``shrink_band`` more room, when that needs fewer GPUs (consolidating is where the surrogate errs).
+    A packing the surrogate itself judges short at ``keep_headroom`` (the greedy's packing and the judge can
+    disagree near the edge) gets ``shrink_band`` more room first, up to :data:`REPACK_STEPS` times (:meth:`pack`),
+    so a new plan passes the test that keeps it. Running replicas are never restarted: a group their flags cannot
+    serve goes to a new replica. Make before break (:func:`make_before_break`): new replicas are added first,
+    what runs is left as it is, and adapters move only once every replica is up; while one is starting the plan
+    stays, unless it fails the margin (then more replicas are added at once).
     """
 
     headroom: float = HEADROOM
     shrink_band: float = SHRINK_BAND
+    keep_headroom: float = KEEP_HEADROOM
+    margin_z: float = MARGIN_Z
+    hold_epochs: int = HOLD_EPOCHS
+    error_window: int = ERROR_WINDOW
     name: str = "replanner"
     _packer: Packer | None = field(default=None, init=False, repr=False)
+    _packers: dict[float, Packer] = field(default_factory=dict, init=False, repr=False)  # by headroom
+    _peaks: list[tuple[int, int, np.ndarray]] = field(default_factory=list, init=False, repr=False)
+    _errors: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
+    _needs: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for knob in ("headroom", "shrink_band", "keep_headroom", "margin_z"):
+            if not 0 <= getattr(self, knob) <= 4:
+                raise ConfigError(f"{knob}: {getattr(self, knob)!r} must be in [0, 4]")
+        for knob in ("hold_epochs", "error_window"):
+            if getattr(self, knob) < 1:
+                raise ConfigError(f"{knob}: {getattr(self, knob)!r} must be an integer >= 1")
 
     def reset(self, fleet: DynamicFleet) -> None:
         self._packer = Packer(fleet, self.headroom)
+        self._packers = {self.headroom: self._packer}
+        self._peaks, self._errors, self._needs = [], [], []
 
     def rates(self, fleet: DynamicFleet, epochs: int) -> np.ndarray:
         """The rates expected in the next ``epochs`` epochs, req/s: shape (epochs, adapters)."""
         raise NotImplementedError
 
     def lead_epochs(self, fleet: DynamicFleet, plan: FleetPlan) -> int:
-        """The coming epoch, and those a replica launched at the next decision would spend starting (at the
-        largest ``max_loras`` of ``plan``)."""
+        """:func:`lead_epochs` at the start-up time of the largest ``max_loras`` of ``plan``."""
         slots = max((spec.max_loras for spec in plan.values()), default=1)
-        return 1 + math.ceil(fleet.profile.startup_time.seconds(slots) / fleet.epoch_s)
+        return lead_epochs(fleet.profile.startup_time.seconds(slots), fleet.epoch_s)
+
+    def needed_rates(self, fleet: DynamicFleet, plan: FleetPlan) -> np.ndarray:
+        """The rates to provision for (class doc): the held upper forecast of the look-ahead peak. Also measures
+        the errors of the past look-ahead peaks on what has arrived since (:meth:`_learn`)."""
+        lead = self.lead_epochs(fleet, plan)
+        expected = self.rates(fleet, lead)
+        self._learn(fleet.observed_rates())
+        self._peaks.append((fleet.epoch, lead, expected.max(axis=0)))
+        upper = upper_rates(expected, np.array(self._errors), self.margin_z, len(plan))
+        self._needs = [*self._needs, upper][-self.hold_epochs:]
+        return held(self._needs, self.hold_epochs)
+
+    def _learn(self, observed: np.ndarray) -> None:
+        """The errors of the last ``error_window`` look-ahead peaks (``observed``: req/s, one row per epoch so
+        far): for each, by how much each adapter's highest rate in its epochs observed so far exceeded it. A peak
+        whose epochs are still running counts what they have shown, so a ramp widens the margin at once."""
+        self._peaks = self._peaks[-self.error_window:]
+        self._errors = [shortfall(observed[start: start + lead], peak) for start, lead, peak in self._peaks
+                        if start < len(observed)]
 
     def plan(self, fleet: DynamicFleet) -> FleetPlan:
-        packer = self._packer
         if fleet.epoch == 0:
-            first = packer.fresh_plan(fleet.true_rates())
+            first = self._packer.fresh_plan(fleet.true_rates())
             ahead = fleet.rate_table()[: self.lead_epochs(fleet, first)]
-            return packer.fresh_plan(ahead.max(axis=0))
+            self._needs = [ahead.max(axis=0)]
+            return plan_of(self.pack(fleet, self._needs[0], self.headroom))
         current = fleet.plan
-        rates = self.rates(fleet, self.lead_epochs(fleet, current)).max(axis=0)
-        if any(r.state == "starting" for r in fleet.results[-1].replicas):
-            return current  # the last change is still under way
-        target = packer.pack(rates)
-        if not packer.starved(current, rates, self.headroom / 2):
+        rates = self.needed_rates(fleet, current)
+        short = self._packer.starved(current, rates, self.keep_headroom)
+        settled = not any(r.state == "starting" for r in fleet.results[-1].replicas)
+        if not settled and not short:
+            return current  # the last change is still under way, and enough
+        target = self.pack(fleet, rates, self.headroom)
+        if not short:
             if len(target) >= len(current):
                 return current
-            roomy = Packer(fleet, self.headroom + self.shrink_band)
-            if len(roomy.pack(rates)) >= len(current):
+            target = self.pack(fleet, rates, self.headroom + self.shrink_band)
+            if len(target) >= len(current):
                 return current
-        return make_before_break(packer.fit(target, current), current)
+        return make_before_break(self._packer.fit(target, current), current, settled)
+
+    def pack(self, fleet: DynamicFleet, rates: np.ndarray, headroom: float) -> list[Group]:
+        """The greedy packing of ``rates`` with ``headroom``, or, while the surrogate judges it short with
+        ``keep_headroom``, with ``shrink_band`` more room at a time, up to :data:`REPACK_STEPS` times."""
+        for step in range(REPACK_STEPS + 1):
+            room = round(headroom + step * self.shrink_band, 6)
+            if room not in self._packers:
+                self._packers[room] = Packer(fleet, room)
+            groups = self._packers[room].pack(rates)
+            if not self._packer.starved(plan_of(groups), rates, self.keep_headroom):
+                break
+        return groups
 
 
-def make_before_break(plan: FleetPlan, current: FleetPlan) -> FleetPlan:
-    """The first step towards ``plan`` from ``current``: if ``plan`` has new replicas, ``current`` plus those alone
-    (what runs keeps serving as it does until they are up); otherwise ``plan`` itself."""
+def make_before_break(plan: FleetPlan, current: FleetPlan, settled: bool = True) -> FleetPlan:
+    """The first step towards ``plan`` from ``current``: if ``plan`` has new replicas, or some of ``current`` are
+    still starting (not ``settled``), ``current`` plus the new replicas alone (what runs keeps serving as it does,
+    and nothing moves onto a replica before it is up); otherwise ``plan`` itself."""
     new = {rid: spec for rid, spec in plan.items() if rid not in current}
-    return {**current, **new} if new else plan
+    return {**current, **new} if new or not settled else plan
 
 
 @dataclass
