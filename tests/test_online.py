@@ -176,3 +176,9 @@ def test_dynamic_leaderboard_in_fast_mode(tmp_path, capsys):
     peak = rows[rows["policy"] == "static-peak"].set_index("family")["gpu_hours"]
     mean = rows[rows["policy"] == "static-mean"].set_index("family")["gpu_hours"]
     assert (peak >= mean).all()
+
+
+def test_the_claim_check_words_a_negative_saving_as_more():
+    from baselines.online.leaderboard import _change
+
+    assert (_change(0.25), _change(-0.13), _change(0.0)) == ("25% fewer", "13% more", "0% fewer")

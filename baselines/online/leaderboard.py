@@ -174,9 +174,9 @@ def checks(board: DynamicBoard) -> list[str]:
         oracle = ""
         if "oracle" in by.index:
             o = by.loc["oracle"]
-            oracle = (f"; oracle (same policy, true rates) {100.0 * (1.0 - o['GPU-hours'] / peak['GPU-hours']):.0f}% "
-                      f"fewer GPU-hours ({o['GPU-hours']:.2f}), {o['starved adapter-min']:,.0f} starved adapter-min")
-        lines.append(f"{family}: best {best.name} uses {saving:.0f}% fewer GPU-hours than static-peak "
+            oracle = (f"; oracle (same policy, true rates) {_change(1.0 - o['GPU-hours'] / peak['GPU-hours'])} "
+                      f"GPU-hours ({o['GPU-hours']:.2f}), {o['starved adapter-min']:,.0f} starved adapter-min")
+        lines.append(f"{family}: best {best.name} uses {_change(saving / 100.0)} GPU-hours than static-peak "
                      f"({best['GPU-hours']:.2f} vs {peak['GPU-hours']:.2f}) with {best['starved adapter-min']:,.0f} "
                      f"starved adapter-min vs {peak['starved adapter-min']:,.0f} (means over {int(best['seeds'])} "
                      f"seed(s); holds when >= 20% fewer and no more, no tolerance): "
@@ -209,3 +209,8 @@ def plot(board: DynamicBoard, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def _change(saving: float) -> str:
+    """A relative saving in words: ``0.25`` is "25% fewer", ``-0.13`` "13% more"."""
+    return f"{100.0 * abs(saving):.0f}% {'fewer' if saving >= 0 else 'more'}"
