@@ -82,7 +82,9 @@ def test_ctrl_c_keeps_every_measured_request_and_marks_the_run(tmp_path):
     config = ServerConfig(max_loras=4, max_lora_rank=16).resolved(profile)
     adapters = [AdapterSource(a["id"], a["rank"]) for a in WORKLOAD["adapters"]]
     out = tmp_path / "runs.csv"
-    with serve_in_background(build_server(profile, config, adapters, speed=10.0)) as url:
+    # Speed 2: the minute takes 30 s of wall time, so a loaded box cannot finish it before the interrupt (at
+    # speed 10 it once ended in 6 s, exit 0, before the loop below saw its requests).
+    with serve_in_background(build_server(profile, config, adapters, speed=2.0)) as url:
         proc = subprocess.Popen([sys.executable, "-m", "adaptergym", "collect", "-q", "--workload", workload,
                                  "--endpoint", url, "--out", str(out)], stderr=subprocess.PIPE, text=True)
         # Interrupt once the first requests are measured (a fixed sleep raced start-up on a loaded box).
