@@ -109,34 +109,13 @@ class CompiledEngine(EngineBase):
         """Requests in the replica (running + waiting): what a least-loaded router compares."""
         return self._core.n_running + self._core.n_waiting
 
-    @property
-    def kv_usage(self) -> float:
-        return 1.0 - self._core.free_blocks / max(self.total_blocks, 1)
-
-    @property
-    def drained(self) -> bool:
-        return self.n_arrived >= self.n_requests and self.n_outstanding == 0
-
     def flag_codes(self) -> np.ndarray:
         return self.flags
 
     # ------------------------------------------------------------------ online use
-    def submit(self, arrival_s: float, adapter: int, input_tokens: int, output_tokens: int) -> int:
-        """Add one request online (arrivals must not go back in time); returns its id."""
-        return self.submit_many([arrival_s], [adapter], [input_tokens], [output_tokens])
-
-    def submit_many(self, arrival_s: Sequence[float] | np.ndarray, adapter: Sequence[int] | np.ndarray,
-                    input_tokens: Sequence[int] | np.ndarray, output_tokens: Sequence[int] | np.ndarray) -> int:
-        """Add requests online, sorted by arrival and none before the last one submitted; returns the id of the
-        first (the others follow in order)."""
-        rid, k = self.n_requests, len(arrival_s)
-        self._check_order(arrival_s)
-        if rid + k > self.arrival_s.size:
-            self._grow(max(64, 2 * self.arrival_s.size, rid + k))
-        self.arrival_s[rid:rid + k], self.adapter[rid:rid + k] = arrival_s, adapter
-        self.input_tokens[rid:rid + k], self.output_tokens[rid:rid + k] = input_tokens, output_tokens
+    def _accept(self, rid: int, k: int, adapter: Sequence[int] | np.ndarray, input_tokens: Sequence[int] | np.ndarray,
+                output_tokens: Sequence[int] | np.ndarray) -> None:
         self._core.n_requests = rid + k
-        return rid
 
     def _grow(self, size: int) -> None:
         for name, dtype, fill in _ARRAYS:

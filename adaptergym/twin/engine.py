@@ -108,31 +108,14 @@ class ReferenceEngine(EngineBase):
     def n_waiting(self) -> int:
         return len(self.waiting)
 
-    @property
-    def kv_usage(self) -> float:
-        return 1.0 - self.free_blocks / max(self.total_blocks, 1)
-
-    def submit(self, arrival_s: float, adapter: int, input_tokens: int, output_tokens: int) -> int:
-        """Add one request online (arrivals must not go back in time); returns its id."""
-        return self.submit_many([arrival_s], [adapter], [input_tokens], [output_tokens])
-
-    def submit_many(self, arrival_s: Sequence[float] | np.ndarray, adapter: Sequence[int] | np.ndarray,
-                    input_tokens: Sequence[int] | np.ndarray, output_tokens: Sequence[int] | np.ndarray) -> int:
-        """Add requests online, sorted by arrival and none before the last one submitted; returns the id of the
-        first (the others follow in order)."""
-        rid, k = self.n_requests, len(arrival_s)
-        self._check_order(arrival_s)
-        if rid + k > self.arrival_s.size:
-            self._grow(max(64, 2 * self.arrival_s.size, rid + k))
-        self.arrival_s[rid:rid + k], self.adapter[rid:rid + k] = arrival_s, adapter
-        self.input_tokens[rid:rid + k], self.output_tokens[rid:rid + k] = input_tokens, output_tokens
+    def _accept(self, rid: int, k: int, adapter: Sequence[int] | np.ndarray, input_tokens: Sequence[int] | np.ndarray,
+                output_tokens: Sequence[int] | np.ndarray) -> None:
         self._adapter_of.extend(int(a) for a in adapter)
         self._prompt.extend(int(t) for t in input_tokens)
         self._output.extend(int(t) for t in output_tokens)
         self._base.extend([0] * k)
         self.flags.extend(bytes(k))
         self.n_requests = rid + k
-        return rid
 
     def _grow(self, size: int) -> None:
         def grown(arr: np.ndarray, fill: float) -> np.ndarray:
@@ -634,10 +617,6 @@ class ReferenceEngine(EngineBase):
                 if next_arrival == math.inf:
                     return
                 self.now = min(next_arrival, t_stop)
-
-    @property
-    def drained(self) -> bool:
-        return self.n_arrived >= self.n_requests and self.n_running == 0 and not len(self.waiting)
 
     def flag_codes(self) -> np.ndarray:
         return np.frombuffer(bytes(self.flags), np.uint8)
