@@ -50,8 +50,10 @@ PEAK_WINDOW_S = 240.0
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: From this count on, fewer slots than adapters are tried too (count / 2, count / 4): at saturation they serve more.
 FEWER_SLOTS_FROM = 16
-#: Request draws (verification seeds) an edge is measured with; the edge is the largest of theirs.
-EDGE_SEEDS = (0, 1, 2, 3)
+#: Request draws (verification seeds) a mix edge is measured with; the edge is the largest of theirs. The more
+#: draws, the less another draw's edge lies above it, and the smaller the bound's margin
+#: (``baselines.bound.GPU_COST_LIMIT``, measured by ``python examples/edge_spread.py``).
+EDGE_SEEDS = tuple(range(12))
 #: Levels tried on each side of the last one that served, at a load it does not serve.
 SCAN_REACH = 2
 #: Seconds a request holds a place in the batch, roughly (output tokens x step time): an adapter with requests
@@ -65,9 +67,10 @@ BUSY_PRESENCE = 0.9
 EDGE_STEPS = 5
 #: Bisection steps of a mix edge (first seed, a factor-16 bracket in log space: 1.1% precision).
 MIX_EDGE_STEPS = 8
-#: Bisection steps of another seed's mix edge above the first's, in a bracket a factor ``SEED_SPREAD`` wide (0.9%).
-SEED_STEPS = 4
-SEED_SPREAD = 1.15
+#: Bisection steps of another seed's mix edge, in a bracket a factor ``SEED_SPREAD`` either side of the first seed's
+#: (widened where it does not hold the edge; 0.7% precision).
+SEED_STEPS = 6
+SEED_SPREAD = 1.25
 #: Poisson arrivals: the calibration's, and every workload's unless it says otherwise.
 POISSON = ArrivalSpec()
 
@@ -98,8 +101,8 @@ def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shar
     The first seed bisects the load; a load is served if some level of :func:`mix_levels` serves it. Levels
     are tried outward from the last one that served, up to :data:`SCAN_REACH` levels on each side, and a side
     is left once the served share has fallen twice in a row (it is unimodal in the level: too few slots wait
-    for loads, too many slow every step). Each further seed is tried at the edge found so far with that level,
-    and bisects above it only if served there.
+    for loads, too many slow every step). Each further seed bisects its own edge the same way, from a bracket
+    :data:`SEED_SPREAD` either side of the first seed's.
     """
     shares = np.asarray(shares, float) / float(np.sum(shares))
     max_slots = MAX_LORAS_LEVELS[slot_caps(profile, MAX_LORAS_LEVELS)[cover] - 1]
@@ -126,10 +129,10 @@ def measure_mix_edge(profile: TwinProfile, lengths: LengthSpec, cover: int, shar
     ceiling = 1.25 * saturated_throughput(profile, lengths, adapters=1, rank=cover, max_loras=1) / (
         1.0 - STARVATION_THRESHOLD)
     high = _log_bisect(lambda load: passes(load, seeds[0]), ceiling / 16, ceiling, MIX_EDGE_STEPS)
-    level = best[0]
+    first, level = high, best[0]
     for seed in seeds[1:]:
-        if passes(high, seed, reach=0):
-            high = _log_bisect(lambda load, s=seed: passes(load, s, 0), high, high * SEED_SPREAD, SEED_STEPS)
+        high = max(high, _log_bisect(lambda load, s=seed: passes(load, s), first / SEED_SPREAD, first * SEED_SPREAD,
+                                     SEED_STEPS))
     return MixEdge(high, level)
 
 

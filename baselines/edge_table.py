@@ -45,7 +45,7 @@ MIX_COVERS = (8, 16, 32, 64, 128)
 #: Equal-rate mixes: one GPU of this many adapters of the same rate.
 EQUAL_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 #: Zipf mixes: adapters' shares proportional to ``i ** -alpha``.
-ZIPF_COUNTS = (64, 256, 1024)
+ZIPF_COUNTS = (64, 128, 256, 512, 1024)
 ZIPF_ALPHAS = (0.6, 1.0, 1.5)
 #: Coefficients of variation of Gamma arrivals the mixes' edges are measured at too (``bursty-v0`` draws 2-4; the
 #: edge is not monotone in the CV, so the table keeps the largest).
@@ -150,13 +150,13 @@ def write_edge_table(profile: TwinProfile, lengths: LengthSpec, workers: int = 1
     an interrupted run resumes where it stopped; the table already there is removed first, so that it does not
     answer for the measurement."""
     from adaptergym.cli.progress import stage_progress
-    from baselines.capacity import COUNTS, CapacityModel
+    from baselines.capacity import COUNTS, EDGE_SEEDS, CapacityModel
 
     path = table_path(profile, lengths)
     path.unlink(missing_ok=True)
     partial = path.with_suffix(".partial.json")
     header = {"profile_fingerprint": profile_fingerprint(profile), "lengths": asdict(lengths),
-              "gamma_cvs": list(GAMMA_CVS)}
+              "gamma_cvs": list(GAMMA_CVS), "edge_seeds": list(EDGE_SEEDS)}
     done: dict[str, dict[str, dict[str, dict]]] = {}  # arrival label -> cover -> mix -> edge
     if partial.is_file():
         saved = json.loads(partial.read_text())
