@@ -39,9 +39,9 @@ def test_the_cost_curve_is_the_largest_concave_one_under_the_mixes():
 
 def test_the_shipped_table_fits_every_calibration_mix_within_one_gpu():
     """The default profile's table is the one in use (`python -m baselines.edge_table` if this fails); each
-    calibration mix at its edge costs at most one GPU under every curve, exactly one under the family (each mix has
-    its curve), and most of them nearly one under the main curve alone (the fit is tight), which errs low where a
-    GPU's load sits in a few hot adapters."""
+    calibration mix at its edge costs at most one GPU under every curve, nearly one under the family (each mix has
+    its curve; exactly one for the mixes of 1-4 adapters), and most of them nearly one under the main curve alone
+    (the fit is tight), which errs low where a GPU's load sits in a few hot adapters."""
     table = shipped_table(PROFILE, LengthSpec())
     assert table is not None and set(table.mixes) == {8, 16, 32, 64, 128}
     model = cost_model(PROFILE, LengthSpec())
@@ -51,9 +51,10 @@ def test_the_shipped_table_fits_every_calibration_mix_within_one_gpu():
         curves = model.curve(cover)
         per_curve = np.array([curves.each(loads).sum(axis=1) for loads in edge_loads(edges)])  # mix x curve
         assert per_curve.max() <= 1 + 1e-6  # every curve of the family
-        assert per_curve.max(axis=1) == pytest.approx(1.0, abs=1e-3)  # the family charges each mix fully
+        assert per_curve.max(axis=1).min() >= 0.95  # the family charges each mix (nearly) fully
         assert np.median(per_curve[:, 0]) >= 0.85  # the main curve is tight on most mixes
         few = [k for k, name in enumerate(edges) if len(mixes[name]) <= 4]
+        assert per_curve[few].max(axis=1) == pytest.approx(1.0, abs=1e-3)
         assert per_curve[few, 0].max() < 0.9  # where the main curve alone errs low
 
 
