@@ -43,7 +43,7 @@ tests it on the GPUs of every placement the policies verify (:mod:`baselines.bou
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linprog
@@ -73,6 +73,7 @@ class CostCurves:
     knots_tok_s: np.ndarray
     cost: np.ndarray
     max_load_tok_s: float
+    _one: dict[float, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def each(self, loads_tok_s: np.ndarray) -> np.ndarray:
         """curves x adapters: what each curve charges adapters offered ``loads_tok_s`` on one GPU each (none above
@@ -82,6 +83,13 @@ class CostCurves:
         upper = np.clip(np.searchsorted(knots, loads, side="right"), 1, len(knots) - 1)
         t = np.clip((loads - knots[upper - 1]) / (knots[upper] - knots[upper - 1]), 0.0, 1.0)
         return self.cost[:, upper - 1] * (1.0 - t) + self.cost[:, upper] * t
+
+    def one(self, load_tok_s: float) -> np.ndarray:
+        """What each curve charges one adapter offered ``load_tok_s`` (remembered: packing asks it of the same
+        copies many times)."""
+        if load_tok_s not in self._one:
+            self._one[load_tok_s] = self.each(np.array([load_tok_s]))[:, 0]
+        return self._one[load_tok_s]
 
     def gpu_cost(self, loads_tok_s: np.ndarray) -> float:
         """The cost of one GPU whose adapters are offered ``loads_tok_s``: the most any curve charges them."""

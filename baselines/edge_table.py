@@ -6,16 +6,17 @@ JSON per (profile, lengths) in ``adaptergym/data/capacity/``:
   half and quarter); ``AdapterFleet-v0``'s packer sizes replicas by them.
 - ``peaks``: the saturated throughputs of the capacity model (``CapacityModel.peak_tok_s``).
 - ``mixes``: the starvation edges of the calibration mixes the lower bound's cost model is fitted on
-  (:func:`baselines.capacity.measure_mix_edge`: every level, 4 request draws; :mod:`baselines.cost_model`):
+  (:func:`baselines.capacity.measure_mix_edge`: every level, 12 request draws; :mod:`baselines.cost_model`):
   equal-rate GPUs of 1-1,024 adapters, Zipf mixes, a few hot adapters beside many cold ones; Poisson arrivals.
 - ``gamma_mixes``: the same mixes' edges under Gamma arrivals, the largest over the CVs of ``gamma_cvs``
   (:data:`GAMMA_CVS`): bursts of one adapter's requests share its slot and its batch presence, so a GPU of many
   cold adapters can serve up to 1.5-1.9x more than under Poisson arrivals, and the bound of a Gamma workload is
   fitted on these too.
 
-Measuring the Poisson mixes took 16 CPU-minutes (an hour of wall time on the shared 2-core dev box, with the pure-Python
-engine; the compiled one is about 20x faster). A table is used only by the exact profile (its fingerprint) and
-lengths it was measured with; after a profile is refitted, one command measures its table again:
+With 12 request draws per edge and the compiled engine, the whole table took about 50 min of wall time with 2
+workers on the shared 2-core dev box (load average 5-9 from other jobs). A table is used only by the exact profile
+(its fingerprint) and lengths it was measured with; after a profile is refitted, one command measures its table
+again:
 
     python -m baselines.edge_table [--profile P] [--workers K]    # default profile, all CPUs
 """

@@ -414,7 +414,7 @@ class _Gpu:
     def _sums_with(self, c: Copy) -> np.ndarray:
         cover = max(self.cover, rank_cover(c.rank))
         if cover == self.cover:
-            return self.sums + self.costs.curve(cover).each(np.array([c.load_tok_s]))[:, 0]
+            return self.sums + self.costs.curve(cover).one(c.load_tok_s)
         return self._sums([*self.copies, c], cover)  # every copy at the higher rank class
 
     def cost_with(self, c: Copy) -> float:

@@ -1,9 +1,9 @@
 """How tight the lower bound's cost model is: for each calibration mix of one rank class, its starvation edge (the
-least load placement verification starves it at, over every max_loras level and 4 request draws), what the cost
-model charges it there, by its main curve and by the family of curves (at most 1 by construction; 1 is exact, 0.9
-means the bound credits that GPU with 11% more than it serves), and the saturated peak / 0.9 of a GPU of as many
-equal-rate adapters (what the packing policies start from, and what a bound on the peak would credit); last, the
-mix's edge under Gamma arrivals (the largest at CV 2, 3 and 4) over its Poisson edge.
+least load placement verification starves it at, over every max_loras level, the largest of 12 request draws), what
+the cost model charges it there, by its main curve and by the family of curves (at most 1 by construction; 1 is
+exact, 0.9 means the bound credits that GPU with 11% more than it serves), and the saturated peak / 0.9 of a GPU of
+as many equal-rate adapters (what the packing policies start from, and what a bound on the peak would credit);
+last, the mix's edge under Gamma arrivals (the largest at CV 2, 3 and 4) over its Poisson edge.
 
     python examples/bound_tightness.py [RANK]      # default: 16; reads the shipped table, instant
 """
