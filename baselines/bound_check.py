@@ -6,7 +6,7 @@ of every scenario with constant rates, the README's workloads and a grid of larg
 
 Per workload: each policy's placement, verified (:func:`baselines.evaluation.place_and_verify`); the fewest GPUs
 of a verified one; ``lower_bound_gpus`` and ``single_adapter_bound_gpus``; the highest cost-model cost of any
-verified GPU (the bound's proviso: at most ``GPU_COST_LIMIT``, under every curve of the cost model); and a *probe*
+verified GPU (the bound's proviso: at most ``gpu_cost_limit``, under every curve of the cost model); and a *probe*
 below the bound: local-search's search on ``bound - 1`` GPUs (its packings of that count, repaired by the twin),
 which must not verify on fewer GPUs than the bound. It prints
 every violation and a summary of the ratios.
@@ -29,7 +29,7 @@ from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.scenarios import get_scenario, scenario_names
 from adaptergym.workload import WorkloadSpec, powerlaw_workload
 from baselines import get_policy
-from baselines.bound import GPU_COST_LIMIT, lower_bound_gpus, single_adapter_bound_gpus
+from baselines.bound import gpu_cost_limit, lower_bound_gpus, single_adapter_bound_gpus
 from baselines.capacity import servable_model
 from baselines.cost_model import cost_model
 from baselines.evaluation import place_and_verify
@@ -63,7 +63,8 @@ def check_workload(job: tuple[str, int, WorkloadSpec, TwinProfile, tuple[str, ..
     costs = cost_model(profile, workload.lengths, workload.arrival)
     row: dict[str, Any] = {"workload": name, "seed": seed, "adapters": len(workload.adapters),
                            "offered_tok_s": float(capacity.loads(workload).sum()), "lower_bound_gpus": bound,
-                           "single_adapter_bound_gpus": single_adapter_bound_gpus(workload, profile)}
+                           "single_adapter_bound_gpus": single_adapter_bound_gpus(workload, profile),
+                           "gpu_cost_limit": gpu_cost_limit(workload.arrival) if costs is not None else math.nan}
     verified, highest = [], 0.0
     for policy in policies:
         try:
@@ -115,10 +116,10 @@ def summary(frame: pd.DataFrame, policies: tuple[str, ...]) -> str:
     lines = []
     below = frame[frame["best_gpus"] < frame["lower_bound_gpus"]]
     probes = frame[frame["probe_gpus"] < frame["lower_bound_gpus"]]
-    costly = frame[frame["highest_gpu_cost"] > GPU_COST_LIMIT]
+    costly = frame[frame["highest_gpu_cost"] > frame["gpu_cost_limit"]]
     lines.append(f"{len(frame)} workloads; verified placements below the bound: {len(below)}; probes one GPU below "
-                 f"the bound that verified: {len(probes)}; workloads with a verified GPU costing more than "
-                 f"{GPU_COST_LIMIT:g}: {len(costly)} (highest {frame['highest_gpu_cost'].max():.3f})")
+                 f"the bound that verified: {len(probes)}; workloads with a verified GPU costing more than their "
+                 f"arrivals' margin: {len(costly)} (highest {frame['highest_gpu_cost'].max():.3f})")
     for _, r in pd.concat([below, probes, costly]).drop_duplicates(["workload", "seed"]).iterrows():
         lines.append(f"  violation: {r['workload']} seed {r['seed']}: bound {r['lower_bound_gpus']}, best "
                      f"{r['best_gpus']}, probe {r['probe_gpus']}, highest GPU cost {r['highest_gpu_cost']:.3f}")

@@ -52,7 +52,7 @@ COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 FEWER_SLOTS_FROM = 16
 #: Request draws (verification seeds) a mix edge is measured with; the edge is the largest of theirs. The more
 #: draws, the less another draw's edge lies above it, and the smaller the bound's margin
-#: (``baselines.bound.GPU_COST_LIMIT``, measured by ``python examples/edge_spread.py``).
+#: (``baselines.bound.GPU_COST_LIMITS``, measured by ``python examples/edge_spread.py``).
 EDGE_SEEDS = tuple(range(12))
 #: Levels tried on each side of the last one that served, at a load it does not serve.
 SCAN_REACH = 2

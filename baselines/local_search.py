@@ -55,7 +55,7 @@ from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement
 from adaptergym.profile import TwinProfile
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.bound import fewest_gpus
+from baselines.bound import fewest_gpus, gpu_cost_limit
 from baselines.capacity import servable_model
 from baselines.common import Copy, Verifier, check_objective, group_cover, to_placement, twin_level
 from baselines.cost_model import CostModel, cost_model
@@ -155,7 +155,8 @@ class _Search:
             curve = costs.curve(rank_cover(adapter.rank))
             n = max(1, math.ceil(load / (HOT_FILL * curve.max_load_tok_s) - 1e-12))
             self.copies += [Copy(i, adapter.id, adapter.rank, float(load) / n)] * n
-        self.low = fewest_gpus(costs, [rank_cover(a.rank) for a in workload.adapters], capacity.loads(workload))
+        self.low = fewest_gpus(costs, [rank_cover(a.rank) for a in workload.adapters], capacity.loads(workload),
+                               gpu_cost_limit(workload.arrival))
 
     def cost(self, group: list[Copy], cover: int | None = None) -> float:
         """The model cost of ``group`` on one GPU (of rank class ``cover``; default: the group's own)."""

@@ -16,7 +16,7 @@ from adaptergym import load_profile
 from adaptergym.scenarios import get_scenario
 from adaptergym.workload import AdapterSpec, ArrivalSpec, LengthSpec, WorkloadSpec, powerlaw_workload
 from baselines import get_policy
-from baselines.bound import GPU_COST_LIMIT, lower_bound_gpus, single_adapter_bound_gpus
+from baselines.bound import GPU_COST_LIMITS, lower_bound_gpus, single_adapter_bound_gpus
 from baselines.bound_check import check_workload, grid_workloads
 from baselines.capacity import capacity_model
 from baselines.cost_model import calibration_mixes, cost_model, edge_loads, fit_cost_curves
@@ -96,8 +96,8 @@ def test_the_single_adapter_bound_is_offered_over_one_rank_8_adapter_at_saturati
                                                 ("bursty", 1_000_070), ("mixed-ranks", 1_000_002)])
 def test_the_bound_holds_on_scenario_test_seeds(scenario, seed):
     """A sample of `python -m baselines.bound_check`: greedy and local-search verified, the bound at or below
-    both, every GPU they verify costs at most GPU_COST_LIMIT, and the local search one GPU below the bound does not
-    verify.
+    both, every GPU they verify costs at most the margin of its arrivals, and the local search one GPU below the
+    bound does not verify.
     Seed 1,000,006 of zipf-large is where the old equal-rate bound sat above a verified placement (3 vs 2); seed
     1,000,070 of bursty is where a bound costed by the Poisson edges alone sat above one (2 vs 1: its GPU of 98
     adapters under Gamma arrivals of CV 3.7 cost 1.081 by them, with the profile before its 1,800-s refit; the
@@ -105,21 +105,22 @@ def test_the_bound_holds_on_scenario_test_seeds(scenario, seed):
     row = check_workload((scenario, seed, get_scenario(scenario).workload(seed), PROFILE, ("greedy", "local-search")))
     assert row["greedy_starved"] == row["local-search_starved"] == 0
     assert row["lower_bound_gpus"] <= min(row["greedy_gpus"], row["local-search_gpus"])
-    assert row["highest_gpu_cost"] <= GPU_COST_LIMIT
+    kind = get_scenario(scenario).workload(seed).arrival.kind
+    assert row["highest_gpu_cost"] <= row["gpu_cost_limit"] == GPU_COST_LIMITS[kind]
     assert math.isnan(row["probe_gpus"]) or row["probe_gpus"] >= row["lower_bound_gpus"]
 
 
 def test_local_search_verifies_a_300_adapter_zipf_workload_near_the_bound():
-    """Measured with the 1,800-s Llama profile: 8 GPUs against a bound of 6 (greedy 8 too). The issue's 1.15x is
-    not met here: with the 4% margin the bound was 7, but that margin no longer covered the request draws'
-    spread (``GPU_COST_LIMIT``), and the 10% one lowers the bound."""
+    """Measured with the 1,800-s Llama profile: 8 GPUs against a bound of 7 (greedy 8 too): within the issue's
+    1.15x since the capacity table's edges are the largest of 12 request draws and the margin 5%
+    (``GPU_COST_LIMITS``; it was 6 with the 10% margin)."""
     workload = powerlaw_workload(300, 240.0, alpha=1.0, rng=np.random.default_rng(0), duration_s=600.0)
     policy = get_policy("local-search")
     placement = policy.place(workload, PROFILE, seed=0)
     from adaptergym.placement import verify
 
     assert verify(workload, placement, PROFILE, seed=0).starved_gpus == 0
-    assert placement.gpus <= lower_bound_gpus(workload, PROFILE) + 2
+    assert placement.gpus <= 1.15 * lower_bound_gpus(workload, PROFILE)
     assert policy.twin_runs >= placement.gpus  # every GPU was simulated by the policy itself
 
 
@@ -143,7 +144,7 @@ def test_the_bound_is_exact_on_12_zipf_adapters_where_a_few_hot_ones_dominate():
 def test_local_search_reaches_the_bound_on_600_zipf_adapters_where_greedy_does_not():
     """grid/zipf-600-150-a0.9 of the bound check (the issue's workload shape): local-search verifies the bound's 6
     GPUs, greedy 7 (measured with the refitted profile). Its neighbour a0.7 reached the bound by balancing with
-    the profile before the LoRA LRU refit; now the twin's capacities of its packing on 6 GPUs sum to 1.000 of
+    the profile before the LoRA LRU refit; now the twin's capacities of its packing on 6 GPUs sum to 0.985 of
     their cost (`python examples/bound_gap.py grid/zipf-600-150-a0.7`): no slack to balance with, 7 GPUs."""
     workload = grid_workloads()["grid/zipf-600-150-a0.9"]
     placement = get_policy("local-search").place(workload, PROFILE, seed=0)
