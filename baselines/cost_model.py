@@ -79,9 +79,7 @@ class CostCurves:
         """curves x adapters: what each curve charges adapters offered ``loads_tok_s`` on one GPU each (none above
         ``max_load_tok_s``)."""
         loads = np.atleast_1d(np.asarray(loads_tok_s, float))
-        knots = self.knots_tok_s  # every curve shares them: one interpolation for the whole family
-        upper = np.clip(np.searchsorted(knots, loads, side="right"), 1, len(knots) - 1)
-        t = np.clip((loads - knots[upper - 1]) / (knots[upper] - knots[upper - 1]), 0.0, 1.0)
+        upper, t = _segments(self.knots_tok_s, loads)  # every curve shares the knots: one lookup for the family
         return self.cost[:, upper - 1] * (1.0 - t) + self.cost[:, upper] * t
 
     def one(self, load_tok_s: float) -> np.ndarray:
@@ -144,10 +142,16 @@ def fit_cost_curves(mix_loads: list[np.ndarray]) -> CostCurves:
     return CostCurves(knots, curves[first], float(every.max()))
 
 
+def _segments(knots: np.ndarray, loads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each load's segment of ``knots`` (the index of its upper knot) and its position in it, 0-1 (clamped at the
+    ends, as ``np.interp``)."""
+    upper = np.clip(np.searchsorted(knots, loads, side="right"), 1, len(knots) - 1)
+    return upper, np.clip((loads - knots[upper - 1]) / (knots[upper] - knots[upper - 1]), 0.0, 1.0)
+
+
 def _interpolation_weights(knots: np.ndarray, loads: np.ndarray) -> np.ndarray:
     """Per knot, the summed weight linear interpolation gives it over ``loads``: ``sum c(loads) = w @ c(knots)``."""
-    upper = np.clip(np.searchsorted(knots, loads, side="right"), 1, len(knots) - 1)
-    t = np.clip((loads - knots[upper - 1]) / (knots[upper] - knots[upper - 1]), 0.0, 1.0)
+    upper, t = _segments(knots, loads)
     return np.bincount(upper - 1, 1 - t, len(knots)) + np.bincount(upper, t, len(knots))
 
 
