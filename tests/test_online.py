@@ -182,3 +182,21 @@ def test_the_claim_check_words_a_negative_saving_as_more():
     from baselines.online.leaderboard import _change
 
     assert (_change(0.25), _change(-0.13), _change(0.0)) == ("25% fewer", "13% more", "0% fewer")
+
+
+def test_the_ideal_tracker_packs_each_epochs_true_rates_and_with_the_lead_the_coming_peak():
+    from baselines.online.ideal import ideal_tracker
+
+    # Calm for 40 min, three times busier for 40 min, calm again: 10-minute epochs, start-up under 10 minutes.
+    step = Piecewise(tuple(f"adapter-{i:04d}" for i in range(40)), (0.0, 2400.0, 4800.0), ((1.0, 3.0, 1.0),))
+    fleet = DynamicFleet(zipf(15.0, 7200.0, (step,)), epoch_s=600.0, scorer="surrogate", counts_only=True)
+    packer = Packer(fleet, 0.25)
+    calm, busy = (len(packer.pack(fleet.rate_table()[k])) for k in (0, 4))
+    assert busy > calm
+    tracker = ideal_tracker(fleet)
+    assert tracker.lead == 2  # the coming epoch, and the one a replica launched at its start comes up in
+    assert tracker.gpu_hours == pytest.approx((8 * calm + 4 * busy) / 6)  # 12 epochs of 1/6 h
+    # With the lead, the epoch before the rise already holds the busy fleet.
+    assert tracker.lead_gpu_hours == pytest.approx((7 * calm + 5 * busy) / 6)
+    peak = len(packer.pack(fleet.rate_table().max(axis=0))) * 2.0
+    assert tracker.gpu_hours < tracker.lead_gpu_hours < peak

@@ -146,6 +146,7 @@ class Replanner:
     margin_z: float = MARGIN_Z
     hold_epochs: int = HOLD_EPOCHS
     error_window: int = ERROR_WINDOW
+    slot_each: bool = True
     name: str = "replanner"
     _packer: Packer | None = field(default=None, init=False, repr=False)
     _packers: dict[float, Packer] = field(default_factory=dict, init=False, repr=False)  # by headroom
@@ -162,7 +163,7 @@ class Replanner:
                 raise ConfigError(f"{knob}: {getattr(self, knob)!r} must be an integer >= 1")
 
     def reset(self, fleet: DynamicFleet) -> None:
-        self._packer = Packer(fleet, self.headroom)
+        self._packer = Packer(fleet, self.headroom, self.slot_each)
         self._packers = {self.headroom: self._packer}
         self._peaks, self._errors, self._needs = [], [], []
 
@@ -221,7 +222,7 @@ class Replanner:
         for step in range(REPACK_STEPS + 1):
             room = round(headroom + step * self.shrink_band, 6)
             if room not in self._packers:
-                self._packers[room] = Packer(fleet, room)
+                self._packers[room] = Packer(fleet, room, self.slot_each)
             groups = self._packers[room].pack(rates)
             if not self._packer.starved(plan_of(groups), rates, self.keep_headroom):
                 break
