@@ -1,9 +1,9 @@
 """The ideal tracker: the GPU-hours an episode would take if the fleet followed its true load epoch by epoch, the
 reference that says how much of static-on-peak's GPU-hours any re-planner could save at all.
 
-Each epoch gets as many GPUs as the online policies' own packing (:class:`baselines.online.packing.Packer`, the
-greedy surrogate pipeline at the same headroom as ``static-peak``) needs for the true rates, and pays nothing
-to change: no start-up time, no load, no drain, no forecast error. Two figures:
+Each epoch gets as many GPUs as the re-planners' own packing (:class:`baselines.online.packing.Packer`, the greedy
+surrogate pipeline at the same headroom as ``static-peak``, a LoRA slot per adapter) needs for the true rates, and
+pays nothing to change: no start-up time, no load, no drain, no forecast error. Two figures:
 
 * **instant** (``lead=1``): the packing of each epoch's own true rates;
 * **with the start-up lead**: the packing of each adapter's highest true rate over the epoch and those a replica
@@ -43,7 +43,7 @@ def ideal_tracker(fleet: DynamicFleet, headroom: float = HEADROOM) -> IdealTrack
     fleet (``counts_only``) will do."""
     table = fleet.rate_table()
     hours = np.diff(fleet.traffic.edges) / 3600.0
-    packer = Packer(fleet, headroom)
+    packer = Packer(fleet, headroom, slot_each=True)
     slots = max(spec.max_loras for spec in plan_of(packer.pack(table.max(axis=0))).values())
     lead = lead_epochs(fleet.profile.startup_time.seconds(slots), fleet.epoch_s)
     instant = [len(packer.pack(rates)) for rates in table]

@@ -34,11 +34,11 @@ from baselines.online.packing import Group, Packer, plan_of
 #: Rates are packed with this much room (a GPU filled to 1/1.25 = 80% of the surrogate's starvation edge).
 HEADROOM = 0.25
 #: ``periodic``/``oracle`` shrink only when the forecast also packs on fewer GPUs with this much more room.
-SHRINK_BAND = 0.15
+SHRINK_BAND = 0.05
 #: ``periodic``/``oracle`` keep the running plan while the surrogate says it serves the rates with this much room.
 KEEP_HEADROOM = HEADROOM
 #: ``periodic``/``oracle`` provision each GPU for this many standard deviations of its forecast error.
-MARGIN_Z = 1.5
+MARGIN_Z = 1.0
 #: ``periodic``/``oracle`` plan for the highest upper forecast of this many decisions (1: the latest alone).
 HOLD_EPOCHS = 2
 #: ``periodic``/``oracle`` measure their forecast error over this many past decisions.
@@ -127,11 +127,16 @@ class Replanner:
     **Asymmetric hysteresis** (:func:`held`). The rates planned for are the maximum of the last ``hold_epochs``
     upper forecasts: up at once, down only after sustained low load.
 
+    **A slot per adapter** (``slot_each``, :class:`Packer`): every replica gets at least as many LoRA slots as
+    adapters it is packed with, and keeps a group only if it has them.
+
     **Keep or re-pack.** Packs with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation edge) but
     keeps the running plan while the surrogate predicts it serves the rates with ``keep_headroom`` of room (the
     surrogate is optimistic near its edge) and a fresh packing needs as many GPUs or more. It re-packs (fitted to
     the running replicas, :meth:`Packer.fit`) when the running plan fails that margin, and shrinks only to a
-    packing with ``shrink_band`` more room, when that needs fewer GPUs (consolidating is where the surrogate errs).
+    packing with ``shrink_band`` more room, when that needs fewer GPUs (consolidating is where the surrogate errs),
+    and never while the observed load is rising (:func:`rising`: a forecast that calls the top of a ramp too early,
+    as a forecaster with no day behind it does, would otherwise drop the GPUs the ramp is about to need).
     A packing the surrogate itself judges short at ``keep_headroom`` (the greedy's packing and the judge can
     disagree near the edge) gets ``shrink_band`` more room first, up to :data:`REPACK_STEPS` times (:meth:`pack`),
     so a new plan passes the test that keeps it. Running replicas are never restarted: a group their flags cannot
@@ -207,6 +212,8 @@ class Replanner:
         settled = not any(r.state == "starting" for r in fleet.results[-1].replicas)
         if not settled and not short:
             return current  # the last change is still under way, and enough
+        if not short and rising(fleet.observed_rates()):
+            return current  # never shrink into a rising load, whatever the forecast says
         target = self.pack(fleet, rates, self.headroom)
         if not short:
             if len(target) >= len(current):
@@ -227,6 +234,11 @@ class Replanner:
             if not self._packer.starved(plan_of(groups), rates, self.keep_headroom):
                 break
         return groups
+
+
+def rising(observed: np.ndarray) -> bool:
+    """Whether more arrived in the last epoch of ``observed`` (req/s, one row per epoch) than in the one before."""
+    return len(observed) >= 2 and float(observed[-1].sum()) > float(observed[-2].sum())
 
 
 def make_before_break(plan: FleetPlan, current: FleetPlan, settled: bool = True) -> FleetPlan:
