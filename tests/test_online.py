@@ -51,7 +51,8 @@ def test_periodic_scales_out_after_a_step_up_and_back_in_after_it_without_thrash
     needed = len(Packer(fleet, 0.25).fresh_plan(fleet.rate_table()[10]))  # a fresh packing for the busy rates
     run = replay(get_online_policy("periodic", forecaster="last"), fleet)
     gpus = [r.gpus for r in run.results]
-    calm, busy, after = gpus[:6], gpus[10:16], gpus[-3:]
+    # Back in once the margin learnt from the step-up's shortfalls has left its 12-decision window.
+    calm, busy, after = gpus[:6], gpus[10:16], gpus[-2:]
     assert max(busy) > max(calm) and max(after) < max(busy)
     assert max(gpus) <= needed + 1  # make-before-break holds one more replica for an epoch at most
     assert run.summary.cold_starts <= needed + 1 and run.summary.restarts == 0
@@ -200,3 +201,24 @@ def test_the_ideal_tracker_packs_each_epochs_true_rates_and_with_the_lead_the_co
     assert tracker.lead_gpu_hours == pytest.approx((7 * calm + 5 * busy) / 6)
     peak = len(packer.pack(fleet.rate_table().max(axis=0))) * 2.0
     assert tracker.gpu_hours < tracker.lead_gpu_hours < peak
+
+
+def test_a_replica_gets_a_slot_per_adapter_and_keeps_a_group_only_with_that_many():
+    fleet = DynamicFleet(zipf(20.0), epoch_s=600.0, scorer="surrogate")
+    rates = fleet.rate_table()[0]
+    plain, each = Packer(fleet, 0.25), Packer(fleet, 0.25, slot_each=True)
+    groups = each.pack(rates)
+    assert [g.adapters for g in groups] == [g.adapters for g in plain.pack(rates)]  # the same GPUs
+    assert all(g.max_loras >= len(g.adapters) for g in groups)  # 40 adapters fit the levels that start
+    group = groups[0]
+    few = ReplicaSpec(group.adapters, max_loras=len(group.adapters) // 2, max_lora_rank=group.cover)
+    enough = ReplicaSpec(group.adapters, max_loras=group.max_loras, max_lora_rank=group.cover)
+    assert each._fits([(group, few), (group, enough)]).tolist() == [False, True]
+
+
+def test_the_load_is_rising_when_more_arrived_in_the_last_epoch_than_in_the_one_before():
+    from baselines.online.policies import rising
+
+    assert rising(np.array([[1.0, 2.0], [2.0, 1.5]]))
+    assert not rising(np.array([[1.0, 2.0], [2.0, 1.0]]))  # as much: not rising
+    assert not rising(np.array([[1.0, 2.0]]))  # one epoch: nothing to compare
