@@ -38,7 +38,7 @@ SHRINK_BAND = 0.05
 #: ``periodic``/``oracle`` keep the running plan while the surrogate says it serves the rates with this much room.
 KEEP_HEADROOM = HEADROOM
 #: ``periodic``/``oracle`` provision each GPU for this many standard deviations of its forecast error.
-MARGIN_Z = 1.0
+MARGIN_Z = 1.5
 #: ``periodic``/``oracle`` plan for the highest upper forecast of this many decisions (1: the latest alone).
 HOLD_EPOCHS = 2
 #: ``periodic``/``oracle`` measure their forecast error over this many past decisions.
