@@ -5,7 +5,7 @@ Each epoch gets as many GPUs as the re-planners' own packing (:class:`baselines.
 surrogate pipeline at the same headroom as ``static-peak``, a LoRA slot per adapter) needs for the true rates, and
 pays nothing to change: no start-up time, no load, no drain, no forecast error. Two figures:
 
-* **instant** (``lead=1``): the packing of each epoch's own true rates;
+* **instant**: the packing of each epoch's own true rates;
 * **with the start-up lead**: the packing of each adapter's highest true rate over the epoch and those a replica
   launched at its start spends starting (:func:`baselines.online.policies.lead_epochs`, at the start-up time of
   the largest ``max_loras`` the packing of the adapters' peaks uses), so a rise is served by replicas started in
