@@ -40,8 +40,6 @@ STEP_FEATURES = (
     "lora_per_adapter_ktoken_ms",  # per distinct adapter per 1,000 batched tokens
     "lora_per_adapter_kcached_ms",  # per distinct adapter per 1,000 adapters in the CPU cache (vLLM lists the
     # cache for each adapter of the batch every step)
-    "lora_per_adapter_to_knee_ms",  # per distinct adapter among the step's first step_time.adapter_knee: the
-    # LoRA cost per adapter flattens once a step holds that many (a concave cost, see docs/validation.md)
     "eager_ms",  # extra cost of a step too large for CUDA graphs (tokens > engine.cuda_graph_max_tokens)
 )
 
@@ -107,18 +105,12 @@ class StepTimeModel:
     """Engine step time (ms) as a linear model over the features in ``STEP_FEATURES``."""
 
     coefficients: dict[str, float] = field(default_factory=dict)
-    adapter_knee: int = field(default=32, metadata={
-        "help": "how many of a step's distinct adapters lora_per_adapter_to_knee_ms is paid for (the adapters "
-                "beyond it cost only the linear per-adapter terms)", **SINCE_FINGERPRINTS})
 
     def __post_init__(self) -> None:
         unknown = set(self.coefficients) - set(STEP_FEATURES)
         if unknown:
             raise ProfileError(f"step_time.coefficients: unknown term(s) {sorted(unknown)}; "
                                f"known: {', '.join(STEP_FEATURES)}")
-        if isinstance(self.adapter_knee, bool) or not isinstance(self.adapter_knee, int) or self.adapter_knee < 1:
-            raise ProfileError(f"step_time.adapter_knee: {self.adapter_knee!r} must be a whole number of adapters "
-                               ">= 1")
 
     def vector(self) -> tuple[float, ...]:
         """Coefficients in ``STEP_FEATURES`` order (missing terms are 0)."""

@@ -38,7 +38,6 @@ profiles = st.fixed_dictionaries({
     "disk_to_cpu_ms": st.tuples(st.floats(0.0, 40.0), st.floats(0.0, 40.0)),
     "scheduler": st.tuples(st.floats(-0.5, 1.0), st.floats(0.0, 0.05), st.floats(0.0, 0.3)),
     "graph_max_tokens": st.sampled_from([8, 64, 512]),
-    "adapter_knee": st.integers(1, 8),
 })
 
 servers = st.fixed_dictionaries({
@@ -66,8 +65,7 @@ def _profile(case: dict, model: dict) -> TwinProfile:
         loading=LoadTimeModel(dict(zip(ranks, model["cpu_to_gpu_ms"], strict=True)),
                               dict(zip(ranks, model["disk_to_cpu_ms"], strict=True))),
         engine=dataclasses.replace(profile.engine, max_waiting_requests=case["queue_cap"],
-                                   cuda_graph_max_tokens=model["graph_max_tokens"]),
-        step_time=dataclasses.replace(profile.step_time, adapter_knee=model["adapter_knee"]))
+                                   cuda_graph_max_tokens=model["graph_max_tokens"]))
 
 
 def _run(engine_class, case: dict, model: dict):

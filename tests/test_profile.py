@@ -33,8 +33,6 @@ def test_profile_found_by_model_name():
         (lambda d: d.update(colour="red"), "colour"),
         (lambda d: d.update(schema_version=99), "schema_version"),
         (lambda d: d["loading"].update(cpu_to_gpu_ms={"big": 1.0}), "cpu_to_gpu_ms"),
-        (lambda d: d["step_time"].update(adapter_knee=0), "step_time.adapter_knee"),
-        (lambda d: d["step_time"].update(adapter_knee=2.5), "step_time.adapter_knee"),
     ],
 )
 def test_invalid_profile_fields_are_named(tmp_path, mutate, message):

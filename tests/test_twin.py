@@ -42,22 +42,6 @@ def test_single_request_latency_is_the_sum_of_step_times():
     assert m.loads_from_disk == 1 and m.successful_requests == 1
 
 
-@pytest.mark.parametrize(("knee", "extra_ms"), [(2, 2 * 1.5), (8, 3 * 1.5)])
-def test_adapters_up_to_the_knee_each_add_their_term_to_every_step(knee, extra_ms):
-    # Three requests for three adapters run together for three steps (one prefill, two decodes): every step
-    # holds 3 distinct adapters, so lora_per_adapter_to_knee_ms (1.5 ms) is paid min(3, knee) times per step.
-    requests = batch([1.0] * 3, [0, 1, 2], [100] * 3, [3] * 3, ranks=(16, 16, 16))
-    config = ServerConfig(max_loras=3, max_lora_rank=16)
-    plain = simulate(requests, toy_profile(), config)
-    profile = toy_profile(lora_per_adapter_to_knee_ms=1.5)
-    kneed = simulate(requests, dataclasses.replace(profile, step_time=dataclasses.replace(profile.step_time,
-                                                                                         adapter_knee=knee)),
-                     config)
-    assert kneed.mean_ttft_ms - plain.mean_ttft_ms == pytest.approx(extra_ms, rel=1e-9)
-    assert kneed.mean_itl_ms - plain.mean_itl_ms == pytest.approx(extra_ms, rel=1e-9)
-    assert kneed.mean_e2e_ms - plain.mean_e2e_ms == pytest.approx(3 * extra_ms, rel=1e-9)
-
-
 def test_requests_skipped_for_want_of_a_slot_cost_scheduler_time_each_step():
     # One slot: request 0 (adapter 0) runs three steps while requests 1-3 (adapter 1) wait; vLLM's scheduler
     # walks past those three in each of the three steps, then admits all three at once (nothing left to skip).
