@@ -40,6 +40,8 @@ STEP_FEATURES = (
     "lora_per_adapter_ktoken_ms",  # per distinct adapter per 1,000 batched tokens
     "lora_per_adapter_kcached_ms",  # per distinct adapter per 1,000 adapters in the CPU cache (vLLM lists the
     # cache for each adapter of the batch every step)
+    "lora_per_exposed_adapter_ms",  # per distinct adapter whose weight reads the step's token work does not
+    # hide: max(0, adapters - tokens / step_time.tokens_per_hidden_adapter) (a roofline, see docs/validation.md)
     "eager_ms",  # extra cost of a step too large for CUDA graphs (tokens > engine.cuda_graph_max_tokens)
 )
 
@@ -105,12 +107,18 @@ class StepTimeModel:
     """Engine step time (ms) as a linear model over the features in ``STEP_FEATURES``."""
 
     coefficients: dict[str, float] = field(default_factory=dict)
+    tokens_per_hidden_adapter: float = field(default=4.0, metadata={
+        "help": "batched tokens whose compute hides the weight reads of one distinct adapter: a step pays "
+                "lora_per_exposed_adapter_ms for max(0, adapters - tokens / this)", **SINCE_FINGERPRINTS})
 
     def __post_init__(self) -> None:
         unknown = set(self.coefficients) - set(STEP_FEATURES)
         if unknown:
             raise ProfileError(f"step_time.coefficients: unknown term(s) {sorted(unknown)}; "
                                f"known: {', '.join(STEP_FEATURES)}")
+        hiding = self.tokens_per_hidden_adapter
+        if isinstance(hiding, bool) or not isinstance(hiding, (int, float)) or not 0 < hiding < float("inf"):
+            raise ProfileError(f"step_time.tokens_per_hidden_adapter: {hiding!r} must be a number of tokens > 0")
 
     def vector(self) -> tuple[float, ...]:
         """Coefficients in ``STEP_FEATURES`` order (missing terms are 0)."""

@@ -38,6 +38,7 @@ profiles = st.fixed_dictionaries({
     "disk_to_cpu_ms": st.tuples(st.floats(0.0, 40.0), st.floats(0.0, 40.0)),
     "scheduler": st.tuples(st.floats(-0.5, 1.0), st.floats(0.0, 0.05), st.floats(0.0, 0.3)),
     "graph_max_tokens": st.sampled_from([8, 64, 512]),
+    "tokens_per_hidden_adapter": st.sampled_from([0.5, 3.0, 40.0]),
 })
 
 servers = st.fixed_dictionaries({
@@ -65,7 +66,9 @@ def _profile(case: dict, model: dict) -> TwinProfile:
         loading=LoadTimeModel(dict(zip(ranks, model["cpu_to_gpu_ms"], strict=True)),
                               dict(zip(ranks, model["disk_to_cpu_ms"], strict=True))),
         engine=dataclasses.replace(profile.engine, max_waiting_requests=case["queue_cap"],
-                                   cuda_graph_max_tokens=model["graph_max_tokens"]))
+                                   cuda_graph_max_tokens=model["graph_max_tokens"]),
+        step_time=dataclasses.replace(profile.step_time,
+                                      tokens_per_hidden_adapter=model["tokens_per_hidden_adapter"]))
 
 
 def _run(engine_class, case: dict, model: dict):

@@ -182,3 +182,42 @@ def test_the_claim_check_words_a_negative_saving_as_more():
     from baselines.online.leaderboard import _change
 
     assert (_change(0.25), _change(-0.13), _change(0.0)) == ("25% fewer", "13% more", "0% fewer")
+
+
+def test_the_ideal_tracker_packs_each_epochs_true_rates_and_with_the_lead_the_coming_peak():
+    from baselines.online.ideal import ideal_tracker
+
+    # Calm for 40 min, three times busier for 40 min, calm again: 10-minute epochs, start-up under 10 minutes.
+    step = Piecewise(tuple(f"adapter-{i:04d}" for i in range(40)), (0.0, 2400.0, 4800.0), ((1.0, 3.0, 1.0),))
+    fleet = DynamicFleet(zipf(15.0, 7200.0, (step,)), epoch_s=600.0, scorer="surrogate", counts_only=True)
+    packer = Packer(fleet, 0.25)
+    calm, busy = (len(packer.pack(fleet.rate_table()[k])) for k in (0, 4))
+    assert busy > calm
+    tracker = ideal_tracker(fleet)
+    assert tracker.lead == 2  # the coming epoch, and the one a replica launched at its start comes up in
+    assert tracker.gpu_hours == pytest.approx((8 * calm + 4 * busy) / 6)  # 12 epochs of 1/6 h
+    # With the lead, the epoch before the rise already holds the busy fleet.
+    assert tracker.lead_gpu_hours == pytest.approx((7 * calm + 5 * busy) / 6)
+    peak = len(packer.pack(fleet.rate_table().max(axis=0))) * 2.0
+    assert tracker.gpu_hours < tracker.lead_gpu_hours < peak
+
+
+def test_a_replica_gets_a_slot_per_adapter_and_keeps_a_group_only_with_that_many():
+    fleet = DynamicFleet(zipf(20.0), epoch_s=600.0, scorer="surrogate")
+    rates = fleet.rate_table()[0]
+    plain, each = Packer(fleet, 0.25), Packer(fleet, 0.25, slot_each=True)
+    groups = each.pack(rates)
+    assert [g.adapters for g in groups] == [g.adapters for g in plain.pack(rates)]  # the same GPUs
+    assert all(g.max_loras >= len(g.adapters) for g in groups)  # 40 adapters fit the levels that start
+    group = groups[0]
+    few = ReplicaSpec(group.adapters, max_loras=len(group.adapters) // 2, max_lora_rank=group.cover)
+    enough = ReplicaSpec(group.adapters, max_loras=group.max_loras, max_lora_rank=group.cover)
+    assert each._fits([(group, few), (group, enough)]).tolist() == [False, True]
+
+
+def test_the_load_is_rising_when_more_arrived_in_the_last_epoch_than_in_the_one_before():
+    from baselines.online.policies import rising
+
+    assert rising(np.array([[1.0, 2.0], [2.0, 1.5]]))
+    assert not rising(np.array([[1.0, 2.0], [2.0, 1.0]]))  # as much: not rising
+    assert not rising(np.array([[1.0, 2.0]]))  # one epoch: nothing to compare

@@ -33,6 +33,8 @@ def test_profile_found_by_model_name():
         (lambda d: d.update(colour="red"), "colour"),
         (lambda d: d.update(schema_version=99), "schema_version"),
         (lambda d: d["loading"].update(cpu_to_gpu_ms={"big": 1.0}), "cpu_to_gpu_ms"),
+        (lambda d: d["step_time"].update(tokens_per_hidden_adapter=0), "step_time.tokens_per_hidden_adapter"),
+        (lambda d: d["step_time"].update(tokens_per_hidden_adapter="4"), "step_time.tokens_per_hidden_adapter"),
     ],
 )
 def test_invalid_profile_fields_are_named(tmp_path, mutate, message):

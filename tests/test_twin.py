@@ -42,6 +42,23 @@ def test_single_request_latency_is_the_sum_of_step_times():
     assert m.loads_from_disk == 1 and m.successful_requests == 1
 
 
+@pytest.mark.parametrize(("hiding", "prefill_ms", "decode_ms"),
+                         [(2.0, 0.0, 1.5 * (3 - 3 / 2)), (200.0, 1.5 * (3 - 300 / 200), 1.5 * (3 - 3 / 200))])
+def test_adapters_whose_reads_the_tokens_do_not_hide_add_their_term(hiding, prefill_ms, decode_ms):
+    # Three requests for three adapters run together: one step prefills 3 x 100 tokens, two decode 3 tokens, each
+    # with 3 distinct adapters. lora_per_exposed_adapter_ms (1.5) is paid for max(0, 3 - tokens / hiding) of them.
+    requests = batch([1.0] * 3, [0, 1, 2], [100] * 3, [3] * 3, ranks=(16, 16, 16))
+    config = ServerConfig(max_loras=3, max_lora_rank=16)
+    plain = simulate(requests, toy_profile(), config)
+    profile = toy_profile(lora_per_exposed_adapter_ms=1.5)
+    roofline = dataclasses.replace(profile, step_time=dataclasses.replace(profile.step_time,
+                                                                          tokens_per_hidden_adapter=hiding))
+    exposed = simulate(requests, roofline, config)
+    assert exposed.mean_ttft_ms - plain.mean_ttft_ms == pytest.approx(prefill_ms, abs=1e-9)
+    assert exposed.mean_itl_ms - plain.mean_itl_ms == pytest.approx(decode_ms, rel=1e-9)
+    assert exposed.mean_e2e_ms - plain.mean_e2e_ms == pytest.approx(prefill_ms + 2 * decode_ms, rel=1e-9)
+
+
 def test_requests_skipped_for_want_of_a_slot_cost_scheduler_time_each_step():
     # One slot: request 0 (adapter 0) runs three steps while requests 1-3 (adapter 1) wait; vLLM's scheduler
     # walks past those three in each of the three steps, then admits all three at once (nothing left to skip).

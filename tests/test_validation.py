@@ -112,7 +112,8 @@ def test_calibrated_profiles_have_every_term_and_provenance():
         profile = load_profile(name)
         if "fitted_by" not in profile.provenance:
             continue
-        assert set(profile.step_time.coefficients) == set(STEP_FEATURES)
+        # A term added after a profile was fitted is absent (at 0, so its records stay what they were).
+        assert set(STEP_FEATURES) - set(profile.step_time.coefficients) <= {"lora_per_exposed_adapter_ms"}
         assert profile.provenance["holdout"] and profile.provenance["train_rows"] > 0
 
 

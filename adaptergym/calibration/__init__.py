@@ -35,7 +35,6 @@ from adaptergym.profile import (
     DEFAULT_PROFILE,
     SchedulerOverhead,
     StartupTimeModel,
-    StepTimeModel,
     TwinProfile,
     find_profile,
     load_profile,
@@ -114,7 +113,7 @@ def calibrate(
             "source": f"{base_profile.name} (memory, loading, scheduler, engine): the micro-benchmarks measured "
                       f"{MICRO_BENCHMARKED}", "free_step_terms": free}
     start = {name: prior.value for name, prior in priors.items()}
-    profile = dataclasses.replace(profile, step_time=StepTimeModel(start))
+    profile = dataclasses.replace(profile, step_time=dataclasses.replace(profile.step_time, coefficients=start))
     profile, fit = fit_end_to_end(profile, train, priors, rounds=rounds, duration_s=duration_s, workers=workers,
                                   free=free, progress=progress)
     report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", **fit}

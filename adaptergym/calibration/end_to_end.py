@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from adaptergym.profile import STEP_FEATURES, StepTimeModel, TwinProfile
+from adaptergym.profile import STEP_FEATURES, TwinProfile
 from adaptergym.real_runs import Replay
 from adaptergym.twin.frameworks import framework_of
 from adaptergym.validation import Prediction, mape, predict_all
@@ -105,7 +105,8 @@ def fit_end_to_end(
         values[moving] = _robust_fit(np.vstack([a, *prior_rows])[:, moving], np.concatenate([b, prior_targets]),
                                      current[moving])
         coefficients = dict(zip(STEP_FEATURES, (float(c) for c in values), strict=True))
-        profile = dataclasses.replace(profile, step_time=StepTimeModel(coefficients))
+        step_time = dataclasses.replace(profile.step_time, coefficients=coefficients)
+        profile = dataclasses.replace(profile, step_time=step_time)
     history.append(_errors(rounds + 1, items, _replay(profile, items, workers, progress, "end-to-end fit, check")))
     tried.append(profile)
     # Each round's fit is of a linearisation, so a round can land further from the data than the one before it:

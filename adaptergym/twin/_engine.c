@@ -34,7 +34,7 @@ typedef int64_t i64;
 #define IDLE 0
 #define PREFILLING 1
 #define DECODING 2
-#define N_COUNTS 9
+#define N_COUNTS 10
 #define PW_BLOCKSIZE 128
 
 /* ------------------------------------------------------------------ small containers */
@@ -135,6 +135,7 @@ typedef struct {
     int lora_enabled, jumps;
     /* step time (StepTimer.coefficients()) and ITL histogram */
     double base_ms, eager_ms, per_decode, per_prefill, per_ctx, per_adapter, per_adapter_token, per_adapter_cached;
+    double per_exposed_adapter, tokens_per_hidden_adapter;
     double sched_base, sched_running, sched_skipped;
     i64 graph_max_tokens, itl_bins;
     double itl_bin_width, itl_min_ms;
@@ -446,12 +447,19 @@ static void finish_decoding(Core *c, double end) {
 }
 
 /* ------------------------------------------------------------------ step time (reference: step_time.py) */
+/* The step's distinct adapters whose weight reads its token work does not hide (StepTimer.exposed_adapters). */
+static double exposed_adapters(Core *c, i64 adapters, i64 tokens) {
+    double exposed = (double)adapters - (double)tokens / c->tokens_per_hidden_adapter;
+    return exposed > 0.0 ? exposed : 0.0;
+}
+
 static double step_ms(Core *c, i64 decode_seqs, i64 prefill_tokens, i64 context_tokens, i64 adapters, i64 cached) {
     double eager = decode_seqs + prefill_tokens > c->graph_max_tokens ? c->eager_ms : 0.0;
     return c->base_ms + eager + c->per_decode * (double)decode_seqs + c->per_prefill * (double)prefill_tokens
            + c->per_ctx * (double)context_tokens
            + (c->per_adapter + c->per_adapter_token * (double)(decode_seqs + prefill_tokens)
-              + c->per_adapter_cached * (double)cached) * (double)adapters;
+              + c->per_adapter_cached * (double)cached) * (double)adapters
+           + c->per_exposed_adapter * exposed_adapters(c, adapters, decode_seqs + prefill_tokens);
 }
 
 static double scheduler_ms(Core *c, i64 running, i64 skipped_requests) {
@@ -681,7 +689,7 @@ static int step(Core *c) {
     i64 adapters = c->n_active;
     double counts[N_COUNTS] = {1.0, (double)decode, (double)(tokens - decode), (double)context, (double)adapters,
                                (double)(adapters * tokens), (double)(tokens > c->graph_max_tokens),
-                               (double)(adapters * c->cpu.len), overhead_ms};
+                               (double)(adapters * c->cpu.len), exposed_adapters(c, adapters, tokens), overhead_ms};
     log_counts(c, counts, same);
     account(c, ms / 1000.0, running_before, waiting_before, (double)(c->total_blocks - c->free_blocks), NAN);
     c->now = end;
@@ -836,7 +844,8 @@ static int decode_jump(Core *c, double next_arrival, double t_stop) {
     double counts[N_COUNTS] = {(double)k, (double)(k * n), 0.0,
                                (double)k * ((double)context0 + (double)(n * (k - 1)) / 2.0), (double)(k * adapters),
                                (double)(k * adapters * n), (double)(k * (n > c->graph_max_tokens)),
-                               (double)(k * adapters * c->cpu.len), (double)k * overhead_ms};
+                               (double)(k * adapters * c->cpu.len), (double)k * exposed_adapters(c, adapters, n),
+                               (double)k * overhead_ms};
     log_counts(c, counts, n);
     double used_mean = (double)(used_before + c->total_blocks - c->free_blocks) / 2.0;
     double last_start = end - durations_ms[k - 1] / 1000.0;
@@ -956,10 +965,11 @@ static int Core_init(Core *c, PyObject *args, PyObject *Py_UNUSED(kwds)) {
     PyObject *cpu_ms, *disk_ms, *orders;
     int lora_enabled, jumps;
     Py_ssize_t block_size, max_waiting, budget, max_seqs, max_loras, total_blocks, gpu_slots, cpu_slots, graph, bins;
-    if (!PyArg_ParseTuple(args, "(nnnnnnnnpp)(ddddddddnddd)(ndd)OOO", &block_size, &max_waiting, &budget, &max_seqs,
-                          &max_loras, &total_blocks, &gpu_slots, &cpu_slots, &lora_enabled, &jumps, &c->base_ms,
-                          &c->eager_ms, &c->per_decode, &c->per_prefill, &c->per_ctx, &c->per_adapter,
-                          &c->per_adapter_token, &c->per_adapter_cached, &graph, &c->sched_base, &c->sched_running,
+    if (!PyArg_ParseTuple(args, "(nnnnnnnnpp)(ddddddddddnddd)(ndd)OOO", &block_size, &max_waiting, &budget,
+                          &max_seqs, &max_loras, &total_blocks, &gpu_slots, &cpu_slots, &lora_enabled, &jumps,
+                          &c->base_ms, &c->eager_ms, &c->per_decode, &c->per_prefill, &c->per_ctx, &c->per_adapter,
+                          &c->per_adapter_token, &c->per_adapter_cached, &c->per_exposed_adapter,
+                          &c->tokens_per_hidden_adapter, &graph, &c->sched_base, &c->sched_running,
                           &c->sched_skipped, &bins, &c->itl_bin_width, &c->itl_min_ms, &cpu_ms, &disk_ms, &orders))
         return -1;
     if (block_size < 1 || bins < 1) {

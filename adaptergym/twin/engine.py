@@ -414,7 +414,8 @@ class ReferenceEngine(EngineBase):
         self._finish_decoding(end)
         adapters = len(self._active)
         self._log_counts((1, decode, tokens - decode, context, adapters, adapters * tokens,
-                          tokens > self.timer.graph_max_tokens, adapters * self.lora.cached, overhead_ms), same)
+                          tokens > self.timer.graph_max_tokens, adapters * self.lora.cached,
+                          self.timer.exposed_adapters(adapters, tokens), overhead_ms), same)
         self._account(step_ms / 1000.0, running_before, waiting_before, self.total_blocks - self.free_blocks)
         self.now = end
         return True
@@ -501,7 +502,8 @@ class ReferenceEngine(EngineBase):
         np.add.at(self.itl_hist, itl_bins(durations_ms), n)
         adapters = len(self._active)
         self._log_counts((k, k * n, 0, k * (context0 + n * (k - 1) / 2), k * adapters, k * adapters * n,
-                          k * (n > self.timer.graph_max_tokens), k * adapters * self.lora.cached, k * overhead_ms), n)
+                          k * (n > self.timer.graph_max_tokens), k * adapters * self.lora.cached,
+                          k * self.timer.exposed_adapters(adapters, n), k * overhead_ms), n)
         used_mean = (used_before + self.total_blocks - self.free_blocks) / 2.0
         last_start = end - float(durations_ms[-1]) / 1000.0
         if next_arrival <= last_start and waiting < self.max_waiting:  # the queue grew during the jump

@@ -262,8 +262,8 @@ class SLoraEngine(EngineBase):
             self._context += self._prompt[rid] + 1
             self._join(self._adapter_of[rid])
             self._new += 1
-        self._log((1, 0, tokens, tokens, len(adapters), len(adapters) * tokens,
-                   tokens > self.timer.graph_max_tokens, 0, overhead_ms), running_before)
+        self._log((1, 0, tokens, tokens, len(adapters), len(adapters) * tokens, tokens > self.timer.graph_max_tokens,
+                   0, self.timer.exposed_adapters(len(adapters), tokens), overhead_ms), running_before)
         self._stall_ms += step_ms
         self._account(step_ms / 1000.0, running_before)
         self.now = end
@@ -285,7 +285,7 @@ class SLoraEngine(EngineBase):
             self.itl_hist[itl_bin(step_ms + self._stall_ms)] += old
         self._new, self._stall_ms = 0, 0.0
         self._log((1, n, 0, self._context, self._in_batch, self._in_batch * n, n > self.timer.graph_max_tokens, 0,
-                   overhead_ms), n)
+                   self.timer.exposed_adapters(self._in_batch, n), overhead_ms), n)
         self._account(step_ms / 1000.0, n)
         self._tick += 1
         self._context += n
@@ -379,7 +379,8 @@ class SLoraEngine(EngineBase):
         total_ms = float(durations_ms.sum())
         np.add.at(self.itl_hist, itl_bins(durations_ms), n)
         self._log((k, k * n, 0, k * self._context + n * k * (k - 1) / 2, k * self._in_batch,
-                   k * self._in_batch * n, k * (n > self.timer.graph_max_tokens), 0, k * overhead_ms), n)
+                   k * self._in_batch * n, k * (n > self.timer.graph_max_tokens), 0,
+                   k * self.timer.exposed_adapters(self._in_batch, n), k * overhead_ms), n)
         starts = self.now + np.concatenate(([0.0], np.cumsum(durations_ms[:-1]))) / 1000.0
         queued = len(self.waiting) + self._arrivals_by(starts)  # the queue at each step's start, as steps see it
         self.area_running += n * total_ms / 1000.0

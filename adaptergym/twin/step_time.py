@@ -11,7 +11,7 @@ _RANK_UNIT = 16.0
 #: What the engine counts per step (summed, weighted by the inter-token gaps each step closes); the step
 #: model's features are linear in these for a fixed server config, so sums of raw counts give sums of features.
 RAW_COUNTS = ("steps", "decode_seqs", "prefill_tokens", "context_tokens", "adapters", "adapter_tokens", "eager",
-              "adapter_cached", "overhead_ms")
+              "adapter_cached", "exposed_adapters", "overhead_ms")
 
 
 class StepTimer:
@@ -31,6 +31,8 @@ class StepTimer:
                                     + c["lora_per_adapter_max_rank_ms"] * max_lora_rank / _RANK_UNIT)
         self._per_adapter_token = lora * c["lora_per_adapter_ktoken_ms"] / 1000.0
         self._per_adapter_cached = lora * c["lora_per_adapter_kcached_ms"] / 1000.0
+        self._per_exposed_adapter = lora * c["lora_per_exposed_adapter_ms"]
+        self.tokens_per_hidden_adapter = float(profile.step_time.tokens_per_hidden_adapter)
         self._eager = c["eager_ms"]
         self.graph_max_tokens = profile.engine.cuda_graph_max_tokens
         sched = profile.scheduler
@@ -39,10 +41,12 @@ class StepTimer:
     def coefficients(self) -> tuple[float, ...]:
         """What the compiled engine evaluates :meth:`step_ms` and :meth:`scheduler_ms` from: base, eager, per
         decode sequence, per prefill token, per context token, per adapter, per adapter and token, per adapter
-        and CPU-cached adapter (ms), the CUDA-graph token limit, and the scheduler's base, per running and per
-        skipped request (ms)."""
+        and CPU-cached adapter, per exposed adapter (ms), the tokens that hide one adapter, the CUDA-graph token
+        limit, and the scheduler's base, per running and per skipped request (ms)."""
         return (self._base, self._eager, self._per_decode, self._per_prefill, self._per_ctx, self._per_adapter,
-                self._per_adapter_token, self._per_adapter_cached, self.graph_max_tokens, *self._sched)
+                self._per_adapter_token, self._per_adapter_cached, self._per_exposed_adapter,
+                self.tokens_per_hidden_adapter,
+                self.graph_max_tokens, *self._sched)
 
     @property
     def context_ms_per_token(self) -> float:
@@ -66,7 +70,13 @@ class StepTimer:
             + self._per_ctx * context_tokens
             + (self._per_adapter + self._per_adapter_token * (decode_seqs + prefill_tokens)
                + self._per_adapter_cached * cached) * adapters
+            + self._per_exposed_adapter * self.exposed_adapters(adapters, decode_seqs + prefill_tokens)
         )
+
+    def exposed_adapters(self, adapters: float, tokens: float) -> float:
+        """The step's distinct adapters whose weight reads its token work does not hide (a roofline: today's
+        per-token terms stand for the compute side, this for what the adapters' reads add beyond it)."""
+        return max(0.0, adapters - tokens / self.tokens_per_hidden_adapter)
 
     def scheduler_ms(self, running: float, skipped: float) -> float:
         """CPU time of one scheduler pass over ``running`` requests and ``skipped`` waiting ones, ms."""
@@ -79,7 +89,7 @@ class StepTimer:
         Summed over steps (or weighted by tokens), so ``design(raw) @ coefficients`` is the summed step time
         without scheduler overhead and loading: what calibration regresses measured latency on.
         """
-        steps, decode, prefill, context, adapters, adapter_tokens, eager, adapter_cached, _ = np.moveaxis(
+        steps, decode, prefill, context, adapters, adapter_tokens, eager, adapter_cached, exposed, _ = np.moveaxis(
             np.asarray(raw, float), -1, 0)
         lora = 1.0 if self.lora_enabled else 0.0
         columns = {
@@ -96,6 +106,7 @@ class StepTimer:
             "lora_per_slot_ktoken_ms": lora * self.max_loras * (decode + prefill) / 1000.0,
             "lora_per_adapter_ktoken_ms": lora * adapter_tokens / 1000.0,
             "lora_per_adapter_kcached_ms": lora * adapter_cached / 1000.0,
+            "lora_per_exposed_adapter_ms": lora * exposed,
             "eager_ms": eager,
         }
         return np.stack([columns[name] for name in STEP_FEATURES], axis=-1)

@@ -7,7 +7,8 @@ that packing into a plan that changes the running fleet as little as it can.
 * :meth:`Packer.fit`: matches the packing's GPUs to the current replicas (Hungarian assignment: as many groups
   as possible on replicas whose flags serve them, then the most traffic already in place), so a matched group
   is loaded onto a running replica instead of a cold start; a group no replica's flags serve (its
-  ``max_lora_rank`` too small, or a ``max_loras`` the surrogate predicts starves it) gets a new replica, and
+  ``max_lora_rank`` too small, fewer slots than the group's level and its adapters, or a ``max_loras`` the
+  surrogate predicts starves it) gets a new replica, and
   replicas no group needs are removed.
 * :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates, with a given headroom
   (:func:`adaptergym.dynamic.fast.judge_plan`).
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
 from adaptergym.dynamic.fast import fast_scorer, judge_plan
-from adaptergym.envs.common import mean_request_tokens, rank_cover
+from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, slot_caps
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
 from adaptergym.surrogate import gpu_features, load_surrogate
@@ -57,11 +58,18 @@ class Packer:
         fleet: the fleet to plan for (its adapters, lengths and profile).
         headroom: rates are packed as ``rate * (1 + headroom)``, so a GPU is filled to about ``1 / (1 +
             headroom)`` of the surrogate's starvation edge.
+        slot_each: give each GPU a LoRA slot per adapter (:meth:`slots_for`), not the surrogate's ``max_loras``
+            alone. A replica holding more adapters than slots can serve its load and still leave its rarest
+            adapters' requests waiting for a slot epoch after epoch (the twin shows it, the surrogate's per-GPU
+            verdict does not): that was most of the re-planners' starvation on diurnal-v0. Costs start-up time
+            (3.7 s per slot on Llama-3.1-8B) and KV cache, which the surrogate's judge sees.
     """
 
-    def __init__(self, fleet: DynamicFleet, headroom: float) -> None:
+    def __init__(self, fleet: DynamicFleet, headroom: float, slot_each: bool = False) -> None:
         self.fleet = fleet
         self.headroom = headroom
+        self.slot_each = slot_each
+        self.caps = slot_caps(fleet.profile, MAX_LORAS_LEVELS) if slot_each else {}
         self.ids = fleet.adapter_ids
         self.ranks = {a: int(r) for a, r in zip(fleet.adapter_ids, fleet.adapter_ranks, strict=True)}
         self.greedy = GreedyPolicy(objective="latency", verify=False)
@@ -78,7 +86,16 @@ class Packer:
         """The greedy packing of every adapter at ``rates`` (req/s) times ``1 + headroom``."""
         workload = self.workload(rates)
         placement = self.greedy.place(workload, self.fleet.profile)
-        return groups_of(placement, workload)
+        groups = groups_of(placement, workload)
+        if not self.slot_each:
+            return groups
+        return [replace(g, max_loras=max(g.max_loras, self.slots_for(len(g.adapters), g.cover))) for g in groups]
+
+    def slots_for(self, adapters: int, cover: int) -> int:
+        """The smallest ``max_loras`` level holding ``adapters`` at once that vLLM starts with at ``cover`` (the
+        largest that starts, if none does)."""
+        levels = MAX_LORAS_LEVELS[: max(self.caps[cover], 1)]
+        return next((v for v in levels if v >= adapters), levels[-1])
 
     def fresh_plan(self, rates: np.ndarray) -> FleetPlan:
         """A plan of new replicas (ids 0, 1, ...) for the packing at ``rates``."""
@@ -125,9 +142,11 @@ class Packer:
 
     def _fits(self, pairs: list[tuple[Group, ReplicaSpec]]) -> np.ndarray:
         """For each (group, running replica): can the replica serve the group without a restart? Its
-        ``max_lora_rank`` must cover the group, and its ``max_loras`` must be the packing's level for the group, or
-        one the surrogate predicts serves it (not starved, at least 90% of its load)."""
-        fits = np.array([(old.max_lora_rank or 0) >= g.cover for g, old in pairs], bool)
+        ``max_lora_rank`` must cover the group, its ``max_loras`` must be at least the packing's level for the
+        group or its adapter count (fewer slots than adapters leave the rarest waiting), and be the packing's
+        level or one the surrogate predicts serves it (not starved, at least 90% of its load)."""
+        fits = np.array([(old.max_lora_rank or 0) >= g.cover and old.max_loras >= min(g.max_loras, len(g.adapters))
+                         for g, old in pairs], bool)
         fewer = [k for k, (g, old) in enumerate(pairs) if fits[k] and old.max_loras != g.max_loras]
         if fewer:
             rows = np.stack([gpu_features(pairs[k][0].rates, pairs[k][0].ranks, pairs[k][1].max_loras,

@@ -34,7 +34,7 @@ from baselines.online.packing import Group, Packer, plan_of
 #: Rates are packed with this much room (a GPU filled to 1/1.25 = 80% of the surrogate's starvation edge).
 HEADROOM = 0.25
 #: ``periodic``/``oracle`` shrink only when the forecast also packs on fewer GPUs with this much more room.
-SHRINK_BAND = 0.15
+SHRINK_BAND = 0.05
 #: ``periodic``/``oracle`` keep the running plan while the surrogate says it serves the rates with this much room.
 KEEP_HEADROOM = HEADROOM
 #: ``periodic``/``oracle`` provision each GPU for this many standard deviations of its forecast error.
@@ -127,11 +127,16 @@ class Replanner:
     **Asymmetric hysteresis** (:func:`held`). The rates planned for are the maximum of the last ``hold_epochs``
     upper forecasts: up at once, down only after sustained low load.
 
+    **A slot per adapter** (``slot_each``, :class:`Packer`): every replica gets at least as many LoRA slots as
+    adapters it is packed with, and keeps a group only if it has them.
+
     **Keep or re-pack.** Packs with ``headroom`` (25%: GPUs filled to 80% of the surrogate's starvation edge) but
     keeps the running plan while the surrogate predicts it serves the rates with ``keep_headroom`` of room (the
     surrogate is optimistic near its edge) and a fresh packing needs as many GPUs or more. It re-packs (fitted to
     the running replicas, :meth:`Packer.fit`) when the running plan fails that margin, and shrinks only to a
-    packing with ``shrink_band`` more room, when that needs fewer GPUs (consolidating is where the surrogate errs).
+    packing with ``shrink_band`` more room, when that needs fewer GPUs (consolidating is where the surrogate errs),
+    and never while the observed load is rising (:func:`rising`: a forecast that calls the top of a ramp too early,
+    as a forecaster with no day behind it does, would otherwise drop the GPUs the ramp is about to need).
     A packing the surrogate itself judges short at ``keep_headroom`` (the greedy's packing and the judge can
     disagree near the edge) gets ``shrink_band`` more room first, up to :data:`REPACK_STEPS` times (:meth:`pack`),
     so a new plan passes the test that keeps it. Running replicas are never restarted: a group their flags cannot
@@ -146,6 +151,7 @@ class Replanner:
     margin_z: float = MARGIN_Z
     hold_epochs: int = HOLD_EPOCHS
     error_window: int = ERROR_WINDOW
+    slot_each: bool = True
     name: str = "replanner"
     _packer: Packer | None = field(default=None, init=False, repr=False)
     _packers: dict[float, Packer] = field(default_factory=dict, init=False, repr=False)  # by headroom
@@ -162,7 +168,7 @@ class Replanner:
                 raise ConfigError(f"{knob}: {getattr(self, knob)!r} must be an integer >= 1")
 
     def reset(self, fleet: DynamicFleet) -> None:
-        self._packer = Packer(fleet, self.headroom)
+        self._packer = Packer(fleet, self.headroom, self.slot_each)
         self._packers = {self.headroom: self._packer}
         self._peaks, self._errors, self._needs = [], [], []
 
@@ -206,6 +212,8 @@ class Replanner:
         settled = not any(r.state == "starting" for r in fleet.results[-1].replicas)
         if not settled and not short:
             return current  # the last change is still under way, and enough
+        if not short and rising(fleet.observed_rates()):
+            return current  # never shrink into a rising load, whatever the forecast says
         target = self.pack(fleet, rates, self.headroom)
         if not short:
             if len(target) >= len(current):
@@ -221,11 +229,16 @@ class Replanner:
         for step in range(REPACK_STEPS + 1):
             room = round(headroom + step * self.shrink_band, 6)
             if room not in self._packers:
-                self._packers[room] = Packer(fleet, room)
+                self._packers[room] = Packer(fleet, room, self.slot_each)
             groups = self._packers[room].pack(rates)
             if not self._packer.starved(plan_of(groups), rates, self.keep_headroom):
                 break
         return groups
+
+
+def rising(observed: np.ndarray) -> bool:
+    """Whether more arrived in the last epoch of ``observed`` (req/s, one row per epoch) than in the one before."""
+    return len(observed) >= 2 and float(observed[-1].sum()) > float(observed[-2].sum())
 
 
 def make_before_break(plan: FleetPlan, current: FleetPlan, settled: bool = True) -> FleetPlan:
