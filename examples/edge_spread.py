@@ -8,7 +8,7 @@ fresh draws alone (seeds the table never used), and the largest of them over the
 (``CapacityTable.edges_for``). ``baselines.bound.GPU_COST_LIMITS`` must cover the largest of these ratios, per
 arrival kind (a concave cost with ``c(0) = 0`` grows at most in proportion to the load).
 
-    python examples/edge_spread.py [DRAWS]      # default 24 fresh draws; about 8 min with 2 workers
+    python examples/edge_spread.py [DRAWS]      # default 24 fresh draws; about 3 min with 2 workers
 """
 
 import sys
