@@ -33,10 +33,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError, WorkloadError
 from adaptergym.metrics import Metrics, summarize
 from adaptergym.profile import TwinProfile, load_profile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ServerConfig, run_replica
 from adaptergym.twin.fleet_plan import check_adapters

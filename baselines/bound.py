@@ -48,9 +48,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import ArrivalSpec, WorkloadSpec
 from baselines.capacity import servable_model

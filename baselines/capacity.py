@@ -3,7 +3,7 @@ packing policies, and the measurements the lower bound's cost model is fitted on
 
 ``peak_tok_s(rank, adapters)`` is the twin's saturated throughput (prompt + output tokens/s) of one GPU of the
 profile whose ``max_lora_rank`` covers ``rank``, serving ``adapters`` equal-rate adapters, at the best of a few
-``max_loras`` levels (:func:`adaptergym.envs.common.saturated_throughput` over :data:`PEAK_WINDOW_S` simulated
+``max_loras`` levels (:func:`adaptergym.server_capacity.saturated_throughput` over :data:`PEAK_WINDOW_S` simulated
 seconds). It is measured at the adapter counts of :data:`COUNTS` and read at the largest grid count not above
 the GPU's count: the twin's throughput falls as a GPU holds more adapters (every adapter in a batch adds step
 time; fewer slots add loads), so the grid point bounds the counts up to the next one. A GPU is starved (the
@@ -35,11 +35,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adaptergym.edges import shipped_edges
-from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, saturated_throughput, slot_caps
 from adaptergym.errors import WorkloadError
 from adaptergym.metrics import STARVATION_THRESHOLD, Metrics
 from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, verify_gpu
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import (
+    MAX_LORAS_LEVELS,
+    mean_request_tokens,
+    rank_cover,
+    saturated_throughput,
+    slot_caps,
+)
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 from adaptergym.workload import AdapterSpec, ArrivalSpec, LengthSpec, WorkloadSpec
 from baselines.edge_table import MixEdge, calibration_mixes, shipped_table

@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.placement import (
     VERIFY_DURATION_S,
@@ -24,6 +23,7 @@ from adaptergym.placement import (
     verify_gpu,
 )
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines.capacity import CapacityModel
 

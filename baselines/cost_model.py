@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linprog
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.placement import Placement
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import ArrivalSpec, LengthSpec, WorkloadSpec
 from baselines.capacity import POISSON
 from baselines.edge_table import CapacityTable, MixEdge, calibration_mixes, shipped_table

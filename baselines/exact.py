@@ -29,10 +29,10 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.placement import Placement
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
 from baselines.capacity import COUNTS, CapacityModel, servable_model

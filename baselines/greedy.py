@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
 from baselines.capacity import CapacityModel, servable_model

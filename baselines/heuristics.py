@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.placement import VERIFY_DURATION_S, Placement
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
 from baselines.bound import lower_bound_gpus

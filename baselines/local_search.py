@@ -48,11 +48,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from adaptergym.envs.common import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
 from baselines.bound import fewest_gpus, gpu_cost_limit

@@ -11,7 +11,7 @@ last, the mix's edge under Gamma arrivals (the largest at CV 2, 3 and 4) over it
 import sys
 
 from adaptergym import load_profile
-from adaptergym.envs.common import rank_cover
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import LengthSpec
 from baselines.capacity import capacity_model
 from baselines.cost_model import cost_model

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 
 from adaptergym import load_profile
-from adaptergym.envs.common import rank_cover
-from adaptergym.envs.scoring import GpuPlan, TwinScorer
 from adaptergym.placement import Placement, verify
 from adaptergym.scenarios import get_scenario
+from adaptergym.scoring import GpuPlan, TwinScorer
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import WorkloadSpec
 from agents.envs import make_env
 from agents.evaluate import play

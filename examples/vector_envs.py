@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 import adaptergym  # noqa: F401  (importing adaptergym registers the environments)
-from adaptergym.envs.common import MAX_LORAS_LEVELS
+from adaptergym.server_capacity import MAX_LORAS_LEVELS
 
 
 def heuristic(obs: dict[str, np.ndarray], masks: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 
 from adaptergym import ReplicaPlan, load_profile, simulate_placement
-from adaptergym.envs.common import rank_cover
-from adaptergym.envs.scoring import GpuPlan, TwinScorer
+from adaptergym.scoring import GpuPlan, TwinScorer
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import powerlaw_workload
 
 windows = [float(w) for w in sys.argv[1:]] or [120.0, 300.0]

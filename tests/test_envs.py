@@ -14,11 +14,12 @@ from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 
 import adaptergym
-from adaptergym.envs import ENV_IDS, scoring
-from adaptergym.envs.common import mean_request_tokens, reference_capacity, saturated_throughput
-from adaptergym.envs.scoring import AnalyticScorer, GpuPlan
+from adaptergym import scoring
+from adaptergym.envs import ENV_IDS
 from adaptergym.errors import ConfigError, InvalidAction, WorkloadError
 from adaptergym.scenarios import get_scenario
+from adaptergym.scoring import AnalyticScorer, GpuPlan
+from adaptergym.server_capacity import mean_request_tokens, reference_capacity, saturated_throughput
 from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.workload import AdapterSpec, LengthSpec, WorkloadSpec
 

@@ -5,7 +5,7 @@ smallest KV budget / batch that keeps near-peak throughput frees memory for othe
 OPT-1.3B keeps 83% of peak throughput with 16% of the KV cache; Llama-2-7B frees 10.5% of GPU memory.
 
 Here, for each profile, one GPU is saturated as the twin's reference capacity is measured
-(:func:`adaptergym.envs.common.saturated_throughput`: :data:`ADAPTERS` rank-:data:`RANK` adapters sharing
+(:func:`adaptergym.server_capacity.saturated_throughput`: :data:`ADAPTERS` rank-:data:`RANK` adapters sharing
 40,000 tokens/s of ShareGPT requests, every adapter in a slot, tokens/s completed in the second half of 240
 simulated s), with ``--max-model-len`` 2048 (ShareGPT's longest request) so the model's full context does not
 floor the KV cache. Two curves:
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from adaptergym.advise.knobs import model_len_cover, utilization_floor
-from adaptergym.envs.common import saturated_throughput
 from adaptergym.profile import GIB, TwinProfile, load_profile
+from adaptergym.server_capacity import saturated_throughput
 from adaptergym.twin import ServerConfig, check_startup, lora_memory_gib
 from adaptergym.workload import LengthSpec
 

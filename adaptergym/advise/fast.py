@@ -3,7 +3,7 @@
 It is a ranking aid, never printed as a prediction (the twin predicts the recommendation). Per config:
 
 - start-up: the twin's exact memory check (:func:`adaptergym.twin.check_startup`);
-- capacity: the analytic scorer's full-batch throughput (:func:`adaptergym.envs.scoring.full_batch_capacity_tok_s`:
+- capacity: the analytic scorer's full-batch throughput (:func:`adaptergym.scoring.full_batch_capacity_tok_s`:
   ``max_num_seqs``, the KV cache and the token budget bound the batch), less the share of GPU time adapter
   loads take: requests of adapters beyond the hottest ``max_loras`` load from CPU, beyond the hottest
   ``max_cpu_loras`` from disk too (as if the caches held the hottest adapters; LRU does worse, so this is
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from adaptergym.envs.common import mean_lengths
-from adaptergym.envs.scoring import cpu_cached, full_batch, full_batch_capacity_tok_s
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
+from adaptergym.scoring import cpu_cached, full_batch, full_batch_capacity_tok_s
+from adaptergym.server_capacity import mean_lengths
 from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.twin.lora_cache import load_ms_by_rank
 from adaptergym.twin.step_time import StepTimer

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from adaptergym.advise.fast import FastModel
-from adaptergym.envs.common import second_half_throughput
 from adaptergym.metrics import Metrics
 from adaptergym.profile import GIB, TwinProfile
+from adaptergym.server_capacity import second_half_throughput
 from adaptergym.simulation import simulate
 from adaptergym.twin import ServerConfig, check_startup
 from adaptergym.workload import AdapterSpec, WorkloadSpec

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from adaptergym.envs.scoring import starved as falls_short
 from adaptergym.metrics import STARVATION_THRESHOLD, finite_or_none
+from adaptergym.scoring import starved as falls_short
 from adaptergym.twin.fleet_plan import PlanChanges
 from adaptergym.twin.online_fleet import FleetSnapshot
 

@@ -7,7 +7,7 @@ restart; never if vLLM refuses its flags), and GPU-seconds (a removed replica is
 
 How it judges an epoch, from the rates that arrived in it. A replica up for a fraction ``f`` of the epoch gets,
 while up, each of its adapters' rate divided by the sum of ``f`` over the adapter's replicas (the router only
-sends to replicas that serve). The scorer (:mod:`adaptergym.envs.scoring`: ``surrogate`` or ``analytic``) gives
+sends to replicas that serve). The scorer (:mod:`adaptergym.scoring`: ``surrogate`` or ``analytic``) gives
 each replica's served share of that load and whether it starves. An adapter is served its replicas' shares,
 weighted by their ``f``, for the part of the epoch some replica of it is up; it is starved when that falls 10%
 short of what it was offered, when at least 10% of its traffic goes to a replica the scorer calls starved, or
@@ -23,10 +23,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from adaptergym.envs.scoring import AnalyticScorer, GpuPlan, SurrogateScorer, load_surrogate_scorer
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.profile import TwinProfile
+from adaptergym.scoring import AnalyticScorer, GpuPlan, SurrogateScorer, load_surrogate_scorer
 from adaptergym.twin import check_startup
 from adaptergym.twin.fleet_plan import FleetPlan, PlanChanges, check_plan, plan_changes
 from adaptergym.workload import LengthSpec

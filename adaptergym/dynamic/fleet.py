@@ -38,9 +38,9 @@ from adaptergym.dynamic.accounting import (
 )
 from adaptergym.dynamic.fast import FAST_SCORERS, FastFleet
 from adaptergym.dynamic.traffic import Traffic
-from adaptergym.envs.common import mean_request_tokens
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile, load_profile
+from adaptergym.server_capacity import mean_request_tokens
 from adaptergym.twin.fleet_plan import FleetPlan, PlanChanges
 from adaptergym.twin.online_fleet import OnlineFleet
 from adaptergym.workload import RequestBatch, WorkloadSpec

@@ -8,9 +8,9 @@ import gymnasium as gym
 import numpy as np
 
 from adaptergym.bench import BENCHMARKS, Row
-from adaptergym.envs.common import rank_cover, saturated_throughput
-from adaptergym.envs.scoring import AnalyticScorer, GpuPlan, load_surrogate_scorer
 from adaptergym.profile import load_profile
+from adaptergym.scoring import AnalyticScorer, GpuPlan, load_surrogate_scorer
+from adaptergym.server_capacity import rank_cover, saturated_throughput
 from adaptergym.workload import LengthSpec, powerlaw_workload
 
 PLACEMENT, CACHING = "adaptergym/AdapterPlacement-v0", "adaptergym/AdapterCaching-v0"

@@ -10,23 +10,13 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from adaptergym.envs.common import (
-    MAX_LORAS_LEVELS,
-    Episode,
-    check_servable,
-    choose_episode,
-    log_feature,
-    mean_request_tokens,
-    rank_cover,
-    rank_feature,
-    reference_capacity,
-    slot_caps,
-)
+from adaptergym.envs.common import Episode, check_servable, choose_episode, log_feature, rank_feature
 from adaptergym.envs.render import bar_chart, text_table
-from adaptergym.envs.scoring import FleetScore, GpuPlan, make_scorer
 from adaptergym.errors import ConfigError, InvalidAction, WorkloadError
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.scenarios import get_scenario
+from adaptergym.scoring import FleetScore, GpuPlan, make_scorer
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, reference_capacity, slot_caps
 
 ADAPTER_FEATURES = 4
 WORKLOAD_FEATURES = 5
@@ -143,7 +133,7 @@ class AdapterCachingEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ## Scorers
 
     ``scorer`` picks who judges the episode: ``"twin"`` (the Digital Twin over ``window_s``), ``"surrogate"``
-    or ``"analytic"`` (fast mode), or ``"auto"``; ``adaptergym.envs.scoring`` says how each decides what a
+    or ``"analytic"`` (fast mode), or ``"auto"``; ``adaptergym.scoring`` says how each decides what a
     GPU serves and whether it starves. ``info["scorer"]`` always names the one used.
 
     ## Version History

@@ -11,14 +11,7 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from adaptergym.dynamic import DEFAULT_SLO_TTFT_MS, DynamicFleet, EpochResult
-from adaptergym.envs.common import (
-    MAX_LORAS_LEVELS,
-    check_servable,
-    choose_episode,
-    rank_cover,
-    reference_capacity,
-    slot_caps,
-)
+from adaptergym.envs.common import check_servable, choose_episode
 from adaptergym.envs.fleet_control import (
     ADAPTER_FEATURES,
     FILLS,
@@ -30,11 +23,12 @@ from adaptergym.envs.fleet_control import (
     replica_capacity,
 )
 from adaptergym.envs.render import text_table
-from adaptergym.envs.scoring import load_surrogate_scorer
 from adaptergym.errors import ConfigError, InvalidAction, WorkloadError
 from adaptergym.forecast import FORECASTERS
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.scenarios import get_scenario
+from adaptergym.scoring import load_surrogate_scorer
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, rank_cover, reference_capacity, slot_caps
 
 SCORERS = ("auto", "twin", "surrogate", "analytic")
 #: The dynamic scenario families an episode is drawn from by default.

@@ -14,10 +14,11 @@ import numpy as np
 
 from adaptergym.dynamic import DynamicFleet, EpochResult, FleetPlan
 from adaptergym.edges import shipped_edges
-from adaptergym.envs.common import MAX_LORAS_LEVELS, log_feature, mean_request_tokens, rank_cover, rank_feature
+from adaptergym.envs.common import log_feature, rank_feature
 from adaptergym.envs.fleet_packer import KnobPacker, Knobs, effective_count
 from adaptergym.forecast import make_forecaster
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover
 from adaptergym.workload import LengthSpec
 
 #: Knob levels an action picks from (one index each): target fill, shrink hysteresis, new replicas' slot fraction.

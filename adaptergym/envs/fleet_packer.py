@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
+from adaptergym.server_capacity import rank_cover
 from adaptergym.twin.fleet_plan import FleetPlan, ReplicaSpec
 
 #: Slack on load comparisons (GPUs' worth), so rounding never moves an adapter.

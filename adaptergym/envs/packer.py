@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import rank_cover
 from adaptergym.surrogate import load_surrogate, regenerate_command
 from adaptergym.surrogate.features import prefix_features, scale_load
 from adaptergym.workload import LengthSpec

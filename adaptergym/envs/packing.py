@@ -9,11 +9,12 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from adaptergym.envs.common import MAX_LORAS_LEVELS, choose_episode, log_feature, rank_cover
+from adaptergym.envs.common import choose_episode, log_feature
 from adaptergym.envs.packer import GpuOptions, SurrogatePacker
 from adaptergym.envs.pool import GpuPoolEnv
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 
 #: Default fills an action picks from: the share of the surrogate's capacity a GPU is filled to.

@@ -8,15 +8,11 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from adaptergym.envs.common import (
-    MAX_LORAS_LEVELS,
-    choose_episode,
-    log_feature,
-    rank_feature,
-)
+from adaptergym.envs.common import choose_episode, log_feature, rank_feature
 from adaptergym.envs.pool import GpuPoolEnv
 from adaptergym.errors import ConfigError
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import MAX_LORAS_LEVELS
 
 GPU_FEATURES = 8
 FLEET_FEATURES = 5
@@ -165,7 +161,7 @@ class AdapterPlacementEnv(GpuPoolEnv):
     ## Scorers
 
     ``scorer`` picks who judges the episode: ``"twin"`` (the Digital Twin over ``window_s``), ``"surrogate"``
-    or ``"analytic"`` (fast mode), or ``"auto"``; ``adaptergym.envs.scoring`` says how each decides what a
+    or ``"analytic"`` (fast mode), or ``"auto"``; ``adaptergym.scoring`` says how each decides what a
     GPU serves and whether it starves. ``info["scorer"]`` always names the one used.
 
     ## Version History

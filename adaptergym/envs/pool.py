@@ -16,21 +16,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.error import ResetNeeded
 
-from adaptergym.envs.common import (
-    Episode,
-    check_servable,
-    log_feature,
-    mean_request_tokens,
-    rank_cover,
-    reference_capacity,
-    slot_caps,
-)
+from adaptergym.envs.common import Episode, check_servable, log_feature
 from adaptergym.envs.render import bar_chart, text_table
-from adaptergym.envs.scoring import FleetScore, GpuPlan, make_scorer
 from adaptergym.errors import ConfigError, InvalidAction
 from adaptergym.placement import GpuAssignment, Placement
 from adaptergym.profile import TwinProfile, load_profile
 from adaptergym.scenarios import get_scenario
+from adaptergym.scoring import FleetScore, GpuPlan, make_scorer
+from adaptergym.server_capacity import mean_request_tokens, rank_cover, reference_capacity, slot_caps
 from adaptergym.twin.config import VLLM_MAX_LORA_RANKS
 
 OBJECTIVES = ("gpus", "latency", "weighted")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaptergym.envs.common import mean_lengths, rank_cover
+from adaptergym.server_capacity import mean_lengths, rank_cover
 from adaptergym.workload import LengthSpec
 
 FEATURES = (

@@ -1,7 +1,7 @@
 """Label one sweep point with the Digital Twin: start-up outcome, offered and served load, starvation, latency.
 
 Each point runs for a short window (``window_s``, 300 s by default) and is judged in steady state as the
-environments' twin scorer does (:func:`adaptergym.envs.scoring.steady_state`): offered counts tokens arriving
+environments' twin scorer does (:func:`adaptergym.scoring.steady_state`): offered counts tokens arriving
 after the warm-up (the first 20%), served those of requests finishing after it; starved is the papers' rule
 (served at least 10% short of offered) with a backlog (a request that arrived before the last 10% of the
 window had not started by its end). Latencies are the twin's over the whole window.
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from adaptergym.envs.scoring import starved, steady_state
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import summarize
 from adaptergym.profile import TwinProfile
+from adaptergym.scoring import starved, steady_state
 from adaptergym.simulation import draw_requests
 from adaptergym.sweep.points import SweepPoint
 from adaptergym.twin import ServerConfig, run_replica

@@ -25,9 +25,9 @@ from scipy.optimize import linear_sum_assignment
 
 from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
 from adaptergym.dynamic.fast import fast_scorer, judge_plan
-from adaptergym.envs.common import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, slot_caps
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
+from adaptergym.server_capacity import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, slot_caps
 from adaptergym.surrogate import gpu_features, load_surrogate
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy

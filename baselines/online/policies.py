@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
-from adaptergym.envs.common import rank_cover
 from adaptergym.errors import ConfigError
 from adaptergym.forecast import Forecaster, make_forecaster
+from adaptergym.server_capacity import rank_cover
 from baselines.capacity import capacity_model
 from baselines.online.packing import Group, Packer, plan_of
 

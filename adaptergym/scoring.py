@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from adaptergym.envs.common import mean_lengths, mean_request_tokens
 from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD, finite_or_none, summarize
 from adaptergym.profile import TwinProfile
+from adaptergym.server_capacity import mean_lengths, mean_request_tokens
 from adaptergym.simulation import draw_requests
 from adaptergym.twin import ReplicaPlan, RunRecord, ServerConfig, check_startup, simulate_fleet
 from adaptergym.twin.step_time import StepTimer
