@@ -185,34 +185,46 @@ class _Search:
         empty = [[] for _ in range(gpus)]
         groups = self.pack(empty, self.copies)
         yield groups
+        start, start_capacity, moved, receivers = groups, None, math.inf, set()
         for _ in range(REBALANCE_ROUNDS):
             capacity = self.capacities(groups)
-            if sum(capacity) < REACH * sum(map(self.cost, groups)):  # moving load between them will not do
+            fill = [self.cost(g) / c for g, c in zip(groups, capacity, strict=True)]
+            if start_capacity is not None and int(np.argmax(fill)) in receivers:
+                # the last round overshot (a GPU it filled is now the fullest): redo it moving half as much
+                groups, moved, receivers = self.rebalance(start, start_capacity, moved / 2)
+            elif sum(capacity) < REACH * sum(map(self.cost, groups)):  # moving load between them will not do
                 break
-            groups = self.rebalance(groups, capacity)
+            else:
+                start, start_capacity = groups, capacity
+                groups, moved, receivers = self.rebalance(groups, capacity)
+            if not moved:  # nothing moves: the same packing again
+                break
             yield groups
         split = self.split_hot(gpus)
         if split is not None:
             yield self.pack(empty, split)
         yield self.pack(empty, split or self.copies, by_class=False)
 
-    def rebalance(self, groups: list[list[Copy]], capacity: list[float]) -> list[list[Copy]]:
+    def rebalance(self, groups: list[list[Copy]], capacity: list[float],
+                  budget: float = math.inf) -> tuple[list[list[Copy]], float, set[int]]:
         """``groups`` balanced by what the twin says each GPU can take (module doc, step 4; ``capacity`` from
         :meth:`capacities`): single moves from the GPU fullest for its capacity to the one it leaves least full,
         while that lowers the fullest."""
         gpus = [_Gpu(self.costs, g) for g in groups]
+        before, moved = [g.cost for g in gpus], 0.0
         for _ in range(len(self.copies)):
             fill = [g.cost / c for g, c in zip(gpus, capacity, strict=True)]
             high = int(np.argmax(fill))
-            left = (gpus[high].sums[:, None] - gpus[high].each()).max(axis=0) / capacity[high]
-            moves = [(max(float(left[j]), gpu.cost_with(c) / capacity[k]), j, k)
+            left = (gpus[high].sums[:, None] - gpus[high].each()).max(axis=0)
+            moves = [(max(float(left[j]) / capacity[high], gpu.cost_with(c) / capacity[k]), j, k)
                      for j, c in enumerate(gpus[high].copies) for k, gpu in enumerate(gpus)
-                     if k != high and c.index not in gpu.members]
+                     if k != high and c.index not in gpu.members and moved + gpus[high].cost - left[j] <= budget]
             if not moves or min(moves)[0] >= fill[high] - 1e-9:
                 break
             _, j, k = min(moves)
+            moved += gpus[high].cost - float(left[j])
             gpus[k].add(gpus[high].remove(j))
-        return [g.copies for g in gpus]
+        return [g.copies for g in gpus], moved, {k for k, g in enumerate(gpus) if g.cost > before[k]}
 
     def capacities(self, groups: list[list[Copy]]) -> list[float]:
         """What the twin says each group's GPU can take, in cost units: its cost times :meth:`edge_scale` at the
