@@ -30,7 +30,10 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
    the twin: each GPU's capacity is its cost times the factor its rates can be scaled by and still verify at its
    level (bisection), and single moves go from the GPU fullest for its capacity to the one they leave least full
    (so a GPU the twin serves better than the cost model says takes load from one it serves worse), while the
-   capacities sum to at least :data:`REACH` of the costs; then the
+   capacities sum to at least :data:`REACH` of the costs; a round that overshoots (a GPU it filled is, by the
+   capacities measured again, fuller than the fullest was before it: the twin serves a GPU less the more it
+   carries, which fixed capacities do not see) is redone from its start moving at most half the cost it moved;
+   then the
    packing with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU; then one
    with every rank class free to use every GPU.
 5. **Empty a GPU.** From a verified placement above the bound, the least costly GPU is emptied, its copies packed
@@ -178,24 +181,25 @@ class _Search:
 
     def packings(self, gpus: int) -> Iterator[list[list[Copy]]]:
         """The neighbourhood a GPU count is tried in (module doc, step 4): the packing of step 2; rounds of it
-        balanced by the twin's capacities; the packing with one more copy of every adapter whose copy costs more
-        than :data:`HOT_SPLIT` of a GPU (the twin starves a GPU of a few hot adapters at a lower cost than one
+        balanced by the twin's capacities (a round that overshot redone from its start moving half as much: a
+        bisection on how much to move); the packing with one more copy of every adapter whose copy costs more than
+        :data:`HOT_SPLIT` of a GPU (the twin starves a GPU of a few hot adapters at a lower cost than one
         whose load is spread); and one with every rank class free to use every GPU (the hot adapters of all
         classes spread over all of them)."""
         empty = [[] for _ in range(gpus)]
         groups = self.pack(empty, self.copies)
         yield groups
-        start, start_capacity, moved, receivers = groups, None, math.inf, set()
+        start, start_capacity, start_fill, moved, receivers = groups, [], math.inf, 0.0, set()
         for _ in range(REBALANCE_ROUNDS):
             capacity = self.capacities(groups)
             fill = [self.cost(g) / c for g, c in zip(groups, capacity, strict=True)]
-            if start_capacity is not None and int(np.argmax(fill)) in receivers:
-                # the last round overshot (a GPU it filled is now the fullest): redo it moving half as much
+            if max(fill) > start_fill and int(np.argmax(fill)) in receivers:
+                # the last round overshot (a GPU it filled is now fuller than the fullest was): redo it moving half
                 groups, moved, receivers = self.rebalance(start, start_capacity, moved / 2)
             elif sum(capacity) < REACH * sum(map(self.cost, groups)):  # moving load between them will not do
                 break
             else:
-                start, start_capacity = groups, capacity
+                start, start_capacity, start_fill = groups, capacity, max(fill)
                 groups, moved, receivers = self.rebalance(groups, capacity)
             if not moved:  # nothing moves: the same packing again
                 break
@@ -209,7 +213,8 @@ class _Search:
                   budget: float = math.inf) -> tuple[list[list[Copy]], float, set[int]]:
         """``groups`` balanced by what the twin says each GPU can take (module doc, step 4; ``capacity`` from
         :meth:`capacities`): single moves from the GPU fullest for its capacity to the one it leaves least full,
-        while that lowers the fullest."""
+        while that lowers the fullest and the cost taken off the GPUs moved from stays within ``budget``. Also
+        the cost moved and the GPUs left costlier than before (the receivers)."""
         gpus = [_Gpu(self.costs, g) for g in groups]
         before, moved = [g.cost for g in gpus], 0.0
         for _ in range(len(self.copies)):

@@ -166,26 +166,26 @@ def test_the_twins_capacities_say_whether_a_gpu_count_can_fit_by_moving_load():
 
 
 def test_balancing_that_overshoots_is_redone_moving_half_as_much():
-    """A hand-made twin whose GPUs serve less the more they carry (each capacity falls by the cost it gains, as
-    the twin's did on grid/zipf-300-40-a0.7): the balancing round, which takes the capacities as fixed, fills
-    the receiving GPU past what it then serves; the next round redoes it from the same start moving at most half
-    as much, and both GPUs fit."""
+    """A hand-made twin whose GPUs serve less the more they carry (each capacity falls by 1.5 times the cost it
+    gains, as the twin's did on grid/zipf-300-40-a0.7): the balancing round, which takes the capacities as
+    fixed, fills the receiving GPU past what it then serves, fuller than the fullest was; the next round redoes
+    it from the same start moving at most half as much, and both GPUs fit."""
     from baselines.common import Verifier
     from baselines.local_search import _Search
 
     workload = powerlaw_workload(120, 30.0, alpha=0.5, rng=np.random.default_rng(0), duration_s=600.0)
     search = _Search(workload, PROFILE, Verifier(workload, PROFILE, 0))
     start = [search.cost(g) for g in search.pack([[], []], search.copies)]
-    scale = (0.975, 1.045)  # the first GPU over its capacity, the second with room
+    scale = (0.97, 1.06)  # the first GPU over its capacity, the second with room
 
     def capacities(groups: list) -> list[float]:
-        return [s * c - (search.cost(g) - c) for s, c, g in zip(scale, start, groups, strict=True)]
+        return [s * c - 1.5 * (search.cost(g) - c) for s, c, g in zip(scale, start, groups, strict=True)]
 
     search.capacities = capacities
     packed, balanced, redone = [p for p, _ in zip(search.packings(2), range(3), strict=False)]
     fill = [[search.cost(g) / c for g, c in zip(p, capacities(p), strict=True)] for p in (packed, balanced, redone)]
     assert fill[0][0] > 1.0 >= fill[0][1]
-    assert fill[1][1] > 1.0 >= fill[1][0]  # overshot: the receiver is now the one over
+    assert fill[1][1] > max(fill[0]) and fill[1][0] <= 1.0  # overshot: the receiver is now fuller
     assert max(fill[2]) <= 1.0
     moved = [start[0] - search.cost(p[0]) for p in (balanced, redone)]
     assert 0.0 < moved[1] <= moved[0] / 2
