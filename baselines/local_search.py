@@ -193,11 +193,11 @@ class _Search:
         for _ in range(REBALANCE_ROUNDS):
             capacity = self.capacities(groups)
             fill = [self.cost(g) / c for g, c in zip(groups, capacity, strict=True)]
+            if sum(capacity) < REACH * sum(map(self.cost, groups)):  # moving load between them will not do
+                break
             if max(fill) > start_fill and int(np.argmax(fill)) in receivers:
                 # the last round overshot (a GPU it filled is now fuller than the fullest was): redo it moving half
                 groups, moved, receivers = self.rebalance(start, start_capacity, moved / 2)
-            elif sum(capacity) < REACH * sum(map(self.cost, groups)):  # moving load between them will not do
-                break
             else:
                 start, start_capacity, start_fill = groups, capacity, max(fill)
                 groups, moved, receivers = self.rebalance(groups, capacity)
