@@ -21,8 +21,8 @@ from baselines import get_policy
 from baselines.bound import lower_bound_gpus
 from baselines.bound_check import grid_workloads, readme_workloads
 
-BEYOND = ("grid/zipf-300-40-a0.7", "grid/zipf-300-150-a0.7", "grid/zipf-600-150-a0.7", "grid/zipf-1000-40-a0.7",
-          "grid/zipf-1000-150-a0.9", "grid/zipf-1000-150-a1.2")
+BEYOND = ("grid/zipf-300-150-a0.7", "grid/zipf-600-150-a0.7", "grid/zipf-1000-40-a0.7", "grid/zipf-1000-150-a0.9",
+          "grid/zipf-1000-150-a1.2")
 
 profile, workloads = load_profile(None), grid_workloads() | readme_workloads()
 for arg in sys.argv[1:] or BEYOND:
