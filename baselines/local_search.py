@@ -33,9 +33,8 @@ twin's starvation edges, so its first packing already uses the bound's GPU count
    capacities sum to at least :data:`REACH` of the costs; a round that overshoots (a GPU it filled is, by the
    capacities measured again, fuller than the fullest was before it: the twin serves a GPU less the more it
    carries, which fixed capacities do not see) is redone from its start moving at most half the cost it moved;
-   then the
-   packing with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU; then one
-   with every rank class free to use every GPU.
+   then the packing with one more copy of each adapter whose copy costs more than :data:`HOT_SPLIT` of a GPU;
+   then one with every rank class free to use every GPU.
 5. **Empty a GPU.** From a verified placement above the bound, the least costly GPU is emptied, its copies packed
    onto the others by cost as in step 2, and step 3 run; the result is kept only if the twin verifies it.
 
