@@ -1,6 +1,6 @@
 """The lower bound's cost model: the share of a GPU each adapter takes, by its load, so that a GPU that passes
-placement verification holds adapters costing at most 1 in all (1.10 in the bound, which allows for other request
-draws: :data:`baselines.bound.GPU_COST_LIMITS`).
+placement verification holds adapters costing at most 1 in all (1.05 in the bound under Poisson arrivals, 1.07
+under Gamma, which allows for other request draws: :data:`baselines.bound.GPU_COST_LIMITS`).
 
 **Why a per-adapter cost.** What a GPU can serve falls with the adapters it holds: every distinct adapter in a
 batch adds step time, and an adapter without a slot waits for one to be loaded. An adapter counts only while it
