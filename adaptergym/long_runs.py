@@ -105,14 +105,13 @@ def kept_up_means(window: RunRecord, metrics: Metrics, duration_s: float, offere
     gaps = window.output_tokens[done] - 1
     multi = gaps > 0
     decode_s = (window.finish_s - window.first_token_s)[done][multi]
-    means = _picked(metrics)
     served_share = metrics.total_throughput / metrics.offered_throughput if metrics.offered_throughput > 0 else 1.0
-    means.update(total_throughput=served_share * offered,
-                 offered_throughput=offered,
-                 mean_itl_ms=float(1000 * (weight[multi] @ decode_s) / (weight[multi] @ gaps[multi])),
-                 mean_tpot_ms=float(1000 * (weight[multi] @ (decode_s / gaps[multi])) / weight[multi].sum()),
-                 mean_ttft_ms=float(1000 * (weight @ ttft_s) / weight.sum()))
-    return means
+    means = {"total_throughput": served_share * offered,
+             "mean_itl_ms": float(1000 * (weight[multi] @ decode_s) / (weight[multi] @ gaps[multi])),
+             "mean_tpot_ms": float(1000 * (weight[multi] @ (decode_s / gaps[multi])) / weight[multi].sum()),
+             "mean_ttft_ms": float(1000 * (weight @ ttft_s) / weight.sum()),
+             "offered_throughput": offered}
+    return {name: means[name] for name in MEANS}
 
 
 def _means(record: RunRecord) -> tuple[dict[str, float], RunRecord]:

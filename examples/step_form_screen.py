@@ -1,12 +1,13 @@
 """Screen step-time forms against Qwen-2.5-7B's training runs before any goes into the engines.
 
-Replays the `ml_modelling` training runs (1,800 s each, as calibration does) with the pure-Python reference
-engine, instrumented to keep every step's distinct adapters, batched tokens and the inter-token gaps it closes.
-A candidate adds ``extra(adapters, tokens)`` ms to every step; to first order a run's mean ITL moves by the
-gap-weighted mean of that extra, and the linear terms move as in ``adaptergym.calibration.end_to_end``. Each
-form is fitted in that linearisation as the calibration fits (least absolute relative error, its priors, its
-solver) and its training mean-ITL MAPE printed next to a refit of today's form on the same rows (a max() form's
-ratio is searched on a grid, its coefficient fitted). The held-out runs are not read.
+Replays the `ml_modelling` training runs (1,800 s each, as calibration does) with the pure-Python reference engine,
+instrumented to keep every step's distinct adapters, batched tokens and the inter-token gaps it closes. A candidate
+adds ``extra(adapters, tokens)`` ms to every step; to first order a run's mean ITL moves by the gap-weighted mean
+of that extra, and the linear terms move as in ``adaptergym.calibration.end_to_end``. Each form is fitted in that
+linearisation as the calibration fits (least absolute relative error, its solver; priors at the shipped profile's
+values, each as strong as the decode fit's provenance records it) and its training mean-ITL MAPE printed next to a
+refit of today's form on the same rows (a max() form's ratio is searched on a grid, its coefficient fitted). The
+held-out runs are not read.
 Takes about 4 minutes on the 2-core dev box. See docs/validation.md, "Qwen's mean ITL".
 
     python examples/step_form_screen.py [RUNS_CSV]     # default: ../shared/data/real_runs.csv
@@ -20,7 +21,7 @@ from tqdm import tqdm
 import adaptergym.twin.frameworks as frameworks
 from adaptergym import load_profile
 from adaptergym.calibration import GUESSED, MEASURED
-from adaptergym.calibration.end_to_end import _robust_fit, capped
+from adaptergym.calibration.end_to_end import _mean_features, _robust_fit, capped
 from adaptergym.profile import STEP_FEATURES
 from adaptergym.real_runs import read_runs, replays
 from adaptergym.twin.engine import ReferenceEngine
@@ -47,9 +48,7 @@ for item in tqdm(items, desc="replaying"):
     if p.predicted_status != "ok" or not np.isfinite(p.predicted.get("mean_itl_ms", np.nan)):
         continue
     k, tokens, adapters, gaps = np.array(STEPS, float).T
-    timer = frameworks.framework_of(profile).step_timer(profile, item.config.resolved(profile))
-    counts = np.asarray(p.counts, float)
-    runs.append((item.measured["mean_itl_ms"], p.predicted["mean_itl_ms"], timer.design(counts) / counts[0],
+    runs.append((item.measured["mean_itl_ms"], p.predicted["mean_itl_ms"], _mean_features(profile, item, p.counts),
                  tokens / k, adapters / k, gaps * k))
 
 y, now, x = (np.array([r[i] for r in runs]) for i in range(3))

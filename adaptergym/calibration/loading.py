@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from adaptergym.profile import LoadTimeModel
+from adaptergym.twin.lora_cache import load_ms_by_rank
 
 #: A run measures a first load when its adapters' first requests are more than this share of its requests...
 MIN_FIRST_SHARE = 0.011
@@ -55,8 +56,9 @@ def api_server_new_adapter_ms(frame: pd.DataFrame, lines: set[int], loading: Loa
     if rows.empty:
         return None, {"runs": 0}
     tail_ms = (rows["p99_ttft_ms"] - rows["median_ttft_ms"]).to_numpy(float)
-    engine_load_ms = float(np.median([loading.disk_to_cpu_ms[r] + loading.cpu_to_gpu_ms.get(r, 0.0)
-                                      for r in loading.disk_to_cpu_ms]))
+    ranks = np.array([int(r) for r in loading.disk_to_cpu_ms])
+    engine_load_ms = float(np.median(load_ms_by_rank(loading.disk_to_cpu_ms, ranks)
+                                     + load_ms_by_rank(loading.cpu_to_gpu_ms, ranks)))
     value = max(0.0, float(np.median(tail_ms)) - engine_load_ms)
     return value, {"runs": len(rows), "p99_minus_median_ttft_ms": [round(float(np.min(tail_ms)), 1),
                                                                   round(float(np.max(tail_ms)), 1)],

@@ -1,6 +1,6 @@
 """Serving frameworks the twin can run, keyed by a profile's ``framework`` field (data, never a model name).
 
-Each framework brings its engine class (one replica's scheduler loop, producing a ``RunRecord``), its start-up
+Each framework brings its engine factory (one replica's scheduler loop, producing a ``RunRecord``), its start-up
 memory accounting and the way its steps map onto the step-time model's features. How the twin's knobs map onto
 each framework's flags (vLLM V1 ``vllm-v1``; S-LoRA ``slora``):
 
@@ -71,7 +71,7 @@ class Framework:
     """One serving framework as the twin runs it.
 
     Attributes:
-        engine: class built as ``engine(profile, config, requests, startup)``.
+        engine: the engine factory (a class or function), called as ``engine(profile, config, requests, startup)``.
         startup: start-up accounting, ``startup(profile, config) -> Startup``.
         step_timer: the step-time features of a step, ``step_timer(profile, config) -> StepTimer``.
         online: whether the engine takes requests one by one (``submit``), as ``adaptergym serve`` needs.
