@@ -57,7 +57,7 @@ from adaptergym.profile import TwinProfile
 from adaptergym.server_capacity import MAX_LORAS_LEVELS, rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
-from baselines.bound import fewest_gpus, gpu_cost_limit
+from baselines.bound import lower_bound_gpus
 from baselines.capacity import servable_model
 from baselines.common import Copy, Verifier, check_objective, group_cover, to_placement, twin_level
 from baselines.cost_model import CostModel, cost_model
@@ -157,8 +157,7 @@ class _Search:
             curve = costs.curve(rank_cover(adapter.rank))
             n = max(1, math.ceil(load / (HOT_FILL * curve.max_load_tok_s) - 1e-12))
             self.copies += [Copy(i, adapter.id, adapter.rank, float(load) / n)] * n
-        self.low = fewest_gpus(costs, [rank_cover(a.rank) for a in workload.adapters], capacity.loads(workload),
-                               gpu_cost_limit(workload.arrival))
+        self.low = lower_bound_gpus(workload, profile)
 
     def cost(self, group: list[Copy], cover: int | None = None) -> float:
         """The model cost of ``group`` on one GPU (of rank class ``cover``; default: the group's own)."""
@@ -186,7 +185,7 @@ class _Search:
         whose load is spread); and one with every rank class free to use every GPU (the hot adapters of all
         classes spread over all of them)."""
         empty = [[] for _ in range(gpus)]
-        groups = self.pack(empty, self.copies)
+        groups = [g for g in self.pack(empty, self.copies) if g]  # a GPU the packing left empty has no capacity
         yield groups
         start, start_capacity, start_fill, moved, receivers = groups, [], math.inf, 0.0, set()
         for _ in range(REBALANCE_ROUNDS):

@@ -191,6 +191,21 @@ def test_balancing_that_overshoots_is_redone_moving_half_as_much():
     assert 0.0 < moved[1] <= moved[0] / 2
 
 
+def test_balancing_skips_a_gpu_the_packing_left_empty():
+    """One hot rank-64 adapter and three cold rank-8 ones on 4 GPUs: the packing leaves a GPU empty, which has
+    no rank class and no capacity, so balancing works on the three it filled (it raised on the empty one)."""
+    from baselines.common import Verifier
+    from baselines.local_search import _Search
+
+    workload = WorkloadSpec((AdapterSpec("a", 64, 3.0), *(AdapterSpec(x, 8, 0.5) for x in "bcd")),
+                            LengthSpec("sharegpt"), duration_s=600.0)
+    search = _Search(workload, PROFILE, Verifier(workload, PROFILE, 0))
+    assert any(not g for g in search.pack([[] for _ in range(4)], search.copies))
+    packed, balanced = [p for p, _ in zip(search.packings(4), range(2), strict=False)]
+    assert all(packed) and all(balanced)
+    assert sorted(c.id for g in balanced for c in g) == ["a", "b", "c", "d"]
+
+
 def test_local_search_reaches_the_bound_on_300_zipf_adapters_by_redoing_an_overshot_balancing():
     """grid/zipf-300-40-a0.7: the twin's capacities of the packing on the bound's 2 GPUs sum to 1.016 of the
     cost; balancing by them overshoots (the GPU that takes load serves less of it), and moving half as much
