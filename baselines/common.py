@@ -147,6 +147,13 @@ class Verifier:
         return metrics.total_throughput / max(metrics.offered_throughput, 1e-9)
 
 
+def slot_ladder(gpu: GpuAssignment, top: int) -> tuple[list[int], int]:
+    """The ``max_loras`` levels a search walks for ``gpu``: those of ``MAX_LORAS_LEVELS`` up to ``top``, ``top``
+    itself and ``gpu``'s own level, ascending; and the index of ``gpu``'s level among them."""
+    levels = sorted({level for level in MAX_LORAS_LEVELS if level <= top} | {top, gpu.max_loras})
+    return levels, levels.index(gpu.max_loras)
+
+
 def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, retries: int,
                max_slots: dict[int, int]) -> GpuAssignment | None:
     """``gpu`` if the twin does not starve it, else ``gpu`` at another ``max_loras`` level that it does not starve,
@@ -157,9 +164,7 @@ def twin_level(gpu: GpuAssignment, copies: Counter[str], verifier: Verifier, ret
     verdict = verifier.verdict(gpu, copies)
     if not verdict.starved:
         return gpu
-    top = min(len(gpu.adapters), max_slots[verdict.config.max_lora_rank])
-    levels = sorted({level for level in MAX_LORAS_LEVELS if level <= top} | {top, gpu.max_loras})
-    at = levels.index(gpu.max_loras)
+    levels, at = slot_ladder(gpu, min(len(gpu.adapters), max_slots[verdict.config.max_lora_rank]))
 
     def outcome(k: int) -> tuple[bool, float]:
         metrics = verifier.verdict(replace(gpu, max_loras=levels[k]), copies).metrics

@@ -54,12 +54,12 @@ from adaptergym.errors import ConfigError
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import VERIFY_DURATION_S, GpuAssignment, Placement
 from adaptergym.profile import TwinProfile
-from adaptergym.server_capacity import MAX_LORAS_LEVELS, rank_cover
+from adaptergym.server_capacity import rank_cover
 from adaptergym.workload import WorkloadSpec
 from baselines import POLICIES
 from baselines.bound import lower_bound_gpus
 from baselines.capacity import servable_model
-from baselines.common import Copy, Verifier, check_objective, group_cover, to_placement, twin_level
+from baselines.common import Copy, Verifier, check_objective, group_cover, slot_ladder, to_placement, twin_level
 from baselines.cost_model import CostModel, cost_model
 from baselines.greedy import LEVEL_RETRIES, replicate
 
@@ -239,9 +239,7 @@ class _Search:
         for group, gpu in zip(groups, placement.assignments, strict=True):
             kept = twin_level(gpu, copies, self.verifier, LEVEL_RETRIES, self.capacity.max_slots)
             if kept is None:
-                top = min(len(group), self.capacity.max_slots[group_cover(group)])
-                levels = sorted({m for m in MAX_LORAS_LEVELS if m <= top} | {top, gpu.max_loras})
-                at = levels.index(gpu.max_loras)
+                levels, at = slot_ladder(gpu, min(len(group), self.capacity.max_slots[group_cover(group)]))
                 kept = max((replace(gpu, max_loras=m) for m in levels[max(0, at - 2):at + 3]),
                            key=lambda g: self.verifier.served_share(g, copies))
             capacity.append(self.cost(group) * self.edge_scale(kept, copies))
