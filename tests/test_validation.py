@@ -86,6 +86,29 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert "--group '[': not a regular expression" in capsys.readouterr().err
     assert main(["calibrate", "--runs", str(SAMPLE), "--model", "llama-3.1-8b-instruct", "--holdout", "("]) == 1
     assert "--holdout '(': not a regular expression" in capsys.readouterr().err
+    assert main(["calibrate", "--runs", str(SAMPLE), "--model", "llama-3.1-8b-instruct", "--base-prior", "-1"]) == 1
+    assert "--base-prior -1.0: must be a number >= 0" in capsys.readouterr().err
+
+
+def test_base_prior_sets_how_firmly_unmeasured_step_terms_hold_to_the_base():
+    """Five S-LoRA runs (no micro-benchmarks beside them, so every free step term holds to the base profile's
+    value): a prior a million times the training set's weight keeps the base's coefficients; none lets the fit
+    move them to a lower training error. The profile records the strength it was fitted with."""
+    from adaptergym.calibration import calibrate
+
+    runs = Path(__file__).parent / "data" / "slora_runs_sample.csv"
+    base = load_profile("h100-64gb__llama-2-7b__slora").step_time.coefficients
+    fits = {strength: calibrate(runs, "llama-2-7b", holdout="", rounds=1, duration_s=300, workers=1,
+                                base_prior=strength) for strength in (1e6, 0.0)}
+    held, held_report = fits[1e6]
+    assert {name: held.step_time.coefficients[name] for name in base} == pytest.approx(base, rel=1e-9, abs=1e-12)
+    free, free_report = fits[0.0]
+    assert max(abs(free.step_time.coefficients[name] / value - 1) for name, value in base.items() if value) > 0.1
+    first, refit = free_report["terms"]["step_time"]["rounds"]
+    assert refit["train_itl_mape"] < first["train_itl_mape"] == pytest.approx(
+        held_report["terms"]["step_time"]["train_itl_mape"])
+    assert [r["terms"]["step_time"]["base_prior"] for r in (held_report, free_report)] == [1e6, 0.0]
+    assert free.provenance["terms"]["step_time"]["base_prior"] == 0.0
 
 
 @pytest.mark.parametrize("name", [n for n in shipped_profiles() if "decode_microbenchmark_mape" in

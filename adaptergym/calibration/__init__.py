@@ -29,7 +29,7 @@ from adaptergym.calibration.micro import (
     fit_scheduler,
 )
 from adaptergym.calibration.startup_time import fit_startup_time, startup_rows
-from adaptergym.errors import DataError, ProfileError
+from adaptergym.errors import ConfigError, DataError, ProfileError
 from adaptergym.profile import (
     DEFAULT_FRAMEWORK,
     DEFAULT_PROFILE,
@@ -45,7 +45,8 @@ from adaptergym.twin.step_time import StepTimer
 
 #: Held out by default: the published twin's validation series, so our error is comparable with its error.
 DEFAULT_HOLDOUT = r"^digital_twin_modelling/"
-#: How firmly micro-benchmark terms hold in the end-to-end fit (see ``Prior``).
+#: How firmly micro-benchmark terms hold in the end-to-end fit (see ``Prior``), and by default the other step
+#: terms to the base profile's values (``calibrate(base_prior=...)``, ``--base-prior``).
 MEASURED, GUESSED = 1.0, 0.05
 #: The serving framework the micro-benchmarks (kv_capacity.csv, raw_estimator_runs/, raw_scheduler_overhead/,
 #: anchor_twin_constants.json) measured: only its profiles take terms from them.
@@ -70,6 +71,7 @@ def calibrate(
     duration_s: float = 900.0,
     workers: int | None = None,
     framework: str | None = None,
+    base_prior: float = GUESSED,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[TwinProfile, dict[str, Any]]:
     """Fit a profile for ``model`` from a real-runs CSV and the micro-benchmarks beside it.
@@ -86,7 +88,12 @@ def calibrate(
         holdout: regex on ``dataset_group``; matching rows are not used ('' uses every row).
         rounds: end-to-end refit rounds; duration_s: simulated seconds per training run.
         framework: the serving framework of the rows to fit (default: the one framework of the model's rows).
+        base_prior: how firmly the step terms no micro-benchmark measures stay at ``base``'s values in the
+            end-to-end fit (a ``Prior`` strength; 0: the training runs alone set them).
     """
+    if isinstance(base_prior, bool) or not isinstance(base_prior, (int, float)) or not 0 <= base_prior < float("inf"):
+        raise ConfigError(f"--base-prior {base_prior!r}: must be a number >= 0 (0: the training runs alone set the "
+                          "step terms no micro-benchmark measures)")
     folder = Path(data_dir) if data_dir else Path(runs).resolve().parent
     frame = read_runs(runs)
     items, problems = replays(frame)
@@ -103,11 +110,11 @@ def calibrate(
                               "train_rows": len(train), "train_groups": sorted({i.group for i in train}),
                               "skipped_rows": len(problems), "terms": {}}
     if base_profile.framework == MICRO_BENCHMARKED:
-        profile, priors, rows = _micro_terms(base_profile, folder, frame, train, model, report)
+        profile, priors, rows = _micro_terms(base_profile, folder, frame, train, model, report, base_prior)
         free = None
     else:
         profile, rows = base_profile, pd.DataFrame()
-        priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
+        priors = {name: Prior(value, base_prior) for name, value in profile.step_time.coefficients.items()}
         free = [name for name, value in profile.step_time.coefficients.items() if value != 0]
         report["terms"]["kept_from_base"] = {
             "source": f"{base_profile.name} (memory, loading, scheduler, engine): the micro-benchmarks measured "
@@ -116,7 +123,7 @@ def calibrate(
     profile = dataclasses.replace(profile, step_time=dataclasses.replace(profile.step_time, coefficients=start))
     profile, fit = fit_end_to_end(profile, train, priors, rounds=rounds, duration_s=duration_s, workers=workers,
                                   free=free, progress=progress)
-    report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", **fit}
+    report["terms"]["step_time"] = {"source": "end-to-end runs outside the holdout", "base_prior": base_prior, **fit}
     if len(rows):
         timer = StepTimer(profile, profile.engine.max_lora_rank, lora_enabled=False)
         report["terms"]["step_time"]["decode_microbenchmark_mape"] = decode_error_pct(
@@ -128,9 +135,10 @@ def calibrate(
 
 
 def _micro_terms(profile: TwinProfile, folder: Path, frame: pd.DataFrame, train: list[Replay], model: str,
-                 report: dict[str, Any]) -> tuple[TwinProfile, dict[str, Prior], pd.DataFrame]:
-    """The terms the vLLM micro-benchmarks (and start-up outcomes) fix, the step-term priors they give, and the
-    decode micro-benchmark rows (to report the fitted model's error on them)."""
+                 report: dict[str, Any], base_prior: float) -> tuple[TwinProfile, dict[str, Prior], pd.DataFrame]:
+    """The terms the vLLM micro-benchmarks (and start-up outcomes) fix, the step-term priors they give (the
+    others hold to the base's values with strength ``base_prior``), and the decode micro-benchmark rows (to
+    report the fitted model's error on them)."""
     kv_path = folder / "kv_capacity.csv"
     kv = pd.read_csv(kv_path) if kv_path.is_file() else pd.DataFrame(columns=["model"])
     if (kv["model"] == model).any():
@@ -168,7 +176,7 @@ def _micro_terms(profile: TwinProfile, folder: Path, frame: pd.DataFrame, train:
             "source": "TTFT tails of training runs with few requests at once", "new_adapter_ms": round(api_ms, 1),
             **fit, "predictor_loading_bound_ms": None if bound is None else round(bound, 1), "used": used}
 
-    priors = {name: Prior(value, GUESSED) for name, value in profile.step_time.coefficients.items()}
+    priors = {name: Prior(value, base_prior) for name, value in profile.step_time.coefficients.items()}
     micro = folder / "raw_estimator_runs"
     startups = startup_rows(micro, model) if micro.is_dir() else pd.DataFrame()
     if len(startups) >= 3:  # otherwise the base profile's start-up time stands

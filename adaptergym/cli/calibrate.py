@@ -20,7 +20,7 @@ class Calibrate(Command):
     """
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from adaptergym.calibration import DEFAULT_HOLDOUT
+        from adaptergym.calibration import DEFAULT_HOLDOUT, GUESSED
 
         parser.add_argument("--runs", required=True, help="real-runs CSV (columns of shared/data/real_runs.csv)")
         parser.add_argument("--model", required=True, help="value of the CSV's model column to fit")
@@ -36,6 +36,10 @@ class Calibrate(Command):
         parser.add_argument("--rounds", type=int, default=3, help="end-to-end refit rounds")
         parser.add_argument("--sim-seconds", type=float, default=600.0,
                             help="simulated seconds per training run in the end-to-end fit")
+        parser.add_argument("--base-prior", type=float, default=GUESSED,
+                            help="how firmly the step terms no micro-benchmark measures stay at --base's values in "
+                            "the end-to-end fit (1: as firmly as the whole training set pins a 100%% deviation; "
+                            f"0: the training runs alone set them; default {GUESSED})")
         parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
         parser.add_argument("--json", action="store_true", help="print the fit report as JSON")
 
@@ -46,7 +50,8 @@ class Calibrate(Command):
         with stage_progress(not (args.quiet or args.json)) as progress:
             profile, report = calibrate(args.runs, args.model, base=args.base, data_dir=args.data_dir,
                                         holdout=args.holdout, rounds=args.rounds, duration_s=args.sim_seconds,
-                                        workers=args.workers, framework=args.framework, progress=progress)
+                                        workers=args.workers, framework=args.framework, base_prior=args.base_prior,
+                                        progress=progress)
         out = Path(args.out) if args.out else Path("twin_params") / f"{profile.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         profile.to_json(out)
