@@ -221,3 +221,31 @@ def test_the_load_is_rising_when_more_arrived_in_the_last_epoch_than_in_the_one_
     assert rising(np.array([[1.0, 2.0], [2.0, 1.5]]))
     assert not rising(np.array([[1.0, 2.0], [2.0, 1.0]]))  # as much: not rising
     assert not rising(np.array([[1.0, 2.0]]))  # one epoch: nothing to compare
+
+
+def step_down(adapters: int, total_rate: float):
+    """``adapters`` Zipf adapters at 3x ``total_rate`` for 40 minutes, then at ``total_rate`` for 80."""
+    workload = powerlaw_workload(adapters, total_rate, alpha=1.0, ranks=(8, 16), rng=np.random.default_rng(0),
+                                 duration_s=7200.0)
+    return workload.with_schedule((Piecewise(tuple(a.id for a in workload.adapters), (0.0, 2400.0), ((3.0, 1.0),)),))
+
+
+def test_a_change_that_starts_replicas_is_finished_once_they_serve():
+    # 120 adapters on 6 GPUs; when the load falls, the top adapter's replica is short and the re-pack needs three
+    # GPUs of more slots: they start, and once they serve the six old ones go. Re-planning from scratch at each
+    # decision instead kept adding replicas for each new packing (6 -> 9 -> 11 GPUs here).
+    run = replay(get_online_policy("oracle"), DynamicFleet(step_down(120, 40.0), epoch_s=300.0, scorer="surrogate"))
+    started = [len(r.changes.cold_starts) for r in run.results]
+    first = next(k for k, n in enumerate(started) if n)
+    assert sum(started) == started[first]  # one change: no replica started while it completes
+    assert max(r.gpus for r in run.results) == run.results[0].gpus + started[first]
+    assert run.results[-1].gpus < run.results[0].gpus
+
+
+def test_a_shrink_only_moves_adapters_onto_running_replicas():
+    # 40 adapters on two GPUs of 32 slots; after the fall one GPU would do, but only a new one with more slots:
+    # the plan stays (a shrink through new replicas paid their start-up for a GPU less, on diurnal-v0's train
+    # seeds again and again).
+    run = replay(get_online_policy("oracle"), DynamicFleet(step_down(40, 15.0), epoch_s=300.0, scorer="surrogate"))
+    assert not any(r.changes.cold_starts for r in run.results)
+    assert {r.gpus for r in run.results} == {run.results[0].gpus}
