@@ -6,14 +6,15 @@ closes. A candidate adds ``extra(step)`` ms to every step; to first order a run'
 mean of that extra, and the linear terms move as in ``adaptergym.calibration.end_to_end``. Each form is fitted in
 that linearisation as the calibration fits (least absolute relative error, its solver; priors at the shipped
 profile's values, the decode benchmark's terms as firmly as calibration holds them and the others as firmly as the
-profile's own fit did, its ``base_prior``) and its training mean-ITL MAPE printed next to a refit of today's form
-on the same rows (a max()/min() form's ratio is searched on a grid, its coefficient fitted). The held-out runs are
-not read. Takes about 3 minutes on the 2-core dev box. See docs/validation.md, "Qwen's mean ITL".
+profile's own fit did, its ``base_prior``, or ``--base-prior``) and its training mean-ITL MAPE printed next to a
+refit of today's form on the same rows (a max()/min() form's ratio is searched on a grid, its coefficient fitted).
+The held-out runs are not read. Takes about 3 minutes on the 2-core dev box. See docs/validation.md, "Qwen's mean
+ITL".
 
-    python examples/step_form_screen.py [RUNS_CSV]     # default: ../shared/data/real_runs.csv
+    python examples/step_form_screen.py [--runs ../shared/data/real_runs.csv] [--profile P] [--base-prior S]
 """
 
-import sys
+import argparse
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,9 +38,15 @@ class LoggingEngine(ReferenceEngine):
         super()._log_counts(counts, gaps)
 
 
+parser = argparse.ArgumentParser(description="screen step-time forms on Qwen-2.5-7B's training runs")
+parser.add_argument("--runs", default="../shared/data/real_runs.csv", help="real-runs CSV")
+parser.add_argument("--profile", default="qwen-2.5-7b-instruct", help="profile to replay and refit from")
+parser.add_argument("--base-prior", type=float, default=None,
+                    help="prior strength of the terms no micro-benchmark measures (default: the profile's own)")
+args = parser.parse_args()
 frameworks.ReplicaEngine = LoggingEngine  # vLLM's framework builds this class
-profile = load_profile("qwen-2.5-7b-instruct")
-items, _ = replays(read_runs(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/real_runs.csv"))
+profile = load_profile(args.profile)
+items, _ = replays(read_runs(args.runs))
 items = capped([i for i in items if i.model == profile.model and i.group.startswith("ml_modelling/")
                 and i.status == "ok" and "mean_itl_ms" in i.measured], 1800.0)
 runs = []
@@ -61,7 +68,8 @@ current = np.array(profile.step_time.vector())
 fitted = current != 0  # the profile's terms (a term it does not list stays out of every fit)
 x, current = x[:, fitted], current[fitted]
 measured = set(profile.provenance["terms"]["decode"]["coefficients"])
-base_prior = profile.provenance["terms"]["step_time"].get("base_prior", GUESSED)
+base_prior = args.base_prior if args.base_prior is not None else \
+    profile.provenance["terms"]["step_time"].get("base_prior", GUESSED)
 names = [name for name, kept in zip(STEP_FEATURES, fitted, strict=True) if kept]
 strengths = [MEASURED if name in measured else base_prior for name in names]
 prior_rows = np.array([np.eye(len(current))[j] * s * len(y) / abs(c)
