@@ -11,9 +11,10 @@ import pytest
 
 from adaptergym import ServerConfig, WorkloadSpec, load_profile
 from adaptergym.advise import advise
-from adaptergym.advise.bca import study
+from adaptergym.advise.bca import budget_sets_kv, study
 from adaptergym.advise.knobs import Space, utilization_floor, vllm_serve_command
 from adaptergym.cli import main
+from adaptergym.errors import ConfigError
 from adaptergym.twin import lora_memory_gib
 from adaptergym.workload import AdapterSpec, LengthSpec
 from tests.conftest import toy_profile
@@ -144,6 +145,16 @@ def test_bca_budgets_shrink_as_the_tolerance_grows_and_freed_memory_is_hand_comp
         assert b.freed_gib == pytest.approx(64.0 * (0.9 - b.point.gpu_memory_utilization))
         assert b.extra_slots == int(b.freed_gib // slot)
     assert not result.colocation_modeled
+
+
+def test_bca_refuses_a_profile_whose_kv_cache_the_budget_does_not_size(capsys):
+    # S-LoRA's KV pool is a fixed number of tokens: sweeping --gpu-memory-utilization measures nothing (the study
+    # divided by its zero slot memory). The default run studies the vLLM profiles alone.
+    assert not budget_sets_kv("h100-64gb__llama-2-7b__slora") and budget_sets_kv(load_profile(None))
+    with pytest.raises(ConfigError, match="gpu-memory-utilization"):
+        study("h100-64gb__llama-2-7b__slora")
+    assert main(["advise", "--bca", "--profile", "h100-64gb__llama-2-7b__slora"]) == 1
+    assert "--gpu-memory-utilization" in capsys.readouterr().err
 
 
 def test_a_trace_is_refused_and_max_model_len_covers_the_longest_request(tmp_path, capsys):

@@ -21,7 +21,8 @@ What it buys: more GPU adapter slots (of rank :data:`RANK`) at the same KV budge
 profiles model one vLLM process per GPU and hold no co-location measurements (two processes share the GPU's
 compute), so the study only says whether a second replica's start-up memory would fit, never its throughput.
 
-``adaptergym advise --bca [--profile P] [--plot bca.png] [--json]`` prints it.
+``adaptergym advise --bca [--profile P] [--plot bca.png] [--json]`` prints it, for every shipped profile whose KV
+cache that budget sizes (:func:`budget_sets_kv`: not S-LoRA's fixed pool) or for ``--profile``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from adaptergym.advise.knobs import model_len_cover, utilization_floor
+from adaptergym.errors import ConfigError
 from adaptergym.profile import GIB, TwinProfile, load_profile
 from adaptergym.server_capacity import saturated_throughput
 from adaptergym.twin import ServerConfig, check_startup, lora_memory_gib
@@ -105,6 +107,10 @@ def study(profile: TwinProfile | str, utilization_grid: float = UTILIZATION_GRID
     """Both curves of ``profile`` and its budgets (module doc); ``utilization_grid`` and ``batches`` set the
     curves' points."""
     prof = load_profile(profile)
+    if not budget_sets_kv(prof):
+        raise ConfigError(f"profile {prof.name!r}: its KV cache does not depend on --gpu-memory-utilization (its "
+                          f"framework, {prof.framework}, sizes it otherwise), so there is no KV budget to sweep; "
+                          "use a vLLM profile")
     default = _config(prof)
     default_kv = check_startup(prof, default).kv_cache_tokens * prof.memory.kv_bytes_per_token / GIB
     floor, cap = utilization_floor(prof, default), default.gpu_memory_utilization
@@ -129,6 +135,15 @@ def study(profile: TwinProfile | str, utilization_grid: float = UTILIZATION_GRID
     replica = mem.weights_gib + mem.activation_gib + lora_memory_gib(prof, ADAPTERS, RANK) + (
         default.max_model_len * mem.kv_bytes_per_token / GIB)
     return Study(prof.name, peak, kv_curve, batch_curve, tuple(budgets), at_paper, replica)
+
+
+def budget_sets_kv(profile: TwinProfile | str) -> bool:
+    """Whether ``--gpu-memory-utilization`` sizes ``profile``'s KV cache (vLLM's does; S-LoRA's pool is a fixed
+    number of tokens): the study sweeps that budget."""
+    prof = load_profile(profile)
+    default = _config(prof)
+    smaller = _config(prof, utilization_floor(prof, default))
+    return check_startup(prof, smaller).kv_cache_tokens != check_startup(prof, default).kv_cache_tokens
 
 
 def _smallest_within(curve: Sequence[Point], peak: float, tolerance: float) -> Point:

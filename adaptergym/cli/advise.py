@@ -112,10 +112,11 @@ def _does_not_fit(advice: Any, args: argparse.Namespace) -> int:
 
 def _bca(args: argparse.Namespace) -> int:
     """The BCA study of every shipped profile, or of --profile."""
-    from adaptergym.advise.bca import plot_studies, study
+    from adaptergym.advise.bca import budget_sets_kv, plot_studies, study
     from adaptergym.profile import shipped_profiles
 
-    studies = [study(p) for p in ([args.profile] if args.profile else shipped_profiles())]
+    profiles = [args.profile] if args.profile else [p for p in shipped_profiles() if budget_sets_kv(p)]
+    studies = [study(p) for p in profiles]
     if args.plot:
         plot_studies(studies, args.plot)
     if args.json:
@@ -132,7 +133,7 @@ def _print_bca(studies: Any) -> None:
     rows = []
     for s in studies:
         for b in s.budgets:
-            rows.append({"model": s.profile.split("__")[1], "within": f"{b.tolerance:.0%}",
+            rows.append({"model": _label(s.profile), "within": f"{b.tolerance:.0%}",
                          "util.": f"{b.point.gpu_memory_utilization:.2f}",
                          "KV GiB (of default)": f"{b.point.kv_cache_gib:.1f} ({b.point.kv_share:.0%})",
                          "tok/s (of peak)": f"{b.point.throughput_tok_s:,.0f} ({b.throughput_share:.1%})",
@@ -144,8 +145,15 @@ def _print_bca(studies: Any) -> None:
         share = f"{s.share_at_paper_kv:.0%}" if s.share_at_paper_kv is not None else "no start"
         widest = s.budgets[-1]
         fits = "fits in" if s.replica_gib <= widest.freed_gib else "is more than"
-        print(f"{s.profile.split('__')[1]}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
+        print(f"{_label(s.profile)}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
               f"{PAPER_THROUGHPUT_SHARE:.0%}). Another replica needs {s.replica_gib:.1f} GiB to start, which {fits} "
               f"the {widest.freed_gib:.1f} GiB freed within {widest.tolerance:.0%}; its throughput beside this one is "
               "not modeled (no measurements of two vLLM processes sharing a GPU). Freed GPU memory buys no CPU "
               "cache (--max-cpu-loras holds adapters in host memory).")
+
+
+def _label(profile_name: str) -> str:
+    """A profile's model and framework (``h100-64gb__llama-2-7b__slora`` -> ``llama-2-7b (slora)``): two profiles
+    of one model stay apart."""
+    _, model, framework = [*profile_name.split("__"), "", ""][:3]
+    return f"{model} ({framework})" if framework else model or profile_name
