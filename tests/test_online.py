@@ -249,3 +249,14 @@ def test_a_shrink_only_moves_adapters_onto_running_replicas():
     run = replay(get_online_policy("oracle"), DynamicFleet(step_down(40, 15.0), epoch_s=300.0, scorer="surrogate"))
     assert not any(r.changes.cold_starts for r in run.results)
     assert {r.gpus for r in run.results} == {run.results[0].gpus}
+
+
+def test_jobs_that_could_not_run_are_one_line_per_entry_family_and_reason():
+    from baselines.online.leaderboard import DynamicBoard
+
+    why = "season_s: holt-winters needs the length of the season"
+    board = DynamicBoard(skipped=[("periodic (holt-winters)", "drift-v0", 1, why),
+                                  ("periodic (holt-winters)", "drift-v0", 2, why),
+                                  ("periodic (holt-winters)", "flash-crowd-v0", 1, why)])
+    assert board.skipped_lines() == [f"periodic (holt-winters) could not run on drift-v0 (seeds 1, 2): {why}",
+                                     f"periodic (holt-winters) could not run on flash-crowd-v0 (seed 1): {why}"]

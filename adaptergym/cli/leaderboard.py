@@ -141,7 +141,7 @@ class Leaderboard(Command):
                         table.drop(columns="family").to_dict("records"))
         from baselines.online.leaderboard import checks
 
-        for line in [*checks(board), *(f"{e} could not run on {f}/{s}: {r}" for e, f, s, r in board.skipped)]:
+        for line in [*checks(board), *board.skipped_lines()]:
             print(line)
         return 0
 

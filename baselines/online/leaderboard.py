@@ -116,9 +116,16 @@ class DynamicBoard:
             lines += ["| " + " | ".join(format_value(v, large=",.0f", small=".2f") for v in values) + " |"
                       for values in table.itertuples(index=False)]
         lines.append("")
-        lines += [f"- {line}" for line in checks(self)]
-        lines += [f"- {entry} could not run on {family}/{seed}: {why}" for entry, family, seed, why in self.skipped]
+        lines += [f"- {line}" for line in [*checks(self), *self.skipped_lines()]]
         return "\n".join(lines)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per (entry, family, reason) that could not run, naming its seeds."""
+        seeds: dict[tuple[str, str, str], list[int]] = {}
+        for entry, family, seed, why in self.skipped:
+            seeds.setdefault((entry, family, why), []).append(seed)
+        return [f"{entry} could not run on {family} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}): {why}"
+                for (entry, family, why), s in seeds.items()]
 
 
 def run(families: Sequence[str], seeds: Sequence[int], board_entries: Sequence[Entry], profile: TwinProfile,
