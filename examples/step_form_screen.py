@@ -44,8 +44,13 @@ parser.add_argument("--profile", default="qwen-2.5-7b-instruct", help="profile t
 parser.add_argument("--base-prior", type=float, default=None,
                     help="prior strength of the terms no micro-benchmark measures (default: the profile's own)")
 args = parser.parse_args()
+if args.base_prior is not None and not 0 <= args.base_prior < float("inf"):
+    parser.error(f"--base-prior {args.base_prior}: must be a finite number >= 0")
 frameworks.ReplicaEngine = LoggingEngine  # vLLM's framework builds this class
 profile = load_profile(args.profile)
+if "decode" not in profile.provenance.get("terms", {}):
+    parser.error(f"--profile {profile.name}: no decode micro-benchmark fit in its provenance; screen a vLLM profile "
+                 "fitted by adaptergym calibrate")
 items, _ = replays(read_runs(args.runs))
 items = capped([i for i in items if i.model == profile.model and i.group.startswith("ml_modelling/")
                 and i.status == "ok" and "mean_itl_ms" in i.measured], 1800.0)
@@ -74,6 +79,7 @@ names = [name for name, kept in zip(STEP_FEATURES, fitted, strict=True) if kept]
 strengths = [MEASURED if name in measured else base_prior for name in names]
 prior_rows = np.array([np.eye(len(current))[j] * s * len(y) / abs(c)
                        for j, (s, c) in enumerate(zip(strengths, current, strict=True)) if s > 0])
+prior_rows = prior_rows.reshape(-1, len(current))  # no rows at all when every prior is 0
 
 
 def fit(*features) -> float:

@@ -11,6 +11,7 @@ import pytest
 from adaptergym.cli import main
 from adaptergym.dynamic import DynamicFleet, ReplicaSpec
 from adaptergym.errors import ConfigError
+from adaptergym.scenarios import get_scenario
 from adaptergym.workload import Flash, Piecewise, powerlaw_workload
 from baselines.online import get_online_policy
 from baselines.online.packing import Packer
@@ -260,3 +261,21 @@ def test_jobs_that_could_not_run_are_one_line_per_entry_family_and_reason():
                                   ("periodic (holt-winters)", "flash-crowd-v0", 1, why)])
     assert board.skipped_lines() == [f"periodic (holt-winters) could not run on drift-v0 (seeds 1, 2): {why}",
                                      f"periodic (holt-winters) could not run on flash-crowd-v0 (seed 1): {why}"]
+
+
+def test_no_plan_leaves_an_adapter_only_to_replicas_still_starting():
+    # diurnal-v0's first test seed: scale-ups take longer than an epoch, so the decision after one often comes
+    # while the new replicas start; finishing the change then moved 38-51 adapters onto replicas not yet serving.
+    scenario = get_scenario("diurnal-v0")
+    seed = scenario.test_seeds[0]
+    fleet = DynamicFleet(scenario.workload(seed), seed=seed, epoch_s=300.0, scorer="surrogate",
+                         season_s=scenario.season_s)
+    policy = get_online_policy("oracle")
+    policy.reset(fleet)
+    while not fleet.done:
+        plan = policy.plan(fleet)
+        if fleet.epoch:
+            serving = {r.id for r in fleet.results[-1].replicas if r.state == "serving"}
+            assert {a for rid, spec in plan.items() if rid in serving for a in spec.adapters} == set(fleet.adapter_ids)
+        fleet.step(plan)
+    assert fleet.summary().cold_starts > 0  # it did scale

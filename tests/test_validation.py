@@ -87,7 +87,7 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert main(["calibrate", "--runs", str(SAMPLE), "--model", "llama-3.1-8b-instruct", "--holdout", "("]) == 1
     assert "--holdout '(': not a regular expression" in capsys.readouterr().err
     assert main(["calibrate", "--runs", str(SAMPLE), "--model", "llama-3.1-8b-instruct", "--base-prior", "-1"]) == 1
-    assert "--base-prior -1.0: must be a number >= 0" in capsys.readouterr().err
+    assert "--base-prior -1.0: must be a finite number >= 0" in capsys.readouterr().err
 
 
 def test_base_prior_sets_how_firmly_unmeasured_step_terms_hold_to_the_base():

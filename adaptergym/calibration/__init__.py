@@ -92,8 +92,8 @@ def calibrate(
             end-to-end fit (a ``Prior`` strength; 0: the training runs alone set them).
     """
     if isinstance(base_prior, bool) or not isinstance(base_prior, (int, float)) or not 0 <= base_prior < float("inf"):
-        raise ConfigError(f"--base-prior {base_prior!r}: must be a number >= 0 (0: the training runs alone set the "
-                          "step terms no micro-benchmark measures)")
+        raise ConfigError(f"--base-prior {base_prior!r}: must be a finite number >= 0 (0: the training runs alone "
+                          "set the step terms no micro-benchmark measures)")
     folder = Path(data_dir) if data_dir else Path(runs).resolve().parent
     frame = read_runs(runs)
     items, problems = replays(frame)

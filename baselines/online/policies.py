@@ -218,12 +218,10 @@ class Replanner:
         short = self._packer.starved(current, rates, self.keep_headroom)
         settled = not any(r.state == "starting" for r in fleet.results[-1].replicas)
         pending, self._pending = self._pending, None
-        if not settled and not short:
-            self._pending = pending
-            return current  # the last change is still under way, and enough
-        if not short and rising(fleet.observed_rates()):
-            return current  # never shrink into a rising load, whatever the forecast says
-        if pending is not None and not self._packer.starved(pending, rates, self.keep_headroom):
+        if not short and (not settled or rising(fleet.observed_rates())):
+            self._pending = pending  # finished later: nothing moves onto a starting replica, nor while load rises
+            return current  # the last change is still under way, or the load rises (never shrink into it)
+        if settled and pending is not None and not self._packer.starved(pending, rates, self.keep_headroom):
             return pending  # its new replicas are up: finish the change they were started for
         target = self.pack(fleet, rates, self.headroom)
         if not short:
