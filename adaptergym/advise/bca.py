@@ -108,9 +108,9 @@ def study(profile: TwinProfile | str, utilization_grid: float = UTILIZATION_GRID
     curves' points."""
     prof = load_profile(profile)
     if not budget_sets_kv(prof):
-        raise ConfigError(f"profile {prof.name!r}: its KV cache does not depend on --gpu-memory-utilization (its "
-                          f"framework, {prof.framework}, sizes it otherwise), so there is no KV budget to sweep; "
-                          "use a vLLM profile")
+        raise ConfigError(f"profile {prof.name!r} ({prof.framework}): its KV cache is the same at every "
+                          "--gpu-memory-utilization from the smallest that starts to its default (S-LoRA's pool is a "
+                          "fixed number of tokens), so there is no KV budget to sweep; use a vLLM profile")
     default = _config(prof)
     default_kv = check_startup(prof, default).kv_cache_tokens * prof.memory.kv_bytes_per_token / GIB
     floor, cap = utilization_floor(prof, default), default.gpu_memory_utilization
