@@ -40,7 +40,7 @@ KEEP_HEADROOM = HEADROOM
 #: ``periodic``/``oracle`` provision each GPU for this many standard deviations of its forecast error.
 MARGIN_Z = 1.5
 #: ``periodic``/``oracle`` plan for the highest upper forecast of this many decisions (1: the latest alone).
-HOLD_EPOCHS = 2
+HOLD_EPOCHS = 1
 #: ``periodic``/``oracle`` measure their forecast error over this many past decisions.
 ERROR_WINDOW = 12
 #: ``periodic``/``oracle`` add ``shrink_band`` of room to a packing the surrogate judges starved at most this often.
@@ -125,7 +125,9 @@ class Replanner:
     whose peaks came in above the forecast gets room, one they did not gets none.
 
     **Asymmetric hysteresis** (:func:`held`). The rates planned for are the maximum of the last ``hold_epochs``
-    upper forecasts: up at once, down only after sustained low load.
+    upper forecasts: up at once, down only after sustained low load. The default, 1, plans for the latest alone
+    (the shrink band and the rising-load rule below hold capacity instead): on the train seeds it spent fewer
+    GPU-hours than 2 for every forecaster and family (README, "Online policies").
 
     **A slot per adapter** (``slot_each``, :class:`Packer`): every replica gets at least as many LoRA slots as
     adapters it is packed with, and keeps a group only if it has them.
