@@ -20,12 +20,13 @@ leaderboard.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from adaptergym.dynamic import DynamicFleet
-from baselines.online.packing import Packer, plan_of
+from baselines.online.packing import Group, Packer, plan_of
 from baselines.online.policies import HEADROOM, lead_epochs
 
 
@@ -38,14 +39,16 @@ class IdealTracker:
     lead: int
 
 
-def ideal_tracker(fleet: DynamicFleet, headroom: float = HEADROOM) -> IdealTracker:
+def ideal_tracker(fleet: DynamicFleet, headroom: float = HEADROOM,
+                  pack: Callable[[np.ndarray], Sequence[Group]] | None = None) -> IdealTracker:
     """The ideal tracker of ``fleet``'s episode (module doc); only its true rate table is read, so a fast-mode
-    fleet (``counts_only``) will do."""
+    fleet (``counts_only``) will do. ``pack`` (rates -> GPUs) replaces the re-planners' packing at ``headroom``,
+    e.g. with a re-planner's own :meth:`~baselines.online.policies.Replanner.pack`."""
     table = fleet.rate_table()
     hours = np.diff(fleet.traffic.edges) / 3600.0
-    packer = Packer(fleet, headroom, slot_each=True)
-    slots = max(spec.max_loras for spec in plan_of(packer.pack(table.max(axis=0))).values())
+    pack = pack or Packer(fleet, headroom, slot_each=True).pack
+    slots = max(spec.max_loras for spec in plan_of(pack(table.max(axis=0))).values())
     lead = lead_epochs(fleet.profile.startup_time.seconds(slots), fleet.epoch_s)
-    instant = [len(packer.pack(rates)) for rates in table]
-    ahead = [len(packer.pack(table[e: e + lead].max(axis=0))) for e in range(len(table))]
+    instant = [len(pack(rates)) for rates in table]
+    ahead = [len(pack(table[e: e + lead].max(axis=0))) for e in range(len(table))]
     return IdealTracker(float(np.dot(instant, hours)), float(np.dot(np.maximum(ahead, instant), hours)), lead)
