@@ -156,6 +156,13 @@ def _smallest_within(curve: Sequence[Point], peak: float, tolerance: float) -> P
     return chosen
 
 
+def profile_label(profile_name: str) -> str:
+    """A profile's model and framework (``h100-64gb__llama-2-7b__slora`` -> ``llama-2-7b (slora)``), so two
+    profiles of one model stay apart in the tables and the plot."""
+    _, model, framework = [*profile_name.split("__"), "", ""][:3]
+    return f"{model} ({framework})" if framework else model or profile_name
+
+
 def plot_studies(studies: Sequence[Study], path: str) -> None:
     """Throughput (share of peak) vs KV budget and vs ``max_num_seqs``, one line per profile; BCA's OPT-1.3B
     point for reference."""
@@ -166,7 +173,7 @@ def plot_studies(studies: Sequence[Study], path: str) -> None:
 
     fig, (kv_ax, batch_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     for s in studies:
-        label = s.profile.split("__")[1]
+        label = profile_label(s.profile)
         kv_ax.plot([100 * p.kv_share for p in s.kv_curve],
                    [100 * p.throughput_tok_s / s.peak_tok_s for p in s.kv_curve], marker=".", label=label)
         batch_ax.plot([p.max_num_seqs for p in s.batch_curve],

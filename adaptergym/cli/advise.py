@@ -128,12 +128,12 @@ def _bca(args: argparse.Namespace) -> int:
 
 def _print_bca(studies: Any) -> None:
     """The tables of :func:`study` results, and the comparison with BCA's figures."""
-    from adaptergym.advise.bca import PAPER_KV_SHARE, PAPER_THROUGHPUT_SHARE
+    from adaptergym.advise.bca import PAPER_KV_SHARE, PAPER_THROUGHPUT_SHARE, profile_label
 
     rows = []
     for s in studies:
         for b in s.budgets:
-            rows.append({"model": _label(s.profile), "within": f"{b.tolerance:.0%}",
+            rows.append({"model": profile_label(s.profile), "within": f"{b.tolerance:.0%}",
                          "util.": f"{b.point.gpu_memory_utilization:.2f}",
                          "KV GiB (of default)": f"{b.point.kv_cache_gib:.1f} ({b.point.kv_share:.0%})",
                          "tok/s (of peak)": f"{b.point.throughput_tok_s:,.0f} ({b.throughput_share:.1%})",
@@ -145,15 +145,8 @@ def _print_bca(studies: Any) -> None:
         share = f"{s.share_at_paper_kv:.0%}" if s.share_at_paper_kv is not None else "no start"
         widest = s.budgets[-1]
         fits = "fits in" if s.replica_gib <= widest.freed_gib else "is more than"
-        print(f"{_label(s.profile)}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
+        print(f"{profile_label(s.profile)}: {share} of peak at {PAPER_KV_SHARE:.0%} of the KV cache (BCA's OPT-1.3B: "
               f"{PAPER_THROUGHPUT_SHARE:.0%}). Another replica needs {s.replica_gib:.1f} GiB to start, which {fits} "
               f"the {widest.freed_gib:.1f} GiB freed within {widest.tolerance:.0%}; its throughput beside this one is "
               "not modeled (no measurements of two vLLM processes sharing a GPU). Freed GPU memory buys no CPU "
               "cache (--max-cpu-loras holds adapters in host memory).")
-
-
-def _label(profile_name: str) -> str:
-    """A profile's model and framework (``h100-64gb__llama-2-7b__slora`` -> ``llama-2-7b (slora)``): two profiles
-    of one model stay apart."""
-    _, model, framework = [*profile_name.split("__"), "", ""][:3]
-    return f"{model} ({framework})" if framework else model or profile_name
