@@ -12,7 +12,7 @@ from adaptergym.cli import main
 from adaptergym.dynamic import DynamicFleet, ReplicaSpec
 from adaptergym.errors import ConfigError
 from adaptergym.scenarios import get_scenario
-from adaptergym.workload import Flash, Piecewise, powerlaw_workload
+from adaptergym.workload import AdapterSpec, Flash, LengthSpec, Piecewise, WorkloadSpec, powerlaw_workload
 from baselines.online import get_online_policy
 from baselines.online.packing import Packer
 from baselines.online.policies import held, lead_epochs, make_before_break, shortfall, upper_rates
@@ -279,3 +279,21 @@ def test_no_plan_leaves_an_adapter_only_to_replicas_still_starting():
             assert {a for rid, spec in plan.items() if rid in serving for a in spec.adapters} == set(fleet.adapter_ids)
         fleet.step(plan)
     assert fleet.summary().cold_starts > 0  # it did scale
+
+
+def test_spill_copies_a_starved_replicas_hot_adapter_onto_a_serving_replica_with_a_free_slot():
+    # a0 at 50 req/s starves the GPU it shares with two cold adapters (the surrogate: ~36 req/s of these lengths
+    # fit one GPU); a copy on the other GPU splits it 25/25 and neither starves. Without a free slot there, or
+    # while that replica is still starting, nothing is copied.
+    rates = np.array([50.0, 1, 1, 1, 1, 1])
+    workload = WorkloadSpec(tuple(AdapterSpec(f"a{i}", 8, float(r)) for i, r in enumerate(rates)),
+                            LengthSpec("sharegpt"), duration_s=600.0)
+    packer = Packer(DynamicFleet(workload, epoch_s=300.0, scorer="surrogate"), 0.0, slot_each=True)
+    plan = {0: ReplicaSpec(("a0", "a1", "a2"), 4, 8), 1: ReplicaSpec(("a3", "a4", "a5"), 4, 8)}
+    assert packer.starved(plan, rates, 0.0)
+    spilled = packer.spill(plan, rates, {0, 1}, 0.0)
+    assert spilled == {0: plan[0], 1: ReplicaSpec(("a3", "a4", "a5", "a0"), 4, 8)}
+    assert not packer.starved(spilled, rates, 0.0)
+    full = {0: plan[0], 1: ReplicaSpec(("a3", "a4", "a5"), 3, 8)}
+    assert packer.spill(full, rates, {0, 1}, 0.0) == full
+    assert packer.spill(plan, rates, {0}, 0.0) == plan

@@ -10,6 +10,8 @@ that packing into a plan that changes the running fleet as little as it can.
   ``max_lora_rank`` too small, fewer slots than the group's level and its adapters, or a ``max_loras`` the
   surrogate predicts starves it) gets a new replica, and
   replicas no group needs are removed.
+* :meth:`Packer.spill`: copies of a starved replica's hottest adapters on serving replicas with a free slot, the
+  relief a runtime load gives in seconds while the replicas started for the load take minutes.
 * :meth:`Packer.starved`: whether the surrogate predicts a plan starves at given rates, with a given headroom
   (:func:`adaptergym.dynamic.fast.judge_plan`).
 """
@@ -17,14 +19,14 @@ that packing into a plan that changes the running fleet as little as it can.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
-from adaptergym.dynamic.fast import fast_scorer, judge_plan
+from adaptergym.dynamic.fast import PlanVerdict, fast_scorer, judge_plan
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
 from adaptergym.server_capacity import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, slot_caps
@@ -32,6 +34,10 @@ from adaptergym.surrogate import gpu_features, load_surrogate
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy
 
+#: :meth:`Packer.spill` makes at most this many copies at a decision, trying each starved replica's this many hottest
+#: adapters.
+SPILL_COPIES = 8
+SPILL_CANDIDATES = 3
 #: A match the replica's flags can serve (no restart, no new replica) outweighs any traffic overlap.
 COMPATIBLE_BONUS = 1e12
 
@@ -113,6 +119,52 @@ class Packer:
         verdict = judge_plan(self.scorer, plan, rates * (1.0 + headroom), self.ids, self.ranks, self.fleet.lengths)
         return bool(verdict.starved.any())
 
+    def spill(self, plan: FleetPlan, rates: np.ndarray, serving: Set[int], headroom: float) -> FleetPlan:
+        """``plan`` with copies of the hottest adapters of its ``serving`` replicas the surrogate judges starved at
+        ``rates * (1 + headroom)`` on other serving replicas with a free LoRA slot at their rank (the router then
+        splits their traffic). A copy is a runtime load (seconds); a replica started for the load serves only
+        after its start-up (minutes), and in between a flash crowd or a re-shuffled hot adapter starves its
+        replica while the others have room. Replicas not ``serving`` are judged down (the coming epoch's worst
+        case). A copy is kept when it lowers the fleet's unserved load and starves no replica that was not;
+        at most :data:`SPILL_COPIES` are made."""
+        plan = dict(plan)
+        up = {rid: float(rid in serving) for rid in plan}
+
+        def judge(candidate: FleetPlan) -> PlanVerdict:
+            return judge_plan(self.scorer, candidate, rates * (1.0 + headroom), self.ids, self.ranks,
+                              self.fleet.lengths, up)
+
+        verdict = judge(plan)
+        for _ in range(SPILL_COPIES):
+            better = next(self._copies(plan, verdict, rates, serving, judge), None)
+            if better is None:
+                break
+            plan, verdict = better
+        return plan
+
+    def _copies(self, plan: FleetPlan, verdict: PlanVerdict, rates: np.ndarray, serving: Set[int],
+                judge: Callable[[FleetPlan], PlanVerdict]) -> Iterator[tuple[FleetPlan, PlanVerdict]]:
+        """The plans of one more copy :meth:`spill` keeps (with their verdicts): the starved replicas' hottest
+        adapters first, each onto the least loaded replica that has room for it first."""
+        position = {a: i for i, a in enumerate(self.ids)}
+        starved = sorted((rid for rid in serving if verdict.replicas[rid].starved),
+                         key=lambda rid: verdict.replicas[rid].served_tok_s - verdict.replicas[rid].offered_tok_s)
+        targets = sorted((rid for rid in serving if not verdict.replicas[rid].starved),
+                         key=lambda rid: verdict.replicas[rid].offered_tok_s)
+        for source in starved:
+            hottest = sorted(plan[source].adapters, key=lambda a: -rates[position[a]])[:SPILL_CANDIDATES]
+            for adapter in hottest:
+                for target in targets:
+                    spec = plan[target]
+                    if (adapter in spec.adapters or len(spec.adapters) >= spec.max_loras
+                            or (spec.max_lora_rank or 0) < self.ranks[adapter]):
+                        continue
+                    candidate = {**plan, target: replace(spec, adapters=(*spec.adapters, adapter))}
+                    judged = judge(candidate)
+                    if unserved(judged) < unserved(verdict) and not any(
+                            judged.replicas[rid].starved for rid in targets):
+                        yield candidate, judged
+
     def fit(self, groups: Sequence[Group], current: FleetPlan) -> FleetPlan:
         """The packing ``groups`` as a plan on the running replicas of ``current`` (module doc): a group whose
         matched replica's flags cannot serve it goes to a new replica rather than restarting it, and replicas of
@@ -156,6 +208,11 @@ class Packer:
             fits[fewer] = ((predicted["throughput"] >= (1.0 - STARVATION_THRESHOLD) * offered)
                            & (predicted["starved_prob"] < STARVED_PROBABILITY))
         return fits
+
+
+def unserved(verdict: PlanVerdict) -> float:
+    """The tokens/s a plan's replicas are offered and do not serve."""
+    return sum(max(r.offered_tok_s - r.served_tok_s, 0.0) for r in verdict.replicas.values())
 
 
 def plan_of(groups: Sequence[Group]) -> FleetPlan:
