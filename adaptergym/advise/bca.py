@@ -96,8 +96,20 @@ def _config(profile: TwinProfile, utilization: float | None = None, max_num_seqs
                         max_model_len=model_len_cover(LengthSpec("sharegpt"), profile)).resolved(profile)
 
 
+def _kv_cache_gib(profile: TwinProfile, config: ServerConfig) -> float:
+    """The KV cache ``profile``'s server allocates at start-up with ``config``, in GiB."""
+    return check_startup(profile, config).kv_cache_tokens * profile.memory.kv_bytes_per_token / GIB
+
+
+def _utilization_range(profile: TwinProfile) -> tuple[ServerConfig, float | None]:
+    """The study's config at the profile's ``gpu_memory_utilization`` (the top of the KV curve) and the smallest
+    utilization it starts at (the bottom; None if none does)."""
+    default = _config(profile)
+    return default, utilization_floor(profile, default)
+
+
 def _point(profile: TwinProfile, config: ServerConfig, default_kv_gib: float) -> Point:
-    kv_gib = check_startup(profile, config).kv_cache_tokens * profile.memory.kv_bytes_per_token / GIB
+    kv_gib = _kv_cache_gib(profile, config)
     throughput = saturated_throughput(profile, LengthSpec("sharegpt"), ADAPTERS, RANK, config=config)
     return Point(config.gpu_memory_utilization, config.max_num_seqs, kv_gib, kv_gib / default_kv_gib, throughput)
 
@@ -111,9 +123,8 @@ def study(profile: TwinProfile | str, utilization_grid: float = UTILIZATION_GRID
         raise ConfigError(f"profile {prof.name!r} ({prof.framework}): its KV cache is the same at every "
                           "--gpu-memory-utilization from the smallest that starts to its default (S-LoRA's pool is a "
                           "fixed number of tokens), so there is no KV budget to sweep; use a vLLM profile")
-    default = _config(prof)
-    default_kv = check_startup(prof, default).kv_cache_tokens * prof.memory.kv_bytes_per_token / GIB
-    floor, cap = utilization_floor(prof, default), default.gpu_memory_utilization
+    default, floor = _utilization_range(prof)
+    default_kv, cap = _kv_cache_gib(prof, default), default.gpu_memory_utilization
     steps = int((cap - floor) / utilization_grid + 1e-9)
     utilizations = sorted({*np.round(floor + utilization_grid * np.arange(steps + 1), 6), cap})
     kv_curve = tuple(_point(prof, _config(prof, float(u)), default_kv) for u in utilizations)
@@ -141,9 +152,8 @@ def budget_sets_kv(profile: TwinProfile | str) -> bool:
     """Whether ``--gpu-memory-utilization`` sizes ``profile``'s KV cache (vLLM's does; S-LoRA's pool is a fixed
     number of tokens): the study sweeps that budget."""
     prof = load_profile(profile)
-    default = _config(prof)
-    smaller = _config(prof, utilization_floor(prof, default))
-    return check_startup(prof, smaller).kv_cache_tokens != check_startup(prof, default).kv_cache_tokens
+    default, floor = _utilization_range(prof)
+    return _kv_cache_gib(prof, _config(prof, floor)) != _kv_cache_gib(prof, default)
 
 
 def _smallest_within(curve: Sequence[Point], peak: float, tolerance: float) -> Point:

@@ -114,7 +114,7 @@ def calibrate(
         free = None
     else:
         profile, rows = base_profile, pd.DataFrame()
-        priors = {name: Prior(value, base_prior) for name, value in profile.step_time.coefficients.items()}
+        priors = _base_profile_priors(profile, base_prior)
         free = [name for name, value in profile.step_time.coefficients.items() if value != 0]
         report["terms"]["kept_from_base"] = {
             "source": f"{base_profile.name} (memory, loading, scheduler, engine): the micro-benchmarks measured "
@@ -132,6 +132,12 @@ def calibrate(
     profile = dataclasses.replace(profile, name=profile_name(base_profile, model), model=model,
                                   provenance={"fitted_by": "adaptergym calibrate", **report, **sources})
     return profile, report
+
+
+def _base_profile_priors(profile: TwinProfile, strength: float) -> dict[str, Prior]:
+    """Every step term held to ``profile``'s value with ``strength`` (``--base-prior``) in the end-to-end fit: the
+    priors of the terms no micro-benchmark measures (measured terms replace theirs)."""
+    return {name: Prior(value, strength) for name, value in profile.step_time.coefficients.items()}
 
 
 def _micro_terms(profile: TwinProfile, folder: Path, frame: pd.DataFrame, train: list[Replay], model: str,
@@ -176,7 +182,7 @@ def _micro_terms(profile: TwinProfile, folder: Path, frame: pd.DataFrame, train:
             "source": "TTFT tails of training runs with few requests at once", "new_adapter_ms": round(api_ms, 1),
             **fit, "predictor_loading_bound_ms": None if bound is None else round(bound, 1), "used": used}
 
-    priors = {name: Prior(value, base_prior) for name, value in profile.step_time.coefficients.items()}
+    priors = _base_profile_priors(profile, base_prior)
     micro = folder / "raw_estimator_runs"
     startups = startup_rows(micro, model) if micro.is_dir() else pd.DataFrame()
     if len(startups) >= 3:  # otherwise the base profile's start-up time stands
