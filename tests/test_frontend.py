@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adaptergym import ServerConfig, simulate
-from adaptergym.twin.frontend import fifo_departures, through_api_server
+from adaptergym.twin.frontend import ApiServer, fifo_departures, through_api_server
 from adaptergym.workload import RequestBatch
 from tests.conftest import toy_profile
 
@@ -22,14 +22,14 @@ def requests(arrivals, adapters, n_adapters=3) -> RequestBatch:
 def test_requests_queue_behind_a_new_adapter_in_arrival_order():
     # a0 at 0 (new: 0.3 s), a1 at 0.1 (new, waits for a0: leaves at 0.6), a0 again at 0.15 (known: passes as soon
     # as the server is free, 0.6), a2 at 0.2 (new: 0.9), a1 at 2.0 (known, server idle: straight through).
-    batch = through_api_server(requests([0.0, 0.1, 0.15, 0.2, 2.0], [0, 1, 0, 2, 1]), 300.0, cache_size=8)
+    batch = through_api_server(requests([0.0, 0.1, 0.15, 0.2, 2.0], [0, 1, 0, 2, 1]), ApiServer(300.0, cache_size=8))
     assert batch.arrival_s == pytest.approx([0.3, 0.6, 0.6, 0.9, 2.0])
     assert batch.sent_s.tolist() == [0.0, 0.1, 0.15, 0.2, 2.0]
 
 
 def test_an_adapter_evicted_from_the_servers_cache_is_new_again():
     # With room for one adapter, a0 - a1 - a0 misses three times; a0 - a0 once.
-    batch = through_api_server(requests([0.0, 1.0, 2.0, 3.0], [0, 1, 0, 0]), 300.0, cache_size=1)
+    batch = through_api_server(requests([0.0, 1.0, 2.0, 3.0], [0, 1, 0, 0]), ApiServer(300.0, cache_size=1))
     assert batch.arrival_s == pytest.approx([0.3, 1.3, 2.3, 3.0])
 
 

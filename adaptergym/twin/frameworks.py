@@ -20,7 +20,7 @@ each framework's flags (vLLM V1 ``vllm-v1``; S-LoRA ``slora``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +31,7 @@ from adaptergym.profile import TwinProfile
 from adaptergym.registry import Registry
 from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.engine import ReplicaEngine
-from adaptergym.twin.frontend import through_api_server
+from adaptergym.twin.frontend import ApiServer, through_api_server
 from adaptergym.twin.record import RunRecord
 from adaptergym.twin.slora import SLoraEngine, pool_startup, slora_step_timer
 from adaptergym.twin.startup import Startup, vllm_startup
@@ -75,6 +75,8 @@ class Framework:
         startup: start-up accounting, ``startup(profile, config) -> Startup``.
         step_timer: the step-time features of a step, ``step_timer(profile, config) -> StepTimer``.
         online: whether the engine takes requests one by one (``submit``), as ``adaptergym serve`` needs.
+        api_server: the server ahead of each engine, ``api_server(profile, config, resolved) -> ApiServer``
+            (``resolved``: the adapters it has resolved already), which online callers pass requests through.
         label: the framework part of a profile name (``<gpu>__<model>__<label>``).
     """
 
@@ -83,6 +85,7 @@ class Framework:
     step_timer: Callable[[TwinProfile, ServerConfig], StepTimer]
     online: bool
     label: Callable[[TwinProfile], str]
+    api_server: Callable[[TwinProfile, ServerConfig, Sequence[int]], ApiServer]
 
 
 FRAMEWORKS: Registry[Framework] = Registry("serving framework", UnknownName)
@@ -91,20 +94,25 @@ FRAMEWORKS: Registry[Framework] = Registry("serving framework", UnknownName)
 @FRAMEWORKS.register("vllm-v1")
 def _vllm_v1() -> Framework:
     return Framework(vllm_engine, vllm_startup, vllm_step_timer, online=True,
-                     label=lambda profile: f"vllm-{profile.vllm_version}")
+                     label=lambda profile: f"vllm-{profile.vllm_version}", api_server=vllm_api_server)
 
 
 @FRAMEWORKS.register("slora")
 def _slora() -> Framework:
-    return Framework(SLoraEngine, pool_startup, slora_step_timer, online=False, label=lambda profile: "slora")
+    return Framework(SLoraEngine, pool_startup, slora_step_timer, online=False, label=lambda profile: "slora",
+                     api_server=lambda profile, config, resolved=(): ApiServer(0.0, 0))  # none modelled
 
 
 def vllm_engine(profile: TwinProfile, config: ServerConfig, requests: RequestBatch, startup: Startup) -> ReplicaEngine:
     """vLLM's engine, its requests having come through its API server first (``adaptergym.twin.frontend``)."""
-    if config.enable_lora:
-        requests = through_api_server(requests, profile.loading.api_server_new_adapter_ms,
-                                      max(config.max_loras, int(config.max_num_seqs or profile.engine.max_num_seqs)))
-    return ReplicaEngine(profile, config, requests, startup)
+    return ReplicaEngine(profile, config, through_api_server(requests, vllm_api_server(profile, config)), startup)
+
+
+def vllm_api_server(profile: TwinProfile, config: ServerConfig, resolved: Sequence[int] = ()) -> ApiServer:
+    """The API server ahead of a vLLM replica of ``config``: it keeps ``max(max_loras, max_num_seqs)`` adapters
+    resolved, and holds nothing up without LoRA."""
+    return ApiServer(profile.loading.api_server_new_adapter_ms if config.enable_lora else 0.0,
+                     max(config.max_loras, int(config.max_num_seqs or profile.engine.max_num_seqs)), resolved)
 
 
 def vllm_step_timer(profile: TwinProfile, config: ServerConfig) -> StepTimer:

@@ -3,51 +3,100 @@
 The API server takes requests one at a time. Resolving an adapter it has not seen lately holds it up for a while
 (the runs measure about 0.3 s: the tail of their TTFTs, and the Prometheus scrapes a burst of first requests
 blocks), and every request behind waits too; otherwise a request passes straight through. vLLM keeps the
-adapters it resolved in an LRU cache of ``max(max_loras, max_num_seqs)`` entries. A warm-up that brings many
-adapters' first requests close together therefore queues requests before they reach the engine, which the
-engine cannot see but the clients' TTFT counts.
+adapters it resolved in an LRU cache of ``max(max_loras, max_num_seqs)`` entries (its per-adapter tokenizer
+cache, which a runtime ``/v1/load_lora_adapter`` does not fill). A warm-up that brings many adapters' first
+requests close together therefore queues requests before they reach the engine, which the engine cannot see but
+the clients' TTFT counts.
+
+:class:`ApiServer` is one server's state (its LRU and when its queue frees), fed batch by batch: a static run
+passes its whole request batch through a new one (:func:`through_api_server`); a fleet whose plan changes
+(``adaptergym.twin.online_fleet``) keeps one per serving replica and passes each request as it is routed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import numpy as np
 
 from adaptergym.workload.requests import RequestBatch
 
 
-def through_api_server(requests: RequestBatch, new_adapter_ms: float, cache_size: int) -> RequestBatch:
-    """``requests`` as the engine receives them: ``arrival_s`` when each reaches it, ``sent_s`` when it was sent
-    (unchanged when resolving costs nothing)."""
-    if new_adapter_ms <= 0 or len(requests) == 0:
+class ApiServer:
+    """One vLLM API server: a first-come-first-served queue whose requests of an adapter it has not resolved
+    lately hold it up.
+
+    Args:
+        new_adapter_ms: the hold-up of such a request, ms (the profile's ``loading.api_server_new_adapter_ms``;
+            0: requests pass straight through).
+        cache_size: how many adapters it keeps resolved (vLLM: ``max(max_loras, max_num_seqs)``).
+        resolved: adapters (indices) resolved before its first request, least recent first: a server that was
+            up before the simulation began.
+    """
+
+    def __init__(self, new_adapter_ms: float, cache_size: int, resolved: Iterable[int] = ()) -> None:
+        self.hold_s = new_adapter_ms / 1000.0
+        self.cache_size = cache_size
+        self.free_s = -math.inf  # when the request last passed left it
+        self._recent: OrderedDict[int, None] = OrderedDict()  # resolved adapters, least recent first
+        for adapter in resolved:
+            self._resolve(int(adapter))
+
+    @property
+    def holds(self) -> bool:
+        """Whether a new adapter holds it up at all."""
+        return self.hold_s > 0
+
+    def departures(self, arrival_s: np.ndarray, adapter: np.ndarray) -> np.ndarray:
+        """When requests reaching the server at ``arrival_s`` (in the order it takes them, after those passed
+        before) with adapters ``adapter`` leave it for the engine; ``arrival_s`` itself when it holds nothing up."""
+        if not self.holds or arrival_s.size == 0:
+            return arrival_s
+        departures = fifo_departures(arrival_s, self._misses(adapter) * self.hold_s, self.free_s)
+        self.free_s = float(departures[-1])
+        return departures
+
+    def _misses(self, adapter: np.ndarray) -> np.ndarray:
+        """1.0 for each request whose adapter is not among the ``cache_size`` most recently resolved, else 0.0;
+        each request resolves its adapter."""
+        miss = np.zeros(adapter.size)
+        used, first = np.unique(adapter, return_index=True)
+        if len(self._recent.keys() | set(used.tolist())) <= self.cache_size:  # nothing is evicted
+            miss[first[~np.isin(used, list(self._recent))]] = 1.0
+            last = adapter.size - 1 - np.unique(adapter[::-1], return_index=True)[1]
+            for a in used[np.argsort(last)].tolist():  # least recently used first
+                self._resolve(a)
+            return miss
+        for i, a in enumerate(adapter.tolist()):
+            miss[i] = self._resolve(a)
+        return miss
+
+    def _resolve(self, adapter: int) -> bool:
+        """Make ``adapter`` the most recently resolved; True when it was not among the recently resolved."""
+        if adapter in self._recent:
+            self._recent.move_to_end(adapter)
+            return False
+        self._recent[adapter] = None
+        if len(self._recent) > self.cache_size:
+            self._recent.popitem(last=False)
+        return True
+
+
+def through_api_server(requests: RequestBatch, server: ApiServer) -> RequestBatch:
+    """``requests`` as the engine receives them after ``server``: ``arrival_s`` when each reaches it, ``sent_s``
+    when it was sent (unchanged when the server holds nothing up)."""
+    if not server.holds or len(requests) == 0:
         return requests
-    service_s = _misses(requests.adapter, len(requests.adapter_ids), cache_size) * (new_adapter_ms / 1000.0)
-    return dataclasses.replace(requests, arrival_s=fifo_departures(requests.arrival_s, service_s),
+    return dataclasses.replace(requests, arrival_s=server.departures(requests.arrival_s, requests.adapter),
                                sent_s=requests.arrival_s)
 
 
-def fifo_departures(arrival_s: np.ndarray, service_s: np.ndarray) -> np.ndarray:
-    """Departures from one first-come-first-served server: ``d_i = max(a_i, d_(i-1)) + s_i``, which unrolls to
-    ``S_i + max_(j<=i) (a_j - S_(j-1))`` with ``S`` the cumulative service."""
+def fifo_departures(arrival_s: np.ndarray, service_s: np.ndarray, free_s: float = -math.inf) -> np.ndarray:
+    """Departures from one first-come-first-served server free from ``free_s`` on: ``d_i = max(a_i, d_(i-1)) +
+    s_i`` with ``d_(-1) = free_s``, which unrolls to ``S_i + max(free_s, max_(j<=i) (a_j - S_(j-1)))`` with ``S``
+    the cumulative service."""
     total = np.cumsum(service_s)
-    return total + np.maximum.accumulate(arrival_s - (total - service_s))
-
-
-def _misses(adapter: np.ndarray, n_adapters: int, cache_size: int) -> np.ndarray:
-    """1.0 for each request whose adapter is not among the ``cache_size`` most recently used, else 0.0."""
-    miss = np.zeros(adapter.size)
-    if n_adapters <= cache_size:  # nothing is ever evicted: only first requests miss
-        miss[np.unique(adapter, return_index=True)[1]] = 1.0
-        return miss
-    cache: OrderedDict[int, None] = OrderedDict()
-    for i, a in enumerate(adapter.tolist()):
-        if a in cache:
-            cache.move_to_end(a)
-            continue
-        miss[i] = 1.0
-        cache[a] = None
-        if len(cache) > cache_size:
-            cache.popitem(last=False)
-    return miss
+    return total + np.maximum(np.maximum.accumulate(arrival_s - (total - service_s)), free_s)

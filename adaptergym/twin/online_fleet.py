@@ -14,11 +14,26 @@ costs is what vLLM does (see :mod:`adaptergym.twin.fleet_plan` for the kinds of 
   back, finishes its running ones (drains), then starts again as a cold start does;
 * **removal**: it drains as for a restart, and its GPU is freed when drained.
 
+Each replica has its own API server ahead of its engine (:class:`adaptergym.twin.frontend.ApiServer`), started
+with the engine: a request whose adapter it has not resolved lately holds it up for the profile's
+``loading.api_server_new_adapter_ms`` (about 0.27-0.28 s on the Llama-3.1-8B and Qwen-2.5-7B profiles), and the
+requests behind it wait, first come first served. A cold start or a restart starts it cold: the first request of
+each adapter there is held up, so a replica starting with k adapters whose first requests come together passes
+the last of them to the engine k hold-ups later. A runtime load does not resolve the adapter (it is new there
+unless resolved before and still in the LRU); the fleet an episode starts with (``apply(..., warm=True)``) has
+its adapters resolved. The hold-up runs beside the engine's own costs above (a migrated adapter's first
+request arriving at the change waits for the longer of the hold-up and the load) and costs no GPU time.
+
 The router sends each request, at its arrival, to a serving replica of its adapter: in turn (``"even"``) or to
 the one with the fewest outstanding requests (``"least-loaded"``). A request whose adapter no serving replica
 holds (none in the plan, or all still starting) waits at the router and goes out, oldest first, as soon as one
 serves it; requests handed back are routed again the same way, keeping their original arrival time for
-latency. Every request ends exactly once: finished, refused (a full waiting queue), or unfinished at the end.
+latency (:attr:`FleetSnapshot.reached_s` is when one reached its engine), and pass through the new replica's API
+server when routed. With ``"least-loaded"``, a request of an adapter several replicas serve is submitted to all of
+them before one is chosen (:func:`adaptergym.twin.fleet.least_loaded`), so it passes through every one of their
+API servers, holding each up as its own (as the static least-loaded fleet does); the chosen one is decided when
+the request reaches the router. Every request ends exactly once: finished, refused (a full waiting queue), or
+unfinished at the end.
 
 GPU time counts from a replica's cold start until it is removed and drained; a replica whose flags vLLM would
 refuse (out of memory) holds its GPU and never serves (its ``startup`` says why).
@@ -39,6 +54,7 @@ from adaptergym.twin.config import ServerConfig
 from adaptergym.twin.fleet import ROUTERS, least_loaded, round_robin
 from adaptergym.twin.fleet_plan import FleetPlan, PlanChanges, ReplicaSpec, check_plan, plan_changes
 from adaptergym.twin.frameworks import Engine, framework_of
+from adaptergym.twin.frontend import ApiServer
 from adaptergym.twin.record import REFUSED, ROUTED_AWAY
 from adaptergym.twin.startup import Startup
 from adaptergym.workload.requests import RequestBatch
@@ -59,6 +75,7 @@ class Replica:
     ready_s: float  # when it serves (inf: it never will)
     adapters: tuple[int, ...]  # adapter indices of spec.adapters
     engine: Engine | None = None  # from ready_s on
+    api_server: ApiServer | None = None  # ahead of the engine, started with it
 
     @property
     def state(self) -> str:
@@ -70,6 +87,8 @@ class FleetSnapshot:
     """Every request routed so far, with global times (``nan``: not yet), as of ``time_s``.
 
     ``replica`` is the replica that holds (or held, when it ended) each request; -1 while it waits at the router.
+    ``reached_s`` is when the request reached that replica's engine, past its API server (``arrival_s`` is when
+    the client sent it, which latencies count from).
     """
 
     time_s: float
@@ -80,6 +99,7 @@ class FleetSnapshot:
     finish_s: np.ndarray
     refused: np.ndarray
     replica: np.ndarray
+    reached_s: np.ndarray
 
 
 @dataclass
@@ -195,7 +215,7 @@ class OnlineFleet:
         replica = Replica(rid, spec, config, startup, gpu_start_s, ready if startup.ok else math.inf,
                           self._indices(spec))
         if warm and startup.ok:
-            self._start(replica, load=False)
+            self._start(replica, warm=True)
         return replica
 
     def _drain(self, replica: Replica, back: list[int]) -> float:
@@ -209,18 +229,20 @@ class OnlineFleet:
         replica.engine = None
         return max(engine.now, self.now)
 
-    def _start(self, replica: Replica, load: bool = True) -> None:
-        """``replica``'s server is up (at its ``ready_s``): it loads its adapters (unless it was up before the
-        fleet's first plan: then each loads when first used, as in a static fleet) and joins the router."""
+    def _start(self, replica: Replica, warm: bool = False) -> None:
+        """``replica``'s server is up (at its ``ready_s``): it loads its adapters and joins the router, its API
+        server having resolved none of them. A ``warm`` one was up before the fleet's first plan: its API server
+        has resolved its adapters, and its engine loads each when first used, as in a static fleet."""
         empty = np.empty(0)
         requests = self.requests
         batch = RequestBatch(empty, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
                              requests.adapter_ids, requests.adapter_ranks, requests.duration_s)
         engine = self.framework.engine(self.profile, replica.config, batch, replica.startup)
         engine.run_until(replica.ready_s)  # an empty engine's clock just moves there
-        for a in replica.adapters if load else ():
+        for a in () if warm else replica.adapters:
             self.counts.load_ms += engine.load_adapter(a)
         replica.engine = engine
+        replica.api_server = self.framework.api_server(self.profile, replica.config, replica.adapters if warm else ())
         self._engine_of[id(engine)] = len(self._engines)
         self._engines.append(engine)
         self._engine_replica.append(replica.id)
@@ -292,7 +314,7 @@ class OnlineFleet:
             mine = target == rid
             if least:  # a request of an adapter several replicas serve goes to all of them, then is decided
                 mine = (mine & ~shared) | (shared & np.isin(adapter, replica.adapters))
-            first = self._submit(replica.engine, gids[mine], arrival[mine])
+            first = self._submit(replica, gids[mine], arrival[mine])
             if least:
                 local[rid] = np.full(gids.size, -1, np.int64)
                 local[rid][mine] = first + np.arange(int(mine.sum()))
@@ -302,10 +324,13 @@ class OnlineFleet:
                 least_loaded([self.replicas[r].engine for r in servers], [int(local[r][k]) for r in servers],
                              float(arrival[k]))
 
-    def _submit(self, engine: Engine, gids: np.ndarray, arrival: np.ndarray) -> int:
-        """Hand requests ``gids`` to ``engine``; returns the local id of the first."""
-        req = self.requests
-        first = engine.submit_many(arrival, req.adapter[gids], req.input_tokens[gids], req.output_tokens[gids])
+    def _submit(self, replica: Replica, gids: np.ndarray, arrival: np.ndarray) -> int:
+        """Hand requests ``gids``, routed at ``arrival``, to ``replica``'s API server, and each to its engine when
+        the server lets it through; returns the engine's local id of the first."""
+        req, engine = self.requests, replica.engine
+        adapter = req.adapter[gids]
+        reached = replica.api_server.departures(arrival, adapter)
+        first = engine.submit_many(reached, adapter, req.input_tokens[gids], req.output_tokens[gids])
         self._engine_gids[self._engine_of[id(engine)]].append(gids)
         return first
 
@@ -321,6 +346,7 @@ class OnlineFleet:
         finish = np.full(n, np.nan)
         refused = np.zeros(n, bool)
         replica = np.full(n, -1, np.int64)
+        reached = np.full(n, np.nan)
         for engine, rid, chunks in zip(self._engines, self._engine_replica, self._engine_gids, strict=True):
             if not chunks:
                 continue
@@ -332,8 +358,10 @@ class OnlineFleet:
             finish[g] = engine.finish_s[: gids.size][mine]
             refused[g] = flags[mine] == REFUSED
             replica[g] = rid
+            reached[g] = engine.arrival_s[: gids.size][mine]
         tokens = req.input_tokens[:n] + req.output_tokens[:n]
-        return FleetSnapshot(self.now, req.arrival_s[:n], req.adapter[:n], tokens, first, finish, refused, replica)
+        return FleetSnapshot(self.now, req.arrival_s[:n], req.adapter[:n], tokens, first, finish, refused, replica,
+                             reached)
 
     def holders(self) -> np.ndarray:
         """How many places hold each routed request (engines where it is not routed away, plus the router's
