@@ -50,3 +50,23 @@ def test_ttft_counts_from_when_the_client_sent_the_request():
     config = ServerConfig(max_loras=1, max_lora_rank=16)
     one = requests([1.0], [0], n_adapters=1)
     assert simulate(one, slow, config).mean_ttft_ms == pytest.approx(simulate(one, base, config).mean_ttft_ms + 300.0)
+
+
+def test_a_server_fed_batch_by_batch_keeps_its_queue_and_its_lru():
+    # After a0 at 0 and a1 at 0.1 (free at 0.6), a0 at 0.5 waits for the queue and passes at 0.6; a2 at 0.55
+    # is new (0.9). Resolved up front, a2 would pass at 0.6 too.
+    server = ApiServer(300.0, cache_size=8)
+    assert server.departures(np.array([0.0, 0.1]), np.array([0, 1])) == pytest.approx([0.3, 0.6])
+    assert server.departures(np.array([0.5, 0.55]), np.array([0, 2])) == pytest.approx([0.6, 0.9])
+    warm = ApiServer(300.0, cache_size=8, resolved=[0, 1, 2])
+    assert warm.departures(np.array([0.5, 0.55]), np.array([0, 2])).tolist() == [0.5, 0.55]
+
+
+@pytest.mark.parametrize("cache_size", [2, 5, 16])  # evicting, in some batches, never
+def test_departures_batch_by_batch_are_those_of_one_batch(cache_size):
+    rng = np.random.default_rng(1)
+    arrival, adapter = np.cumsum(rng.exponential(0.2, 400)), rng.integers(0, 6, 400)
+    whole = ApiServer(300.0, cache_size).departures(arrival, adapter)
+    server = ApiServer(300.0, cache_size)
+    parts = [server.departures(arrival[a:b], adapter[a:b]) for a, b in ((0, 7), (7, 150), (150, 151), (151, 400))]
+    assert np.concatenate(parts) == pytest.approx(whole, abs=1e-9)

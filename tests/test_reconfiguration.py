@@ -157,6 +157,82 @@ def test_a_plan_vllm_would_refuse_is_an_outcome_and_a_bad_plan_an_error():
         fleet.apply({2: ReplicaSpec(("a0",), max_lora_rank=8)})
 
 
+# ---------------------------------------------------------------------- the API server ahead of each replica
+def held_up(hold_ms: float):
+    """``profile()`` whose API servers hold a request of an adapter they have not resolved for ``hold_ms``."""
+    base = profile()
+    return dataclasses.replace(base, loading=dataclasses.replace(base.loading, api_server_new_adapter_ms=hold_ms))
+
+
+@pytest.mark.parametrize("hold_ms", [300.0, 10.0])
+def test_a_migrated_adapters_first_request_waits_for_the_api_server_beside_the_load(hold_ms):
+    # As in the migration above, with a third request of a1 at t=20. Replica 1's API server has not resolved a1:
+    # request 1 reaches its engine hold_ms after it was sent, while the engine loads a1 (25 ms, from t=10), so
+    # its TTFT is the longer of the two plus its prefill. Request 2 passes straight through.
+    requests = batch([1.0, 10.0, 20.0], [1, 1, 1], [100] * 3, [3] * 3, ranks=(16, 16))
+    fleet = OnlineFleet(held_up(hold_ms), requests)
+    fleet.apply({0: ReplicaSpec(("a0", "a1")), 1: ReplicaSpec(("a0",))}, warm=True)
+    fleet.run_until(10.0)
+    fleet.apply({0: ReplicaSpec(("a0",)), 1: ReplicaSpec(("a0", "a1"))})
+    fleet.run_until(100.0)
+    snap = fleet.snapshot()
+    assert snap.replica.tolist() == [0, 1, 1]
+    assert (snap.reached_s - snap.arrival_s).tolist() == pytest.approx([0.0, hold_ms / 1000.0, 0.0], abs=1e-12)
+    assert fleet.counts.load_ms == pytest.approx(LOAD_MS)  # the engine's (GPU's) cost is the load's alone
+    assert ttft_ms(fleet, 1) == pytest.approx(max(hold_ms, LOAD_MS) + PREFILL_100_MS, rel=1e-9)
+    assert ttft_ms(fleet, 2) == pytest.approx(PREFILL_100_MS, rel=1e-9)
+
+
+def test_a_cold_starts_api_server_passes_k_new_adapters_k_hold_ups_apart():
+    # a1, a2, a3's first requests wait at the router for replica 1's cold start, and go out together when it
+    # serves (t=118, its adapters loaded by 118.075): its API server passes them 0.3 s apart, each prefilled at
+    # once. a1's next request passes straight through.
+    requests = batch([5.0, 5.0, 5.0, 150.0], [1, 2, 3, 1], [100] * 4, [3] * 4, ranks=(16,) * 4)
+    fleet = OnlineFleet(held_up(300.0), requests)
+    fleet.apply({0: ReplicaSpec(("a0",))}, warm=True)
+    fleet.run_until(10.0)
+    fleet.apply({0: ReplicaSpec(("a0",)), 1: ReplicaSpec(("a1", "a2", "a3"), max_loras=8)})
+    fleet.run_until(200.0)
+    ready = 10.0 + 100.0 + 8.0
+    snap = fleet.snapshot()
+    assert snap.reached_s.tolist() == pytest.approx([ready + 0.3, ready + 0.6, ready + 0.9, 150.0], abs=1e-9)
+    assert snap.first_token_s == pytest.approx(snap.reached_s + PREFILL_100_MS / 1000.0, abs=1e-9)
+    assert fleet.counts.load_ms == pytest.approx(3 * LOAD_MS)
+
+
+def test_a_restart_starts_its_api_server_cold_and_requests_behind_a_new_adapter_wait():
+    # As in the restart above: the three requests held while it restarted go out at t=114; the first (a0, new to
+    # the restarted server) passes at 114.3, the two behind it with it; the engine loaded a0 by 114.025.
+    requests = batch([10.0, 50.0, 113.0, 200.0], [0, 0, 0, 0], [100] * 4, [3] * 4)
+    fleet = OnlineFleet(held_up(300.0), requests)
+    fleet.apply({0: ReplicaSpec(("a0",), max_loras=8)}, warm=True)
+    fleet.run_until(10.0)
+    fleet.apply({0: ReplicaSpec(("a0",), max_loras=4)})
+    fleet.run_until(300.0)
+    snap = fleet.snapshot()
+    three_prefills_ms = 10 + 2 + 0.02 * 300 + 0.5 * 0.300 + 0.3
+    assert snap.reached_s.tolist() == pytest.approx([114.3, 114.3, 114.3, 200.0], abs=1e-9)
+    assert snap.first_token_s[:3] == pytest.approx([114.3 + three_prefills_ms / 1000.0] * 3, abs=1e-9)
+    assert ttft_ms(fleet, 3) == pytest.approx(PREFILL_100_MS, rel=1e-9)
+
+
+def test_the_first_plans_api_servers_are_warm_and_a_runtime_load_resolves_nothing():
+    # The episode's first fleet has resolved a0-a2: their first requests pass straight through. a3, loaded at
+    # runtime at t=10, is new to the API server (10.5 -> 10.8); a1, unloaded at t=5 and loaded again at t=10, is
+    # still resolved there.
+    requests = batch([1.0, 1.0, 1.0, 10.5, 10.5, 30.0], [0, 1, 2, 1, 3, 3], [100] * 6, [3] * 6, ranks=(16,) * 4)
+    fleet = OnlineFleet(held_up(300.0), requests)
+    fleet.apply({0: ReplicaSpec(("a0", "a1", "a2"))}, warm=True)
+    fleet.run_until(5.0)
+    fleet.apply({0: ReplicaSpec(("a0", "a2"))})
+    fleet.run_until(10.0)
+    fleet.apply({0: ReplicaSpec(("a0", "a1", "a2", "a3"))})
+    fleet.run_until(60.0)
+    snap = fleet.snapshot()
+    assert snap.reached_s.tolist() == pytest.approx([1.0, 1.0, 1.0, 10.5, 10.8, 30.0], abs=1e-9)
+    assert (fleet.holders() == 1).all() and np.isfinite(snap.finish_s).all()
+
+
 def test_plan_changes_name_each_kind_of_change():
     ranks = {"a": 8, "b": 8, "c": 64}
     old = {0: ReplicaSpec(("a", "b")), 1: ReplicaSpec(("b",)), 2: ReplicaSpec(("a",))}
