@@ -33,6 +33,12 @@ def profile():
     return dataclasses.replace(toy_profile(), startup_time=StartupTimeModel(base_s=100.0, per_lora_slot_s=1.0))
 
 
+def held_up(hold_ms: float):
+    """``profile()`` whose API servers hold a request of an adapter they have not resolved for ``hold_ms``."""
+    base = profile()
+    return dataclasses.replace(base, loading=dataclasses.replace(base.loading, api_server_new_adapter_ms=hold_ms))
+
+
 def ttft_ms(fleet: OnlineFleet, k: int) -> float:
     snap = fleet.snapshot()
     return (snap.first_token_s[k] - snap.arrival_s[k]) * 1000.0
@@ -111,12 +117,13 @@ def test_a_removed_replica_drains_and_hands_its_queued_requests_back():
     assert fleet.counts.removals == 1
 
 
+@pytest.mark.parametrize("hold_ms", [0.0, 300.0])  # API servers holding new adapters' requests up, or not
 @pytest.mark.parametrize("router", ["even", "least-loaded"])
-def test_every_request_ends_exactly_once_across_changes(router):
+def test_every_request_ends_exactly_once_across_changes(router, hold_ms):
     workload = dataclasses.replace(cycled_workload(12, [4.0, 2.0, 0.5], [8, 16], duration_s=240.0), name="busy")
     requests = draw_requests(workload, seed=3)
     ids = requests.adapter_ids
-    fleet = OnlineFleet(profile(), requests, router=router)
+    fleet = OnlineFleet(held_up(hold_ms), requests, router=router)
     plans = [
         {0: ReplicaSpec(ids[:6], 2), 1: ReplicaSpec(ids[6:], 2)},
         {0: ReplicaSpec(ids[:4], 2), 1: ReplicaSpec(ids[4:], 4), 2: ReplicaSpec(ids[:8], 4)},  # restart, new
@@ -136,7 +143,8 @@ def test_every_request_ends_exactly_once_across_changes(router):
     assert finished.sum() + snap.refused.sum() + unfinished.sum() == len(requests)
     assert finished.any() and unfinished.any()  # restarts take 102-108 s here: some wait past the end
     started = np.isfinite(snap.first_token_s)
-    assert (snap.first_token_s[started] >= snap.arrival_s[started]).all()
+    assert (snap.first_token_s[started] >= snap.reached_s[started]).all()
+    assert (snap.reached_s[started] >= snap.arrival_s[started]).all()
     assert (snap.finish_s[finished] >= snap.first_token_s[finished]).all()
 
 
@@ -158,12 +166,6 @@ def test_a_plan_vllm_would_refuse_is_an_outcome_and_a_bad_plan_an_error():
 
 
 # ---------------------------------------------------------------------- the API server ahead of each replica
-def held_up(hold_ms: float):
-    """``profile()`` whose API servers hold a request of an adapter they have not resolved for ``hold_ms``."""
-    base = profile()
-    return dataclasses.replace(base, loading=dataclasses.replace(base.loading, api_server_new_adapter_ms=hold_ms))
-
-
 @pytest.mark.parametrize("hold_ms", [300.0, 10.0])
 def test_a_migrated_adapters_first_request_waits_for_the_api_server_beside_the_load(hold_ms):
     # As in the migration above, with a third request of a1 at t=20. Replica 1's API server has not resolved a1:
@@ -231,6 +233,20 @@ def test_the_first_plans_api_servers_are_warm_and_a_runtime_load_resolves_nothin
     snap = fleet.snapshot()
     assert snap.reached_s.tolist() == pytest.approx([1.0, 1.0, 1.0, 10.5, 10.8, 30.0], abs=1e-9)
     assert (fleet.holders() == 1).all() and np.isfinite(snap.finish_s).all()
+
+
+def test_least_loaded_submits_to_every_holder_so_each_ones_api_server_passes_the_request():
+    # a1, loaded at runtime on both replicas, is new to both API servers: its request at t=20 holds both up until
+    # 20.3 (it goes to replica 0, both being idle), and a0's request at 20.1 waits behind it there.
+    requests = batch([20.0, 20.1], [1, 0], [100, 100], [3, 3], ranks=(16, 16))
+    fleet = OnlineFleet(held_up(300.0), requests, router="least-loaded")
+    fleet.apply({0: ReplicaSpec(("a0",)), 1: ReplicaSpec(("a0",))}, warm=True)
+    fleet.run_until(10.0)
+    fleet.apply({0: ReplicaSpec(("a0", "a1")), 1: ReplicaSpec(("a0", "a1"))})
+    fleet.run_until(60.0)
+    snap = fleet.snapshot()
+    assert snap.replica.tolist() == [0, 0] and snap.reached_s.tolist() == pytest.approx([20.3, 20.3], abs=1e-9)
+    assert fleet.replicas[1].api_server.free_s == pytest.approx(20.3)
 
 
 def test_plan_changes_name_each_kind_of_change():
