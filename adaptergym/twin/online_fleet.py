@@ -27,13 +27,14 @@ request arriving at the change waits for the longer of the hold-up and the load)
 The router sends each request, at its arrival, to a serving replica of its adapter: in turn (``"even"``) or to
 the one with the fewest outstanding requests (``"least-loaded"``). A request whose adapter no serving replica
 holds (none in the plan, or all still starting) waits at the router and goes out, oldest first, as soon as one
-serves it; requests handed back are routed again the same way, keeping their original arrival time for
-latency (:attr:`FleetSnapshot.reached_s` is when one reached its engine), and pass through the new replica's API
-server when routed. With ``"least-loaded"``, a request of an adapter several replicas serve is submitted to all of
-them before one is chosen (:func:`adaptergym.twin.fleet.least_loaded`), so it passes through every one of their
-API servers, holding each up as its own (as the static least-loaded fleet does); the chosen one is decided when
-the request reaches the router. Every request ends exactly once: finished, refused (a full waiting queue), or
-unfinished at the end.
+serves it; requests handed back are routed again the same way. A request goes through the API server of the
+replica it is routed to when it is routed (a request released or handed back, at that time), yet keeps the time
+its client sent it for latency (:attr:`FleetSnapshot.reached_s` is when it reached the engine). With
+``"least-loaded"``, a request of an adapter several replicas serve is submitted to all of them before one is
+chosen (:func:`adaptergym.twin.fleet.least_loaded`), so it passes through every one of their API servers, holding
+each up as its own (as the static least-loaded fleet does); the one chosen has the fewest requests in its engine
+when the request reaches the router (requests still in an API server do not count). Every request ends exactly
+once: finished, refused (a full waiting queue), or unfinished at the end.
 
 GPU time counts from a replica's cold start until it is removed and drained; a replica whose flags vLLM would
 refuse (out of memory) holds its GPU and never serves (its ``startup`` says why).
