@@ -330,9 +330,31 @@ def test_load_adapter_stalls_the_engine_for_its_load_time(engine):
     assert idle.now == pytest.approx(5.0 + LOAD_MS / 1000.0)
     assert idle.load_adapter(1) == 0.0  # already in its slot
     busy = make(engine, batch([0.0], [0], [100], [500], ranks=(16, 16)), max_loras=1)
-    busy.run_until(1.0)  # a0's request holds the only slot: a1 only reaches CPU memory
-    assert busy.load_adapter(1) == pytest.approx(20.0)
+    busy.run_until(1.0)  # a0's request holds the only slot, yet vLLM's add_lora evicts a0 for a1 (it reloads next step)
+    assert busy.load_adapter(1) == pytest.approx(LOAD_MS)
     assert busy.unload_adapter(1) == []  # nothing of a1 was queued
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_load_that_evicts_a_running_adapter_makes_the_next_step_reload_it(engine):
+    """max_loras = max_cpu_loras = 2; a0 and a1 decode from t = 0; a2 is loaded at runtime at t = 1 s.
+
+    The CPU cache holds only a0 and a1, both running: vLLM's add_lora evicts the one the last step's walk touched
+    first, from both tiers, and copies a2 into its slot: 20 ms disk->CPU + 5 ms CPU->GPU (rank 16 in the toy
+    profile's tables), the engine waiting. The next step applies the batch's adapters again: the evicted one
+    comes back from disk (20 ms) into a full CPU cache, evicting the other running adapter (touched before a2
+    was loaded), and is copied into the slot that one freed (5 ms); the other comes back the same way (20 + 5 ms),
+    evicting a2. That step takes 2 x (20 + 5) = 50 ms longer, every later step as long as without the load, so
+    both requests finish 25 + 50 = 75 ms later than on an engine that loads nothing."""
+    requests = batch([0.0, 0.0], [0, 1], [100, 100], [400, 400], ranks=(16, 16, 16))
+    control, loaded = (make(engine, requests, max_loras=2, max_cpu_loras=2) for _ in range(2))
+    for e in (control, loaded):
+        e.run_until(1.0)
+    assert loaded.n_running == 2 and loaded.load_adapter(2) == pytest.approx(LOAD_MS)
+    for e in (control, loaded):
+        e.run_until(100.0)
+    assert loaded.finish_s[:2] - control.finish_s[:2] == pytest.approx([0.075, 0.075], abs=1e-9)
+    assert (loaded.loads_from_disk, loaded.loads_from_cpu) == (5, 5)  # a0, a1 at t = 0; a2; a0 and a1 again
 
 
 def test_the_compiled_engine_reconfigures_as_the_reference_does():

@@ -156,6 +156,9 @@ typedef struct {
     Tier gpu, cpu;
     uint64_t *visit_order; /* where vLLM's per-step walk visits each adapter (LoraCache._order) */
     i64 *entered, *left;   /* step each adapter last entered the batch; last step it was in one, once it left */
+    i64 *loaded;           /* the runtime load that touched an adapter since (numbered from 1), or 0 */
+    i64 loads;             /* runtime loads so far */
+    int must_reload;       /* a runtime load evicted an adapter of the running batch: the next step walks */
     i64 *touched_in;       /* the walk an adapter was last touched in (walk_no) */
     i64 walk_no, loads_from_disk, loads_from_cpu;
     Vec walk;              /* scratch: the adapters of one walk, in visit order */
@@ -250,34 +253,38 @@ static int queue_take(Core *c, i64 rid, i64 a) {
 /* ------------------------------------------------------------------ LoRA residency (reference: lora_cache.py) */
 #define NEVER (-((i64)1 << 62))
 
-/* An adapter's recency as the walk of `step` begins (LoraCache._by_recency): those in the previous step's batch
-   were touched then; the others when they were last in a batch. */
-static i64 recency(Core *c, i64 a, i64 step) {
-    return c->active[a] && c->entered[a] < step ? step - 1 : c->left[a];
+/* Whether adapter a is evicted before adapter b (LoraCache._by_recency's heap order as the walk of `step` begins):
+   `spare` ones (the batch's, in a runtime load) last; then least recently used first: those in the previous
+   step's batch were touched then; the others when they were last in a batch, or just after it if a runtime load
+   touched them since (later loads later); ties by visit order, then index. */
+static int evicted_before(Core *c, i64 a, i64 b, i64 step, int spare_batch) {
+    int batch_a = c->active[a] && c->entered[a] < step, batch_b = c->active[b] && c->entered[b] < step;
+    int spare_a = spare_batch && c->active[a], spare_b = spare_batch && c->active[b];
+    if (spare_a != spare_b) return spare_b;
+    i64 key_a = batch_a ? step - 1 : c->left[a], key_b = batch_b ? step - 1 : c->left[b];
+    if (key_a != key_b) return key_a < key_b;
+    i64 load_a = batch_a ? 0 : c->loaded[a], load_b = batch_b ? 0 : c->loaded[b];
+    if (load_a != load_b) return load_a < load_b;
+    if (c->visit_order[a] != c->visit_order[b]) return c->visit_order[a] < c->visit_order[b];
+    return a < b;
 }
 
-/* The least recently used member of `t` not touched by this walk (ties by visit order, then index), as the
-   reference's heap pops it; NONE if every member was touched. */
-static i64 lru_untouched(Core *c, const Tier *t, i64 step) {
-    i64 best = NONE, best_key = 0;
+/* The member of `t` evicted first (evicted_before) among those not touched by this walk; NONE if every member was
+   touched. */
+static i64 lru_untouched(Core *c, const Tier *t, i64 step, int spare_batch) {
+    i64 best = NONE;
     for (i64 i = 0; i < t->len; i++) {
         i64 a = t->members[i];
         if (c->touched_in[a] == c->walk_no) continue;
-        i64 key = recency(c, a, step);
-        if (best == NONE || key < best_key
-            || (key == best_key && (c->visit_order[a] < c->visit_order[best]
-                                    || (c->visit_order[a] == c->visit_order[best] && a < best)))) {
-            best = a;
-            best_key = key;
-        }
+        if (best == NONE || evicted_before(c, a, best, step, spare_batch)) best = a;
     }
     return best;
 }
 
-/* Make the walk's adapters resident in turn (on the GPU too if to_gpu), each evicting the least recently used
-   untouched adapter of a full tier (LoraCache._walk); the load time, ms. The caller has begun the walk (walk_no)
-   and touched what must not be evicted. */
-static double lora_walk(Core *c, const i64 *adapters, i64 n, i64 step, int to_gpu) {
+/* Make the walk's adapters resident in turn, each evicting the first untouched adapter of a full tier
+   (lru_untouched; the batch's last if spare_batch) and noting when that one is in the batch (LoraCache._walk);
+   the load time, ms. The caller has begun the walk (walk_no). */
+static double lora_walk(Core *c, const i64 *adapters, i64 n, i64 step, int spare_batch) {
     double cost = 0.0;
     for (i64 i = 0; i < n; i++) {
         i64 a = adapters[i];
@@ -285,16 +292,21 @@ static double lora_walk(Core *c, const i64 *adapters, i64 n, i64 step, int to_gp
             cost += c->disk_to_cpu_ms[a];
             c->loads_from_disk++;
             if (c->cpu.len >= c->cpu_slots) {
-                i64 victim = lru_untouched(c, &c->cpu, step);
+                i64 victim = lru_untouched(c, &c->cpu, step, spare_batch);
                 tier_remove(&c->cpu, victim);
                 if (tier_has(&c->gpu, victim)) tier_remove(&c->gpu, victim);
+                c->must_reload |= c->active[victim];
             }
             tier_add(&c->cpu, a);
         }
-        if (to_gpu && !tier_has(&c->gpu, a)) {
+        if (!tier_has(&c->gpu, a)) {
             cost += c->cpu_to_gpu_ms[a];
             c->loads_from_cpu++;
-            if (c->gpu.len >= c->gpu_slots) tier_remove(&c->gpu, lru_untouched(c, &c->gpu, step));
+            if (c->gpu.len >= c->gpu_slots) {
+                i64 victim = lru_untouched(c, &c->gpu, step, spare_batch);
+                tier_remove(&c->gpu, victim);
+                c->must_reload |= c->active[victim];
+            }
             tier_add(&c->gpu, a);
         }
         c->touched_in[a] = c->walk_no;
@@ -321,25 +333,19 @@ static int lora_apply(Core *c, i64 step, double *load_ms) {
     sort_key = c->visit_order;
     qsort(c->walk.items, (size_t)c->walk.n, sizeof(i64), by_visit_order);
     c->walk_no++;
-    *load_ms = lora_walk(c, c->walk.items, c->walk.n, step, 1);
+    *load_ms = lora_walk(c, c->walk.items, c->walk.n, step, 0);
+    c->must_reload = 0; /* the walk made the whole batch resident */
     return 0;
 }
 
 /* vLLM's runtime load_lora_adapter between two steps (LoraCache.load; `step` is the next one): into the CPU
-   cache, and into a GPU slot unless every slot holds an adapter of the running batch. */
+   cache, then into a GPU slot, evicting an adapter of the running batch only from a tier that holds no other. */
 static double lora_load(Core *c, i64 a, i64 step) {
     if (tier_has(&c->gpu, a)) return 0.0;
-    int to_gpu = c->gpu.len < c->gpu_slots, cpu_has_other = 0;
-    for (i64 i = 0; !to_gpu && i < c->gpu.len; i++) to_gpu = !c->active[c->gpu.members[i]];
-    for (i64 i = 0; !cpu_has_other && i < c->cpu.len; i++) cpu_has_other = !c->active[c->cpu.members[i]];
-    /* vLLM's CPU cache evicts its oldest adapter even if it is in the batch, when it holds no other */
-    int only_batch = !tier_has(&c->cpu, a) && c->cpu.len >= c->cpu_slots && !cpu_has_other;
     c->left[a] = step - 1;
+    c->loaded[a] = ++c->loads;
     c->walk_no++;
-    for (i64 b = 0; !only_batch && b < c->n_adapters; b++) {
-        if (c->active[b]) c->touched_in[b] = c->walk_no;
-    }
-    return lora_walk(c, &a, 1, step, to_gpu);
+    return lora_walk(c, &a, 1, step, 1);
 }
 
 /* ------------------------------------------------------------------ running batch */
@@ -351,6 +357,7 @@ static int enter_batch(Core *c, i64 a, int *must_load) {
         if (queue_activate(c, a) < 0) return -1;
         if (c->lora_enabled) {
             c->entered[a] = c->steps;
+            c->loaded[a] = 0;
             if (!tier_has(&c->gpu, a)) *must_load = 1;
         }
     }
@@ -631,12 +638,10 @@ static int step(Core *c) {
     int preempted;
     if (schedule_running(c, &budget, &preempted) < 0) return -1;
     double load_ms = 0.0;
-    int must_load = 0;
-    if (!preempted && budget > 0 && waiting_before) {
-        if (admit_waiting(c, budget, &must_load) < 0) return -1;
-        /* vLLM loads the step's adapters before its forward pass: the whole batch waits */
-        if (must_load && lora_apply(c, c->steps, &load_ms) < 0) return -1;
-    }
+    int must_load = c->must_reload;
+    if (!preempted && budget > 0 && waiting_before && admit_waiting(c, budget, &must_load) < 0) return -1;
+    /* vLLM loads the step's adapters before its forward pass: the whole batch waits */
+    if (must_load && lora_apply(c, c->steps, &load_ms) < 0) return -1;
     i64 decoding = c->n_decoding, n_chunks = c->chunk_rid.n;
     if (decoding + n_chunks == 0) return 0;
     i64 tokens = decoding, decode = decoding, chunk_context = 0;
@@ -807,7 +812,7 @@ static void queue_during_jump(Core *c, const double *durations_ms, i64 k, i64 *l
 /* Advance k >= 2 identical pure-decode steps at once: 1 if done, 0 if the state does not allow it. */
 static int decode_jump(Core *c, double next_arrival, double t_stop) {
     i64 n = c->n_running, bs = c->block_size;
-    if (n > c->budget || c->prefill.n) return 0;
+    if (n > c->budget || c->prefill.n || c->must_reload) return 0;
     i64 k = next_finish_tick(c) - c->tick;
     if (k < 2) return 0;
     int adm = admission(c);
@@ -911,7 +916,8 @@ static int grow_adapters(Core *c, i64 n) {
         GROW(cpu_to_gpu_ms, double); GROW(disk_to_cpu_ms, double);
         GROW(run_count, i64); GROW(fifo_head, i64); GROW(fifo_tail, i64); GROW(fifo_len, i64); GROW(active, char);
         GROW(gpu.members, i64); GROW(gpu.pos, i64); GROW(cpu.members, i64); GROW(cpu.pos, i64);
-        GROW(visit_order, uint64_t); GROW(entered, i64); GROW(left, i64); GROW(touched_in, i64);
+        GROW(visit_order, uint64_t); GROW(entered, i64); GROW(left, i64); GROW(loaded, i64);
+        GROW(touched_in, i64);
 #undef GROW
         c->adapter_cap = cap;
     }
@@ -923,6 +929,7 @@ static int grow_adapters(Core *c, i64 n) {
         c->gpu.pos[a] = c->cpu.pos[a] = NONE;
         c->visit_order[a] = 0;
         c->entered[a] = c->left[a] = NEVER;
+        c->loaded[a] = 0;
         c->touched_in[a] = -1;
     }
     c->n_adapters = n;
@@ -991,7 +998,7 @@ static void Core_dealloc(Core *c) {
     release_buffers(c);
     void *owned[] = {c->cpu_to_gpu_ms, c->disk_to_cpu_ms, c->run_count, c->fifo_head, c->fifo_tail, c->fifo_len,
                      c->active, c->gpu.members, c->gpu.pos, c->cpu.members, c->cpu.pos, c->visit_order, c->entered,
-                     c->left, c->touched_in, c->walk.items,
+                     c->left, c->loaded, c->touched_in, c->walk.items,
                      c->preempted.items, c->heads.items, c->active_heads.items, c->prefill.items, c->residue_count,
                      c->finishes.items, c->chunk_rid.items, c->chunk_tokens.items, c->done.items};
     for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++) PyMem_Free(owned[i]);

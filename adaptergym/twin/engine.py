@@ -358,12 +358,13 @@ class ReferenceEngine(EngineBase):
         waiting_before = len(self.waiting)
         running_before = len(self._order)
         chunks, budget, preempted = self._schedule_running()
-        load_ms = 0.0
+        load_ms, must_load = 0.0, self.lora.must_reload
         if not preempted and budget > 0 and waiting_before:
-            admitted, must_load = self._admit_waiting(budget)
+            admitted, entering_load = self._admit_waiting(budget)
             chunks += admitted
-            if must_load:  # vLLM loads the step's adapters before its forward pass: the whole batch waits
-                load_ms = self.lora.apply(self._active, self.steps)
+            must_load |= entering_load
+        if must_load:  # vLLM loads the step's adapters before its forward pass: the whole batch waits
+            load_ms = self.lora.apply(self._active, self.steps)
         decoding = self._n_decoding
         if decoding + len(chunks) == 0:
             return False
@@ -463,13 +464,13 @@ class ReferenceEngine(EngineBase):
         """Advance k >= 2 identical pure-decode steps at once; False when the state does not allow it.
 
         Allowed when no waiting request can be admitted (:meth:`_admission`), every running request decodes
-        (one token each, all within the token budget) and produced a token in the previous step. k stops at the
-        first finish (which may free an adapter slot), at the last step starting before ``t_stop`` or before an
-        arrival that could be admitted (:meth:`_arrivals_matter_from`), and before KV blocks run out, so no
-        event is skipped.
+        (one token each, all within the token budget) and produced a token in the previous step, and no adapter
+        of the batch awaits a reload (:attr:`LoraCache.must_reload`). k stops at the first finish (which may free
+        an adapter slot), at the last step starting before ``t_stop`` or before an arrival that could be admitted
+        (:meth:`_arrivals_matter_from`), and before KV blocks run out, so no event is skipped.
         """
         n, bs = len(self._order), self.block_size
-        if n > self.budget or self._prefill:
+        if n > self.budget or self._prefill or self.lora.must_reload:
             return False
         k = self._next_finish_tick() - self._tick
         if k < 2:
