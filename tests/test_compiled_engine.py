@@ -71,7 +71,10 @@ def _profile(case: dict, model: dict) -> TwinProfile:
                                       tokens_per_hidden_adapter=model["tokens_per_hidden_adapter"]))
 
 
-def _run(engine_class, case: dict, model: dict):
+def _run(engine_class, case: dict, model: dict, loads: tuple[int, ...] = (), evictions: list[bool] | None = None):
+    """Run a case; with ``loads``, load one adapter at runtime after each stride (cycling through ``loads``; an
+    index past the workload's adapters adds a new one), noting in ``evictions`` whether the load evicted an
+    adapter of the running batch (reference engine only)."""
     profile = _profile(case, model)
     lengths = LengthSpec("lognormal", input_median=120, output_median=40, max_input_tokens=600, max_total_tokens=700)
     arrival = ArrivalSpec("gamma", cv=3.0) if case["gamma"] else ArrivalSpec()
@@ -85,6 +88,11 @@ def _run(engine_class, case: dict, model: dict):
     while case["stride_s"] and t < 20.0:
         t += case["stride_s"]
         engine.run_until(t)
+        if loads:
+            wanted = loads[round(t / case["stride_s"]) % len(loads)]
+            engine.load_adapter(wanted if wanted < case["adapters"] else engine.add_adapter(f"new-{t:.1f}", 16))
+            if evictions is not None:
+                evictions.append(engine.lora.must_reload)
     engine.run_until(20.0)
     return engine.record(20.0)
 
@@ -95,6 +103,36 @@ def test_compiled_and_reference_engines_give_the_same_records(case, model):
     compiled, reference = (fingerprint(_run(cls, case, model)) for cls in (CompiledEngine, ReferenceEngine))
     assert compiled["exact"] == reference["exact"]
     assert compiled["hash"] == reference["hash"]
+    assert compiled["sums"] == pytest.approx(reference["sums"], rel=SUMS_RTOL, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(servers, profiles, st.lists(st.integers(0, 15), min_size=1, max_size=6))
+def test_both_engines_load_adapters_at_runtime_alike(case, model, loads):
+    """Runtime loads between strides (vLLM's load_lora_adapter), some evicting adapters of the running batch that
+    the next step must reload: the records agree as without loads."""
+    case = {**case, "stride_s": 0.7, "lora": True}
+    compiled, reference = (fingerprint(_run(cls, case, model, tuple(loads)))
+                           for cls in (CompiledEngine, ReferenceEngine))
+    assert compiled["exact"] == reference["exact"]
+    assert compiled["hash"] == reference["hash"]
+    assert compiled["sums"] == pytest.approx(reference["sums"], rel=SUMS_RTOL, abs=1e-9)
+
+
+def test_both_engines_reload_running_adapters_a_runtime_load_evicted_alike():
+    """A busy server with two slots and no spare CPU memory, an adapter loaded every 0.7 s: many loads evict an
+    adapter of the running batch (the reference says which), and both engines' records agree."""
+    case = {"adapters": 6, "rate": 30.0, "gamma": False, "budget": 2048, "max_seqs": 64, "max_loras": 2,
+            "extra_cpu_loras": 0, "kv_tokens": 1 << 20, "queue_cap": 25_500, "lora": True, "stride_s": 0.7,
+            "seed": 3}
+    model = {"coefficients": dict.fromkeys(STEP_FEATURES, 0.1), "base_ms": 10.0, "cpu_to_gpu_ms": (3.0, 5.0),
+             "disk_to_cpu_ms": (15.0, 20.0), "scheduler": (0.0, 0.01, 0.1), "graph_max_tokens": 512,
+             "tokens_per_hidden_adapter": 3.0}
+    evictions: list[bool] = []
+    reference = fingerprint(_run(ReferenceEngine, case, model, (0, 3, 7, 5, 1), evictions))
+    compiled = fingerprint(_run(CompiledEngine, case, model, (0, 3, 7, 5, 1)))
+    assert sum(evictions) >= 5, evictions
+    assert compiled["exact"] == reference["exact"] and compiled["hash"] == reference["hash"]
     assert compiled["sums"] == pytest.approx(reference["sums"], rel=SUMS_RTOL, abs=1e-9)
 
 
