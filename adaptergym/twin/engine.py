@@ -147,8 +147,9 @@ class ReferenceEngine(EngineBase):
     def load_adapter(self, adapter: int) -> float:
         """Load adapter ``adapter`` (an index) at runtime, as vLLM's ``/v1/load_lora_adapter`` does: from disk
         into CPU memory and into a GPU slot (:meth:`LoraCache.load`), the engine doing nothing else meanwhile
-        (vLLM runs it between two steps). Returns the load time, ms. The stall delays every request, but the
-        inter-token gap it adds to requests decoding at the time is not in the ITL histogram."""
+        (vLLM runs it between two steps); an adapter of the running batch it evicts is reloaded by the next step.
+        Returns the load time, ms. The stall delays every request, but the inter-token gap it adds to requests
+        decoding at the time is not in the ITL histogram."""
         load_ms = self.lora.load(adapter, self._active, self.steps) if self.config.enable_lora else 0.0
         if load_ms:
             self._account(load_ms / 1000.0, self.n_running, len(self.waiting), self.total_blocks - self.free_blocks)
