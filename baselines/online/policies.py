@@ -156,8 +156,8 @@ class Replanner:
     are copied onto serving replicas with a free LoRA slot (a runtime load of seconds), so a flash crowd on one
     adapter is shared by the fleet's spare room. On flash-crowd-v0's first three train seeds it cut the starved
     adapter-minutes of ``gbr`` / ``last`` / ``ewma`` from 350 / 217 / 820 to 275 / 197 / 445 (GPU-hours within
-    0.3); on drift-v0's from 0 / 102 / 12 to 0 / 0 / 37, on diurnal-v0's not at all (GPU-hours within 0.4 on both;
-    ``python examples/spill_ablation.py``, README "Online policies").
+    0.3); on drift-v0's from 0 / 102 / 12 to 0 / 0 / 37, on diurnal-v0's from 0 / 0 / 83 to 0 / 0 / 82
+    (GPU-hours within 0.4 on both; ``python examples/spill_ablation.py``, README "Online policies").
     """
 
     headroom: float = HEADROOM
