@@ -357,6 +357,24 @@ def test_a_load_that_evicts_a_running_adapter_makes_the_next_step_reload_it(engi
     assert (loaded.loads_from_disk, loaded.loads_from_cpu) == (5, 5)  # a0, a1 at t = 0; a2; a0 and a1 again
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unloading_a_running_adapter_makes_the_next_step_read_it_back_from_disk(engine):
+    """a0 and a1 decode from t = 0 in 4 slots; a0 is unloaded at t = 1 s while its request runs on (vLLM's
+    ``remove_lora`` drops it from the GPU and the CPU cache). vLLM's next step applies the batch's adapters again,
+    reading a0 back from disk (20 ms) into a slot (5 ms): both requests finish 25 ms later than on an engine that
+    unloads nothing. Unloading a2, which nothing runs, costs no step anything."""
+    requests = batch([0.0, 0.0], [0, 1], [100, 100], [400, 400], ranks=(16, 16, 16))
+    control, unloaded, idle = (make(engine, requests) for _ in range(3))
+    for e in (control, unloaded, idle):
+        e.run_until(1.0)
+    assert unloaded.unload_adapter(0) == [] and idle.unload_adapter(2) == []
+    for e in (control, unloaded, idle):
+        e.run_until(100.0)
+    assert unloaded.finish_s[:2] - control.finish_s[:2] == pytest.approx([0.025, 0.025], abs=1e-9)
+    assert (unloaded.loads_from_disk, unloaded.loads_from_cpu) == (3, 3)  # a0, a1 at t = 0; a0 again
+    assert np.array_equal(idle.finish_s[:2], control.finish_s[:2])
+
+
 def test_the_compiled_engine_reconfigures_as_the_reference_does():
     """Loads, take-backs and unloads interleaved with a busy run give identical requests in both engines."""
     requests = draw_requests(cycled_workload(6, [3.0, 1.0], [8, 16], duration_s=120.0), seed=5)

@@ -1076,6 +1076,7 @@ static PyObject *Core_discard_adapter(Core *c, PyObject *arg) {
     if (a < 0 || a >= c->n_adapters) { PyErr_SetString(PyExc_IndexError, "no such adapter"); return NULL; }
     if (tier_has(&c->gpu, a)) tier_remove(&c->gpu, a);
     if (tier_has(&c->cpu, a)) tier_remove(&c->cpu, a);
+    if (c->active[a]) c->must_reload = 1; /* still running: the next step reads it back (reference: forget_adapter) */
     Py_RETURN_NONE;
 }
 
@@ -1143,7 +1144,8 @@ static PyMethodDef Core_methods[] = {
     {"step", (PyCFunction)Core_step, METH_NOARGS, "One engine step at now; False if nothing could be scheduled."},
     {"add_adapter", (PyCFunction)Core_add_adapter, METH_VARARGS,
      "add_adapter(cpu_to_gpu_ms, disk_to_cpu_ms, visit_orders)"},
-    {"discard_adapter", (PyCFunction)Core_discard_adapter, METH_O, "Forget an adapter in GPU slots and CPU cache."},
+    {"discard_adapter", (PyCFunction)Core_discard_adapter, METH_O,
+     "Forget an adapter in GPU slots and CPU cache (the next step reloads it if it runs)."},
     {"running_adapters", (PyCFunction)Core_running_adapters, METH_NOARGS, "Adapters in the running batch."},
     {"load_adapter", (PyCFunction)Core_load_adapter, METH_O, "Load an adapter now (the engine waits); its ms."},
     {"take_queued", (PyCFunction)Core_take_queued, METH_O, "Remove an adapter's never-started queued requests."},

@@ -146,7 +146,8 @@ class CompiledEngine(EngineBase):
         return self._core.take_queued(adapter)
 
     def forget_adapter(self, adapter: int) -> None:
-        """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
+        """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk,
+        the next step's if requests of it still run (vLLM applies the batch's adapters every step)."""
         self._core.discard_adapter(adapter)
 
     def running_adapters(self) -> list[int]:

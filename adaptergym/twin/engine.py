@@ -160,8 +160,10 @@ class ReferenceEngine(EngineBase):
         return self.waiting.take_adapter(adapter)
 
     def forget_adapter(self, adapter: int) -> None:
-        """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
+        """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk,
+        the next step's if requests of it still run (vLLM applies the batch's adapters every step)."""
         self.lora.discard(adapter)
+        self.lora.must_reload |= adapter in self._active
 
     def running_adapters(self) -> list[int]:
         """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""
