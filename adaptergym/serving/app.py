@@ -3,7 +3,9 @@
 Routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (streamed as SSE or whole),
 ``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter`` (always enabled; vLLM needs
 ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` for them), ``/metrics``, ``/health`` and ``/version``.
-Timing, queueing, adapter slots, KV cache and refusals are the twin's; tokens are placeholders.
+Timing, queueing, adapter slots, KV cache and refusals are the twin's, and so is vLLM's API server ahead of the
+engine, which holds up the first request of an adapter it has not resolved lately (a runtime load does not
+resolve it); tokens are placeholders.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ def build_server(profile: TwinProfile, config: ServerConfig, adapters: Sequence[
             models.register(adapter.name, adapter.rank, adapter.path, index)
         except ValueError as exc:
             raise ConfigError(f"adapter {adapter.name!r}: {exc} Raise --max-lora-rank.") from None
-    return TwinServer(profile, config, TwinDriver(engine, speed), models)
+    # Cold, as a freshly started vLLM: its API server has resolved no adapter yet (as in a static run).
+    api_server = framework_of(profile).api_server(profile, config, ())
+    return TwinServer(profile, config, TwinDriver(engine, api_server, speed), models)
 
 
 def _error(exc: APIError) -> web.Response:
@@ -192,7 +196,7 @@ def create_app(server: TwinServer) -> web.Application:
             return _error(exc)
 
     async def metrics(_request: web.Request) -> web.Response:
-        text = prometheus.render(driver.engine, models, server.config.max_loras)
+        text = prometheus.render(driver.engine, models, server.config.max_loras, driver.clock.now())
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def health(_request: web.Request) -> web.Response:

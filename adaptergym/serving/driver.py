@@ -2,10 +2,12 @@
 
 The loop mirrors vLLM's engine core: run the steps that start before *now*; a step that ends in the future
 holds its tokens until the clock reaches its end, then every request that produced a token is woken. An
-idle engine sleeps until a request arrives. Arrivals are stamped with the simulated time at which the HTTP
-handler submits them, so a request that arrives during a step waits for the next one, as in vLLM. When the
-loop falls behind (CPU contention, high ``speed``), it catches up step by step and delivers the late
-tokens together.
+idle engine sleeps until the next request reaches it. Requests are stamped with the simulated time at which
+the HTTP handler submits them and pass vLLM's API server (:class:`adaptergym.twin.frontend.ApiServer`, started
+cold like a fresh vLLM): the first request of an adapter it has not resolved lately holds it up, and the
+requests behind wait, before reaching the engine. A request that reaches the engine during a step waits for
+the next one, as in vLLM. When the loop falls behind (CPU contention, high ``speed``), it catches up step by
+step and delivers the late tokens together.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import numpy as np
 
 from adaptergym.twin.engine import ReplicaEngine
+from adaptergym.twin.frontend import ApiServer
 from adaptergym.twin.record import REFUSED
 
 
@@ -53,10 +56,12 @@ class Watch:
 
 
 class TwinDriver:
-    """Owns the engine and the clock; HTTP handlers :meth:`submit` requests and await their ``Watch``."""
+    """Owns the engine, the API server ahead of it and the clock; HTTP handlers :meth:`submit` requests and await
+    their ``Watch``."""
 
-    def __init__(self, engine: ReplicaEngine, speed: float = 1.0) -> None:
+    def __init__(self, engine: ReplicaEngine, api_server: ApiServer, speed: float = 1.0) -> None:
         self.engine = engine
+        self.api_server = api_server
         self.clock = ScaledClock(speed)
         self._watches: dict[int, Watch] = {}
         self._arrival = asyncio.Event()
@@ -75,8 +80,9 @@ class TwinDriver:
             self._task = None
 
     def submit(self, adapter: int, prompt_tokens: int, max_tokens: int) -> Watch:
-        """Hand a request to the engine, arriving now."""
-        rid = self.engine.submit(self.clock.now(), adapter, prompt_tokens, max_tokens)
+        """Hand a request, sent now, to the API server, and to the engine for when the server lets it through."""
+        reached = self.api_server.departures(np.array([self.clock.now()]), np.array([adapter]))
+        rid = self.engine.submit(float(reached[0]), adapter, prompt_tokens, max_tokens)
         watch = Watch(rid)
         self._watches[rid] = watch
         self._arrival.set()
@@ -90,15 +96,26 @@ class TwinDriver:
         engine, clock = self.engine, self.clock
         while True:
             self._arrival.clear()
-            target = clock.now()
+            target, start, steps = clock.now(), engine.now, engine.steps
             engine.run_until(target)
             # The last step may end in the future: its tokens are out only then (sleep(0) still lets the
             # HTTP handlers run when the loop is behind).
             await asyncio.sleep(max(0.0, clock.wall_seconds_until(engine.now)))
             self._publish()
-            idle = engine.n_running == 0 and engine.n_waiting == 0 and engine.n_arrived >= engine.n_requests
-            if idle or engine.now < target:  # nothing can run before the next arrival
-                await self._arrival.wait()
+            # Nothing can run before the next request reaches the engine when none is in it, or when a step was
+            # due and could schedule none of the waiting ones.
+            stalled = target > start and engine.steps == steps
+            if engine.n_running == 0 and (engine.n_waiting == 0 or stalled):
+                await self._next_arrival()
+
+    async def _next_arrival(self) -> None:
+        """Sleep until the earliest request held at the API server reaches the engine, or a new one is
+        submitted."""
+        engine = self.engine
+        held = engine.n_arrived < engine.n_requests
+        timeout = max(0.0, self.clock.wall_seconds_until(float(engine.arrival_s[engine.n_arrived]))) if held else None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrival.wait(), timeout)
 
     def _publish(self) -> None:
         """Wake the handlers whose requests were taken, produced tokens or finished."""

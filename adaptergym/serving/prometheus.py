@@ -39,15 +39,16 @@ def _histogram(lines: list[str], name: str, doc: str, values: np.ndarray, bucket
     _metric(lines, name, "histogram", doc, samples)
 
 
-def render(engine: ReplicaEngine, models: ServedModels, max_loras: int) -> str:
-    """The exposition text of the engine's current state."""
+def render(engine: ReplicaEngine, models: ServedModels, max_loras: int, now: float) -> str:
+    """The exposition text of the engine's current state at simulated time ``now`` (requests still held at the
+    API server are not the engine's yet, so they are not counted as waiting)."""
     base = {"model_name": models.base_model, "engine": "0"}
     lb = _labels(**base)
     n = engine.n_requests
     first, finish, arrival = engine.first_token_s[:n], engine.finish_s[:n], engine.arrival_s[:n]
     started = np.isfinite(first)
     done = np.isfinite(finish)
-    not_taken = n - engine.n_arrived
+    not_taken = int(np.count_nonzero(arrival[engine.n_arrived:] <= now))  # reached the engine, not yet taken
     lines: list[str] = []
     _metric(lines, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
             [("vllm:num_requests_running" + lb, engine.n_running)])
