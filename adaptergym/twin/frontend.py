@@ -10,7 +10,8 @@ the clients' TTFT counts.
 
 :class:`ApiServer` is one server's state (its LRU and when its queue frees), fed batch by batch: a static run
 passes its whole request batch through a new one (:func:`through_api_server`); a fleet whose plan changes
-(``adaptergym.twin.online_fleet``) keeps one per serving replica and passes each request as it is routed.
+(``adaptergym.twin.online_fleet``) keeps one per serving replica and passes each request as it is routed; the
+twin server (``adaptergym.serving.driver``) keeps one, started cold, and passes each request as it is submitted.
 """
 
 from __future__ import annotations
