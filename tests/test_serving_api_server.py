@@ -35,19 +35,20 @@ def held_profile():
                                                                    api_server_new_adapter_ms=HOLD_S * 1000.0))
 
 
-def server(enable_lora: bool = True):
-    profile = held_profile()
+def held_config(enable_lora: bool = True) -> ServerConfig:
     lora = {"max_loras": 3, "max_lora_rank": 16} if enable_lora else {"enable_lora": False}
-    config = ServerConfig(**lora).resolved(profile)
+    return ServerConfig(**lora).resolved(held_profile())
+
+
+def server(enable_lora: bool = True):
+    profile, config = held_profile(), held_config(enable_lora)
     adapters = [AdapterSource(name, 16) for name in "abc"]
     return build_server(profile, config, adapters, speed=SPEED, served_model_name="toy-base")
 
 
 def twin_ttfts(arrivals: list[float], adapters: list[int], enable_lora: bool = True) -> np.ndarray:
     """TTFTs of requests reaching a bare engine (no API server) at ``arrivals``: what the server adds nothing to."""
-    profile = held_profile()
-    lora = {"max_loras": 3, "max_lora_rank": 16} if enable_lora else {"enable_lora": False}
-    config = ServerConfig(**lora).resolved(profile)
+    profile, config = held_profile(), held_config(enable_lora)
     n = len(arrivals)
     batch = RequestBatch(np.array(arrivals), np.array(adapters, np.int64), np.full(n, PROMPT),
                          np.full(n, MAX_TOKENS), ("a", "b", "c"), np.full(3, 16), 100.0)
@@ -129,8 +130,7 @@ def test_without_lora_nothing_is_held_up():
 
 
 def test_slora_gets_its_frameworks_server_which_holds_nothing_up():
-    profile = held_profile()
-    config = ServerConfig(max_loras=3, max_lora_rank=16).resolved(profile)
+    profile, config = held_profile(), held_config()
     assert not FRAMEWORKS.get("slora")().api_server(profile, config, ()).holds
     assert FRAMEWORKS.get("vllm-v1")().api_server(profile, config, ()).hold_s == HOLD_S
 
