@@ -154,10 +154,10 @@ class Replanner:
     **Spill while replicas start** (``spill``, :meth:`Packer.spill`). A change that starts replicas leaves the
     running ones as they are for minutes; meanwhile the hottest adapters of a replica the surrogate judges starved
     are copied onto serving replicas with a free LoRA slot (a runtime load of seconds), so a flash crowd on one
-    adapter is shared by the fleet's spare room. On flash-crowd-v0's first three train seeds it cut the starved
-    adapter-minutes of ``gbr`` / ``last`` / ``ewma`` from 350 / 217 / 820 to 275 / 197 / 445 (GPU-hours within
-    0.3); on drift-v0's from 0 / 102 / 12 to 0 / 0 / 37, on diurnal-v0's from 0 / 0 / 83 to 0 / 0 / 82
-    (GPU-hours within 0.4 on both; ``python examples/spill_ablation.py``, README "Online policies").
+    adapter is shared by the fleet's spare room. On flash-crowd-v0's first six train seeds it cut the starved
+    adapter-minutes of ``gbr`` / ``last`` from 382 / 391 to 318 / 318; on drift-v0's first three ``gbr`` / ``last`` /
+    ``ewma`` starve 0 / 0 / 38 with it, 0 / 102 / 12 without; GPU-hours within 0.4 on every family
+    (``python examples/spill_ablation.py``; README, "Online policies").
     """
 
     headroom: float = HEADROOM
