@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from adaptergym.dynamic import DynamicFleet, FleetPlan, ReplicaSpec
-from adaptergym.dynamic.fast import PlanVerdict, fast_scorer, judge_plan
+from adaptergym.dynamic.fast import PlanVerdict, adapter_positions, fast_scorer, judge_plan
 from adaptergym.metrics import STARVATION_THRESHOLD
 from adaptergym.placement import Placement
 from adaptergym.server_capacity import MAX_LORAS_LEVELS, mean_request_tokens, rank_cover, slot_caps
@@ -34,9 +34,9 @@ from adaptergym.surrogate import gpu_features, load_surrogate
 from adaptergym.workload import AdapterSpec, WorkloadSpec
 from baselines.greedy import STARVED_PROBABILITY, GreedyPolicy
 
-#: :meth:`Packer.spill` makes at most this many copies at a decision, trying each starved replica's this many hottest
-#: adapters.
+#: :meth:`Packer.spill` makes at most this many copies at a decision.
 SPILL_COPIES = 8
+#: :meth:`Packer.spill` tries this many of each starved replica's hottest adapters.
 SPILL_CANDIDATES = 3
 #: A match the replica's flags can serve (no restart, no new replica) outweighs any traffic overlap.
 COMPATIBLE_BONUS = 1e12
@@ -146,7 +146,7 @@ class Packer:
                 judge: Callable[[FleetPlan], PlanVerdict]) -> Iterator[tuple[FleetPlan, PlanVerdict]]:
         """The plans of one more copy :meth:`spill` keeps (with their verdicts): the starved replicas' hottest
         adapters first, each onto the least loaded replica that has room for it first."""
-        position = {a: i for i, a in enumerate(self.ids)}
+        position = adapter_positions(tuple(self.ids))
         starved = sorted((rid for rid in serving if verdict.replicas[rid].starved),
                          key=lambda rid: verdict.replicas[rid].served_tok_s - verdict.replicas[rid].offered_tok_s)
         targets = sorted((rid for rid in serving if not verdict.replicas[rid].starved),
