@@ -297,3 +297,17 @@ def test_spill_copies_a_starved_replicas_hot_adapter_onto_a_serving_replica_with
     full = {0: plan[0], 1: ReplicaSpec(("a3", "a4", "a5"), 3, 8)}
     assert packer.spill(full, rates, {0, 1}, 0.0) == full
     assert packer.spill(plan, rates, {0}, 0.0) == plan
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_while_new_replicas_start_a_flashed_adapter_is_spilled_onto_a_running_one(spill):
+    # A tail adapter of 40 jumps to 12 req/s at 25 min: the re-planner starts replicas for it; with the spill its
+    # replica's hottest adapter (the flashed one) is also copied onto a running replica at once (a load, seconds).
+    workload = zipf(30.0)
+    cold = sorted(workload.adapters, key=lambda a: a.rate)[5]
+    workload = workload.with_schedule((Flash((cold.id,), 1500.0, 1200.0, 12.0 / cold.rate),))
+    run = replay(get_online_policy("periodic", forecaster="last", spill=spill),
+                 DynamicFleet(workload, epoch_s=300.0, scorer="surrogate"))
+    growth = next(r for r in run.results if r.changes.cold_starts)
+    onto_running = {rid: ids for rid, ids in growth.changes.loads.items() if rid not in growth.changes.cold_starts}
+    assert onto_running == ({0: (cold.id,)} if spill else {})
