@@ -29,6 +29,11 @@ def toy_profile(kv_tokens: int = 1 << 20, max_model_len: int = 4096, **coefficie
                        scheduler=SchedulerOverhead(base_ms=0.0, per_running_ms=0.0, per_skipped_ms=0.0))
 
 
+def with_api_server_hold(profile: TwinProfile, hold_ms: float) -> TwinProfile:
+    """``profile`` whose vLLM API server holds a request of an adapter it has not resolved lately for ``hold_ms``."""
+    return dataclasses.replace(profile, loading=dataclasses.replace(profile.loading, api_server_new_adapter_ms=hold_ms))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -105,7 +105,7 @@ def test_a_load_into_slots_holding_only_the_batch_evicts_one_from_the_gpu_and_th
 def test_a_load_evicts_an_adapter_outside_the_batch_first_and_the_batch_needs_no_reload():
     lora, (w0, w1, w2, w3, _) = cache(max_loras=3, max_cpu_loras=3)
     run_batch(lora, {w0, w1, w2}, 0)
-    lora.leave(w0, 4)  # as recent as the batch, but out of it: w0 goes, from both tiers
-    assert lora.load(w3, {w1, w2}, 5) == pytest.approx(DISK_MS + COPY_MS)
-    assert not lora.must_reload and run_batch(lora, {w1, w2}, 5, set()) == 0.0
-    assert lora.enter(w0, 6) and not lora.enter(w3, 6)
+    lora.leave(w2, 4)  # as recent as the batch and last in the walk, but out of it: w2 goes, from both tiers
+    assert lora.load(w3, {w0, w1}, 5) == pytest.approx(DISK_MS + COPY_MS)
+    assert not lora.must_reload and run_batch(lora, {w0, w1}, 5, set()) == 0.0
+    assert lora.enter(w2, 6) and not lora.enter(w3, 6)

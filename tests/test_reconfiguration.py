@@ -22,7 +22,7 @@ from adaptergym.twin.engine import ReferenceEngine
 from adaptergym.twin.fleet_plan import ReplicaSpec, plan_changes
 from adaptergym.twin.online_fleet import FAILED, SERVING, STARTING, OnlineFleet
 from adaptergym.workload import cycled_workload
-from tests.conftest import toy_profile
+from tests.conftest import toy_profile, with_api_server_hold
 from tests.test_twin import batch
 
 LOAD_MS = 20.0 + 5.0  # disk -> CPU -> GPU of a rank-16 adapter
@@ -35,8 +35,7 @@ def profile():
 
 def held_up(hold_ms: float):
     """``profile()`` whose API servers hold a request of an adapter they have not resolved for ``hold_ms``."""
-    base = profile()
-    return dataclasses.replace(base, loading=dataclasses.replace(base.loading, api_server_new_adapter_ms=hold_ms))
+    return with_api_server_hold(profile(), hold_ms)
 
 
 def ttft_ms(fleet: OnlineFleet, k: int) -> float:
@@ -144,7 +143,7 @@ def test_every_request_ends_exactly_once_across_changes(router, hold_ms):
     assert finished.any() and unfinished.any()  # restarts take 102-108 s here: some wait past the end
     started = np.isfinite(snap.first_token_s)
     assert (snap.first_token_s[started] >= snap.reached_s[started]).all()
-    assert (snap.reached_s[started] >= snap.arrival_s[started]).all()
+    assert (snap.reached_s[started] >= snap.arrival_s[started] - 1e-9).all()  # the FIFO's unrolled sums round
     assert (snap.finish_s[finished] >= snap.first_token_s[finished]).all()
 
 

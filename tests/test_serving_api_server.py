@@ -8,7 +8,6 @@ slack of a shared box (50 ms of wall time, 0.4 s of twin time at speed 8) cannot
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import aiohttp
 import numpy as np
@@ -21,7 +20,7 @@ from adaptergym.twin import check_startup
 from adaptergym.twin.engine import ReplicaEngine
 from adaptergym.twin.frameworks import FRAMEWORKS
 from adaptergym.workload import RequestBatch
-from tests.conftest import toy_profile
+from tests.conftest import toy_profile, with_api_server_hold
 
 HOLD_S = 2.0
 SPEED = 8.0
@@ -30,9 +29,7 @@ PROMPT, MAX_TOKENS = 300, 5
 
 
 def held_profile():
-    profile = toy_profile(max_model_len=4096)
-    return dataclasses.replace(profile, loading=dataclasses.replace(profile.loading,
-                                                                   api_server_new_adapter_ms=HOLD_S * 1000.0))
+    return with_api_server_hold(toy_profile(max_model_len=4096), HOLD_S * 1000.0)
 
 
 def held_config(enable_lora: bool = True) -> ServerConfig:

@@ -114,7 +114,7 @@ class TwinDriver:
         engine = self.engine
         held = engine.n_arrived < engine.n_requests
         timeout = max(0.0, self.clock.wall_seconds_until(float(engine.arrival_s[engine.n_arrived]))) if held else None
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # not the builtin before Python 3.11
             await asyncio.wait_for(self._arrival.wait(), timeout)
 
     def _publish(self) -> None:

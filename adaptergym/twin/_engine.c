@@ -158,7 +158,7 @@ typedef struct {
     i64 *entered, *left;   /* step each adapter last entered the batch; last step it was in one, once it left */
     i64 *loaded;           /* the runtime load that touched an adapter since (numbered from 1), or 0 */
     i64 loads;             /* runtime loads so far */
-    int must_reload;       /* a runtime load evicted an adapter of the running batch: the next step walks */
+    int must_reload;       /* a runtime load evicted, or an unload dropped, an adapter of the batch: next step walks */
     i64 *touched_in;       /* the walk an adapter was last touched in (walk_no) */
     i64 walk_no, loads_from_disk, loads_from_cpu;
     Vec walk;              /* scratch: the adapters of one walk, in visit order */

@@ -65,7 +65,7 @@ class LoraCache:
         self._left = [NEVER] * len(adapter_ids)  # last step the adapter was in a batch, once it has left
         self._loaded = [0] * len(adapter_ids)  # the runtime load that touched it since (numbered from 1), or 0
         self._loads = 0
-        self.must_reload = False  # a runtime load evicted an adapter of the running batch: the next step walks
+        self.must_reload = False  # a load evicted, or an unload dropped, an adapter of the batch: the next step walks
         self.loads_from_disk = 0
         self.loads_from_cpu = 0
 

@@ -19,7 +19,7 @@ that packing into a plan that changes the running fleet as little as it can.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -114,10 +114,15 @@ class Packer:
         level = self.surrogate.best_max_loras(rates * (1.0 + self.headroom), ranks, self.fleet.lengths)
         return ReplicaSpec(adapters, level, rank_cover(int(ranks.max())))
 
+    def judge(self, plan: FleetPlan, rates: np.ndarray, headroom: float,
+              up: Mapping[int, float] | None = None) -> PlanVerdict:
+        """The surrogate's verdict on ``plan`` at ``rates * (1 + headroom)`` (``up``: each replica's serving share
+        of the time, default all)."""
+        return judge_plan(self.scorer, plan, rates * (1.0 + headroom), self.ids, self.ranks, self.fleet.lengths, up)
+
     def starved(self, plan: FleetPlan, rates: np.ndarray, headroom: float) -> bool:
         """Whether the surrogate predicts ``plan`` starves some adapter at ``rates * (1 + headroom)``."""
-        verdict = judge_plan(self.scorer, plan, rates * (1.0 + headroom), self.ids, self.ranks, self.fleet.lengths)
-        return bool(verdict.starved.any())
+        return bool(self.judge(plan, rates, headroom).starved.any())
 
     def spill(self, plan: FleetPlan, rates: np.ndarray, serving: Set[int], headroom: float) -> FleetPlan:
         """``plan`` with copies of the hottest adapters of its ``serving`` replicas the surrogate judges starved at
@@ -131,8 +136,7 @@ class Packer:
         up = {rid: float(rid in serving) for rid in plan}
 
         def judge(candidate: FleetPlan) -> PlanVerdict:
-            return judge_plan(self.scorer, candidate, rates * (1.0 + headroom), self.ids, self.ranks,
-                              self.fleet.lengths, up)
+            return self.judge(candidate, rates, headroom, up)
 
         verdict = judge(plan)
         for _ in range(SPILL_COPIES):

@@ -154,10 +154,11 @@ class Replanner:
     **Spill while replicas start** (``spill``, :meth:`Packer.spill`). A change that starts replicas leaves the
     running ones as they are for minutes; meanwhile the hottest adapters of a replica the surrogate judges starved
     are copied onto serving replicas with a free LoRA slot (a runtime load of seconds), so a flash crowd on one
-    adapter is shared by the fleet's spare room. On flash-crowd-v0's first six train seeds it cut the starved
+    adapter is shared by the fleet's spare room. The copies go when the change is finished (a running plan kept
+    because it serves the rates keeps them). On flash-crowd-v0's first six train seeds it cut the starved
     adapter-minutes of ``gbr`` / ``last`` from 382 / 391 to 318 / 318; on drift-v0's first three ``gbr`` / ``last`` /
     ``ewma`` starve 0 / 0 / 38 with it, 0 / 102 / 12 without; GPU-hours within 0.4 on every family
-    (``python examples/spill_ablation.py``; README, "Online policies").
+    (``python examples/spill_ablation.py [FAMILY] [SEEDS] [FORECASTERS]``; README, "Online policies").
     """
 
     headroom: float = HEADROOM
