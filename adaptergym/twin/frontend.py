@@ -64,10 +64,9 @@ class ApiServer:
         """1.0 for each request whose adapter is not among the ``cache_size`` most recently resolved, else 0.0;
         each request resolves its adapter."""
         miss = np.zeros(adapter.size)
-        used, first = np.unique(adapter, return_index=True)
+        used, first, last = first_and_last(adapter)
         if len(self._recent.keys() | set(used.tolist())) <= self.cache_size:  # nothing is evicted
             miss[first[~np.isin(used, list(self._recent))]] = 1.0
-            last = adapter.size - 1 - np.unique(adapter[::-1], return_index=True)[1]
             for a in used[np.argsort(last)].tolist():  # least recently used first
                 self._resolve(a)
             return miss
@@ -84,6 +83,17 @@ class ApiServer:
         if len(self._recent) > self.cache_size:
             self._recent.popitem(last=False)
         return True
+
+
+def first_and_last(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct ``values`` (ascending) and where each first and last occurs, from one stable sort: a radix
+    sort for adapter indices below 2**16, several times faster than ``np.unique`` on a million requests."""
+    small = values.size and values.min() >= 0 and values.max() < 1 << 16
+    order = np.argsort(values.astype(np.uint16) if small else values, kind="stable")
+    ranked = values[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ends = np.r_[starts[1:], ranked.size] - 1
+    return ranked[starts], order[starts], order[ends]
 
 
 def through_api_server(requests: RequestBatch, server: ApiServer) -> RequestBatch:
