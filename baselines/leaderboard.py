@@ -56,11 +56,19 @@ class Board:
         lines = ["| " + " | ".join(summary.columns) + " |", "|" + "---|" * len(summary.columns)]
         for values in summary.itertuples(index=False):
             lines.append("| " + " | ".join(format_value(v, large=",.0f", small=".2f") for v in values) + " |")
-        refused: dict[str, list[str]] = {}
-        for policy, scenario, seed, reason in self.skipped:
-            refused.setdefault(f"{policy}: {reason}", []).append(f"{scenario}/{seed}")
-        lines += [f"\n{reason} ({len(jobs)} workload(s) without a row)" for reason, jobs in refused.items()]
+        if self.skipped:
+            lines += ["", *(f"- {line}" for line in skipped_lines(self.skipped))]
         return "\n".join(lines)
+
+
+def skipped_lines(skipped: Sequence[tuple[str, str, int, str]]) -> list[str]:
+    """One line per (entry, scenario, reason) of ``skipped`` jobs ((entry, scenario, seed, reason) each) that could
+    not run, naming its seeds: both leaderboards word what they could not run this way."""
+    seeds: dict[tuple[str, str, str], list[int]] = {}
+    for entry, scenario, seed, why in skipped:
+        seeds.setdefault((entry, scenario, why), []).append(seed)
+    return [f"{entry} could not run on {scenario} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}): {why}"
+            for (entry, scenario, why), s in seeds.items()]
 
 
 def seeds_of(text: str, scenario_names: Sequence[str]) -> list[int]:

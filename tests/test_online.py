@@ -261,6 +261,11 @@ def test_jobs_that_could_not_run_are_one_line_per_entry_family_and_reason():
                                   ("periodic (holt-winters)", "flash-crowd-v0", 1, why)])
     assert board.skipped_lines() == [f"periodic (holt-winters) could not run on drift-v0 (seeds 1, 2): {why}",
                                      f"periodic (holt-winters) could not run on flash-crowd-v0 (seed 1): {why}"]
+    # the placement leaderboard words its refusals the same way, under its table
+    from baselines.leaderboard import Board
+
+    static = Board(skipped=[("exact", "zipf-large-v0", 7, "too large"), ("exact", "zipf-large-v0", 9, "too large")])
+    assert static.markdown().endswith("\n- exact could not run on zipf-large-v0 (seeds 7, 9): too large")
 
 
 def test_no_plan_leaves_an_adapter_only_to_replicas_still_starting():

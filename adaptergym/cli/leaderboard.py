@@ -81,7 +81,7 @@ class Leaderboard(Command):
         from adaptergym.errors import ConfigError
         from adaptergym.scenarios import get_scenario
         from baselines import POLICIES, policy_names
-        from baselines.leaderboard import plot, run, seeds_of
+        from baselines.leaderboard import plot, run, seeds_of, skipped_lines
 
         names = [s.strip() for s in args.suite.split(",")]
         for name in names:
@@ -101,8 +101,8 @@ class Leaderboard(Command):
         if not write_outputs(board, args, plot):
             print_table(f"leaderboard: {args.suite}, {len(seeds)} test seed(s), {profile.name}",
                         board.summary().to_dict("records"))
-            for policy, scenario, seed, reason in board.skipped:
-                print(f"{policy} refused {scenario}/{seed}: {reason}")
+            for line in skipped_lines(board.skipped):
+                print(line)
         return 0
 
     def dynamic(self, args: argparse.Namespace) -> int:

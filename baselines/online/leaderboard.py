@@ -26,6 +26,7 @@ from adaptergym.errors import AdapterGymError
 from adaptergym.forecast import forecaster_names
 from adaptergym.profile import TwinProfile
 from adaptergym.scenarios import get_scenario
+from baselines.leaderboard import skipped_lines
 from baselines.online import get_online_policy
 from baselines.online.ideal import ideal_tracker
 from baselines.online.replay import replay
@@ -121,11 +122,7 @@ class DynamicBoard:
 
     def skipped_lines(self) -> list[str]:
         """One line per (entry, family, reason) that could not run, naming its seeds."""
-        seeds: dict[tuple[str, str, str], list[int]] = {}
-        for entry, family, seed, why in self.skipped:
-            seeds.setdefault((entry, family, why), []).append(seed)
-        return [f"{entry} could not run on {family} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}): {why}"
-                for (entry, family, why), s in seeds.items()]
+        return skipped_lines(self.skipped)
 
 
 def run(families: Sequence[str], seeds: Sequence[int], board_entries: Sequence[Entry], profile: TwinProfile,
