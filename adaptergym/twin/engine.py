@@ -162,8 +162,7 @@ class ReferenceEngine(EngineBase):
     def forget_adapter(self, adapter: int) -> None:
         """Drop ``adapter`` from GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk,
         the next step's if requests of it still run (vLLM applies the batch's adapters every step)."""
-        self.lora.discard(adapter)
-        self.lora.must_reload |= adapter in self._active
+        self.lora.discard(adapter, self._active)
 
     def running_adapters(self) -> list[int]:
         """Indices of the adapters in the running batch (vLLM's ``running_lora_adapters``)."""

@@ -156,10 +156,12 @@ class LoraCache:
         self._left.append(NEVER)
         self._loaded.append(0)
 
-    def discard(self, adapter: int) -> None:
-        """Forget ``adapter`` in GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk."""
+    def discard(self, adapter: int, batch: set[int]) -> None:
+        """Forget ``adapter`` in GPU slots and CPU cache (vLLM's ``remove_lora``): its next use loads from disk, the
+        next step's if it is in the running ``batch`` (:attr:`must_reload`)."""
         self._gpu.discard(adapter)
         self._cpu.discard(adapter)
+        self.must_reload |= adapter in batch
 
 
 def _pop_untouched(heap: RecencyHeap, tier: set[int], touched: set[int]) -> int:

@@ -247,7 +247,6 @@ class Replanner:
             return current  # a shrink only moves adapters onto running replicas (class doc)
         step = make_before_break(fitted, current, settled)
         if step == fitted:
-            self._pending = None
             return step
         self._pending = fitted
         serving = {r.id for r in fleet.results[-1].replicas if r.state == "serving"}
